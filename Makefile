@@ -1,0 +1,26 @@
+# The two commands a new user needs: `make demo` and `make test`. Both set up what is missing.
+VENV := .venv
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): requirements.txt pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh
+
+demo: $(STAMP)
+	$(VENV)/bin/osum-data demo --output manifests/demo
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check osum_data training tests bench
+	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check osum_data training tests bench
+
+bench: $(STAMP)
+	$(VENV)/bin/python bench/runner_overhead.py
+	$(VENV)/bin/python bench/ray_scaling.py
+
+clean:
+	rm -rf manifests/demo .pytest_cache

@@ -1,0 +1,181 @@
+"""The generic importer: a metadata.tsv / metadata.csv table of audio paths, transcripts and labels.
+
+This is how a user brings any corpus we have no recipe for. Each data row becomes one MonoCut whose
+id is the row id; rows with start/end cut a segment out of their audio, and several rows may share
+one file (the recording id is derived from the audio path, so they share one Recording). Each bad
+row is rejected with its row number and a reason naming the value; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import OrderedDict
+from collections.abc import Iterator
+from pathlib import Path, PurePath
+
+from lhotse import Recording, SupervisionSegment
+from lhotse.cut import MonoCut
+from lhotse.qa import validate
+
+from osum_data.corpora.audio import probe
+from osum_data.corpora.labels import SupervisionLabels
+from osum_data.corpora.output import write_import
+from osum_data.corpora.rejects import (
+    BAD_TIME,
+    DUPLICATE_ID,
+    EMPTY_ID,
+    END_BEYOND_DURATION,
+    END_NOT_AFTER_START,
+    INVALID_CUT,
+    MISSING_AUDIO,
+    WRONG_FIELD_COUNT,
+    RejectLog,
+    RowError,
+)
+from osum_data.corpora.report import ImportReport
+from osum_data.corpora.table import TableRow, find_metadata, read_table
+
+CORPUS = "tsv"  # corpus name for label maps: corpus_maps.yaml may hold a `tsv:` table
+REQUIRED = ("id", "audio", "text")
+OPTIONAL = ("language", "speaker", "gender", "age", "emotion", "style", "events", "start", "end")
+# An end this close past the end of the audio is rounding in the user's table: clip it silently.
+END_TOLERANCE_S = 0.01
+RECORDING_CACHE = 4096
+
+
+def prepare_tsv(corpus_dir: Path, out_dir: Path) -> ImportReport:
+    """Import CORPUS_DIR/metadata.tsv (or .csv) into OUT_DIR/cuts.jsonl.gz + rejects.jsonl.gz.
+
+    Cuts stream to disk as rows are built, so memory does not grow with the number of cuts.
+    """
+    corpus_dir, out_dir = Path(corpus_dir), Path(out_dir)
+    rows = read_table(find_metadata(corpus_dir), REQUIRED)
+    rejects = RejectLog()
+    cuts = _build_all(rows, _CutBuilder(corpus_dir), rejects)
+    return write_import(out_dir, CORPUS, len(rows), {"all": cuts}, rejects, per_part_files=False)
+
+
+def _build_all(rows: list[TableRow], builder: _CutBuilder, rejects: RejectLog) -> Iterator[MonoCut]:
+    for row in rows:
+        try:
+            yield builder.build(row)
+        except RowError as err:
+            values = row.values
+            rejects.add_error(err, row=row.number, id=values.get("id", ""), audio=values.get("audio", ""))
+
+
+class _CutBuilder:
+    """Turns table rows into cuts; remembers ids seen and recordings probed across rows."""
+
+    def __init__(self, corpus_dir: Path):
+        self.corpus_dir = corpus_dir
+        self.first_row: dict[str, int] = {}
+        # Recently probed files (rows of one file are usually adjacent); a file probed again after
+        # eviction gives an identical Recording, so the bound costs time, never correctness.
+        self.recordings: OrderedDict[Path, Recording | RowError] = OrderedDict()
+
+    def build(self, row: TableRow) -> MonoCut:
+        if row.field_error:
+            raise RowError(WRONG_FIELD_COUNT, row.field_error)
+        v = {k: row.values.get(k, "").strip() for k in REQUIRED + OPTIONAL}
+        cut_id = self._claim_id(v["id"], row.number)
+        labels = SupervisionLabels(CORPUS)
+        labels.set_gender(v["gender"])
+        labels.set_age(v["age"])
+        labels.set_category("emotion", v["emotion"])
+        labels.set_category("style", v["style"])
+        labels.set_events(v["events"])
+        start = _seconds("start", v["start"])
+        end = _seconds("end", v["end"])
+        if start is not None and end is not None and end <= start:
+            raise RowError(END_NOT_AFTER_START, f"end {v['end']} is not after start {v['start']}")
+        recording = self._recording(v["audio"])
+        offset, duration = _span(start, end, recording.duration)
+        sup = SupervisionSegment(
+            id=cut_id,
+            recording_id=recording.id,
+            start=0.0,
+            duration=duration,
+            channel=recording.channel_ids[0],
+            text=row.values.get("text", "").strip(),
+            language=v["language"] or None,
+            speaker=v["speaker"] or None,
+        )
+        cut = MonoCut(
+            id=cut_id,
+            start=offset,
+            duration=duration,
+            channel=recording.channel_ids[0],
+            recording=recording,
+            supervisions=[labels.apply(sup)],
+        )
+        try:
+            validate(cut)
+        except AssertionError as exc:
+            raise RowError(INVALID_CUT, f"lhotse rejects the cut: {exc}") from None
+        return cut
+
+    def _claim_id(self, cut_id: str, number: int) -> str:
+        if not cut_id:
+            raise RowError(EMPTY_ID, "empty id")
+        if cut_id in self.first_row:
+            raise RowError(
+                DUPLICATE_ID, f"duplicate id {cut_id!r} (first used in row {self.first_row[cut_id]})"
+            )
+        self.first_row[cut_id] = number
+        return cut_id
+
+    def _recording(self, audio: str) -> Recording:
+        """Probe each file once; rows sharing a file share the Recording (or its error)."""
+        if not audio:
+            raise RowError(MISSING_AUDIO, "empty audio path")
+        path = Path(audio) if os.path.isabs(audio) else self.corpus_dir / audio
+        key = Path(os.path.abspath(path))
+        if key in self.recordings:
+            self.recordings.move_to_end(key)
+        else:
+            try:
+                self.recordings[key] = probe(key, self._recording_id(key))
+            except RowError as err:
+                self.recordings[key] = err
+            if len(self.recordings) > RECORDING_CACHE:
+                self.recordings.popitem(last=False)
+        found = self.recordings[key]
+        if isinstance(found, RowError):
+            raise found
+        return found
+
+    def _recording_id(self, path: Path) -> str:
+        """The audio path relative to the corpus (posix), so ids are stable across machines;
+        files outside the corpus keep their absolute path."""
+        try:
+            relative = PurePath(os.path.relpath(path, os.path.abspath(self.corpus_dir)))
+        except ValueError:  # another drive on Windows
+            return path.as_posix()
+        return path.as_posix() if relative.parts[:1] == ("..",) else relative.as_posix()
+
+
+def _seconds(name: str, value: str) -> float | None:
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise RowError(BAD_TIME, f"{name} {value!r} is not a number of seconds") from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise RowError(BAD_TIME, f"{name} {value!r} is not a non-negative number of seconds")
+    return seconds
+
+
+def _span(start: float | None, end: float | None, total: float) -> tuple[float, float]:
+    """(offset, duration) of the segment inside a recording of `total` seconds."""
+    offset = start or 0.0
+    if end is None:
+        end = total
+    elif end > total + END_TOLERANCE_S:
+        raise RowError(END_BEYOND_DURATION, f"end {end:g} s is beyond the audio's duration {total:g} s")
+    end = min(end, total)
+    if end <= offset:
+        raise RowError(END_BEYOND_DURATION, f"start {offset:g} s is at or past the audio's end {total:g} s")
+    return offset, end - offset

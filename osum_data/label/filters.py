@@ -1,0 +1,33 @@
+"""Duration and speaking-rate filters: cheap guards against misaligned or truncated transcripts."""
+
+from __future__ import annotations
+
+from lhotse.cut import Cut
+
+from osum_data.run.stage import Reject, per_cut_stage
+
+
+@per_cut_stage("filter_duration")
+def filter_duration(cut: Cut, min_duration: float = 0.3, max_duration: float = 30.0) -> Cut:
+    if cut.duration < min_duration:
+        raise Reject("too_short", f"{cut.duration:.2f} s < {min_duration} s")
+    if cut.duration > max_duration:
+        raise Reject("too_long", f"{cut.duration:.2f} s > {max_duration} s")
+    return cut
+
+
+def chars_per_second(cut: Cut) -> float:
+    chars = sum(len("".join(s.text.split())) for s in cut.supervisions if s.text)
+    return chars / cut.duration if cut.duration > 0 else float("inf")
+
+
+@per_cut_stage("filter_cps")
+def filter_cps(cut: Cut, min_cps: float = 1.0, max_cps: float = 30.0) -> Cut:
+    """Characters (without spaces) per second of audio. Far too many means the transcript covers
+    more than the audio; far too few means the audio holds speech the transcript lacks."""
+    cps = chars_per_second(cut)
+    if cps < min_cps:
+        raise Reject("too_few_chars_per_second", f"{cps:.1f} chars/s < {min_cps}")
+    if cps > max_cps:
+        raise Reject("too_many_chars_per_second", f"{cps:.1f} chars/s > {max_cps}")
+    return cut

@@ -1,0 +1,18 @@
+"""Task registry: tags, label vocabularies, prompt pools, target renderers and parsers."""
+
+from osum_data.tasks.formats import FormatError, Parsed, Word, parse_target, render_target
+from osum_data.tasks.prompts import draw_instruction, prompt_language, prompt_pool
+from osum_data.tasks.registry import LabelError, registry
+
+__all__ = [
+    "FormatError",
+    "LabelError",
+    "Parsed",
+    "Word",
+    "draw_instruction",
+    "parse_target",
+    "prompt_language",
+    "prompt_pool",
+    "registry",
+    "render_target",
+]

@@ -1,0 +1,107 @@
+"""Instruction prompt pools (YAML, one file per language) with validation and deterministic draws.
+
+A pool maps every tag key of the registry to at least `MIN_PER_KEY` instructions. Validation runs on
+load, because a missing key silently trains without a prompt on OSUM's side and a prompt naming a
+label ("is the speaker happy?") leaks the answer into the input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from functools import cache
+from pathlib import Path
+
+import yaml
+
+from osum_data.tasks.registry import Registry, registry
+
+PROMPT_DIR = Path(__file__).parent / "prompts"
+LANGUAGES = ("zh", "en")
+MIN_PER_KEY = 50
+
+
+class PromptPoolError(ValueError):
+    """A prompt pool that breaks one of the rules above."""
+
+
+def _fold(text: str) -> str:
+    return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text)).strip().casefold()
+
+
+def _leak_patterns(reg: Registry, lang: str) -> list[tuple[str, re.Pattern]]:
+    pats = []
+    for vocab in reg.vocabularies.values():
+        for label in vocab.labels.values():
+            if label.generic:
+                continue
+            name = label.en if lang == "en" else label.zh
+            body = re.escape(name.casefold())
+            # English names must match as whole words; Chinese has no word boundaries.
+            pat = re.compile(rf"\b{body}\b" if lang == "en" else body)
+            pats.append((f"{vocab.name}:{label.id}", pat))
+    return pats
+
+
+def validate_pool(lang: str, pool: dict[str, list[str]], reg: Registry | None = None) -> None:
+    """Raise PromptPoolError naming the key and instruction that break a rule."""
+    reg = reg or registry()
+    problems = []
+    missing = [k for k in reg.all_keys if k not in pool]
+    if missing:
+        problems.append(f"keys without a pool: {missing}")
+    unknown = [k for k in pool if k not in reg.all_keys]
+    if unknown:
+        problems.append(f"keys that are no task key: {unknown}")
+    leaks = _leak_patterns(reg, lang)
+    seen: dict[str, str] = {}
+    for key, items in pool.items():
+        if not isinstance(items, list) or len(items) < MIN_PER_KEY:
+            problems.append(f"{key}: {len(items or [])} instructions, need >= {MIN_PER_KEY}")
+            continue
+        for text in items:
+            folded = _fold(text)
+            if not folded:
+                problems.append(f"{key}: empty instruction")
+            if "<" in text or ">" in text:
+                problems.append(f"{key}: tag characters in {text!r}")
+            if folded in seen:
+                problems.append(f"{key}: duplicate of an instruction under {seen[folded]}: {text!r}")
+            seen[folded] = key
+            for label, pat in leaks:
+                if pat.search(folded):
+                    problems.append(f"{key}: names label {label} in {text!r}")
+    if problems:
+        raise PromptPoolError(f"prompt pool {lang}: " + "; ".join(problems[:20]))
+
+
+@cache
+def prompt_pool(lang: str) -> dict[str, tuple[str, ...]]:
+    """The validated pool for `lang` ('zh' or 'en')."""
+    if lang not in LANGUAGES:
+        raise PromptPoolError(f"no prompt pool for language {lang!r}; have {LANGUAGES}")
+    with open(PROMPT_DIR / f"{lang}.yaml", encoding="utf-8") as f:
+        pool = yaml.safe_load(f)
+    validate_pool(lang, pool)
+    return {k: tuple(v) for k, v in pool.items()}
+
+
+def draw_instruction(key: str, lang: str, cut_id: str, seed: int = 0) -> str:
+    """A prompt for `key` chosen by a hash of (seed, cut id): the same cut always gets the same one,
+    whatever worker or shard handles it."""
+    items = prompt_pool(lang)[key]
+    digest = hashlib.sha256(f"{seed}\x00{key}\x00{cut_id}".encode()).digest()
+    return items[int.from_bytes(digest[:8], "big") % len(items)]
+
+
+def prompt_language(language: str | None, default: str = "en") -> str:
+    """Map a supervision language ('zh', 'Chinese', 'en-US', ...) onto a pool language."""
+    if not language:
+        return default
+    lang = language.strip().lower()
+    if lang.startswith(("zh", "cmn", "yue", "chinese", "mandarin", "cantonese")):
+        return "zh"
+    if lang.startswith(("en", "english")):
+        return "en"
+    return default

@@ -1,0 +1,166 @@
+"""The task registry: tasks, label vocabularies and corpus label maps, all loaded from YAML.
+
+Labels are data, not code (DESIGN section 3): adding a class or a corpus mapping is a YAML edit.
+Everything here is immutable and cached, so stages on Ray workers can call it freely.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import yaml
+
+DATA_DIR = Path(__file__).parent
+
+
+class LabelError(ValueError):
+    """A label value that no vocabulary or corpus map knows."""
+
+
+@dataclass(frozen=True)
+class Label:
+    id: str
+    tag: str
+    en: str
+    zh: str
+    tag_en: str | None = None
+    generic: bool = False
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Canonical label ids of one field (gender, age, ...) and how each renders."""
+
+    name: str
+    labels: dict[str, Label]
+
+    def get(self, value: str) -> Label:
+        try:
+            return self.labels[value]
+        except KeyError:
+            raise LabelError(
+                f"unknown {self.name} label {value!r}; known: {', '.join(self.labels)}"
+            ) from None
+
+    def render(self, value: str, english_tags: bool = False) -> str:
+        label = self.get(value)
+        return label.tag_en if english_tags and label.tag_en else label.tag
+
+    def from_tag(self, tag: str) -> str:
+        """Label id for a rendered tag; case-insensitive because OSUM lowercases targets."""
+        folded = tag.casefold()
+        for label in self.labels.values():
+            if folded in (label.tag.casefold(), (label.tag_en or "").casefold()):
+                return label.id
+        raise LabelError(f"tag {tag!r} is not a {self.name} label")
+
+
+@dataclass(frozen=True)
+class Task:
+    id: str
+    key: str
+    format: str  # transcript | timestamps | labels | chat
+    x_only_key: str | None = None
+    labels: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return (self.key,) + ((self.x_only_key,) if self.x_only_key else ())
+
+
+@dataclass(frozen=True)
+class Registry:
+    tasks: dict[str, Task]
+    vocabularies: dict[str, Vocabulary]
+    corpus_maps: dict[str, dict[str, dict[str, str]]]
+    age_buckets: tuple[tuple[str, float | None], ...]
+    chat_separator: str
+    timestamp_resolution: float
+
+    def task(self, task_id: str) -> Task:
+        try:
+            return self.tasks[task_id]
+        except KeyError:
+            raise KeyError(f"unknown task {task_id!r}; known: {', '.join(self.tasks)}") from None
+
+    def task_for_key(self, key: str) -> tuple[Task, bool]:
+        """(task, x_only) for an exact tag key such as '<TRANSCRIBE> <EMOTION>'."""
+        for task in self.tasks.values():
+            if key == task.key:
+                return task, False
+            if key == task.x_only_key:
+                return task, True
+        raise KeyError(f"unknown task key {key!r}")
+
+    @property
+    def all_keys(self) -> list[str]:
+        return [k for t in self.tasks.values() for k in t.keys]
+
+    def vocabulary(self, name: str) -> Vocabulary:
+        try:
+            return self.vocabularies[name]
+        except KeyError:
+            raise KeyError(f"no vocabulary {name!r}") from None
+
+    def map_label(self, field_name: str, value: str, corpus: str = "common") -> str:
+        """Map a corpus label value onto a canonical id; an unknown value is a LabelError."""
+        vocab = self.vocabulary(field_name)
+        folded = str(value).strip().casefold()
+        if folded in vocab.labels:
+            return folded
+        table = self.corpus_maps.get(field_name, {})
+        for name in (corpus, "common"):
+            if folded in table.get(name, {}):
+                return table[name][folded]
+        raise LabelError(f"unknown {field_name} label {value!r} (corpus map {corpus!r})")
+
+    def age_bucket(self, years: float) -> str:
+        for bucket, upper in self.age_buckets:
+            if upper is None or years <= upper:
+                return bucket
+        raise LabelError(f"age {years} falls in no bucket")
+
+
+def _load_yaml(name: str) -> dict:
+    with open(DATA_DIR / name, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+@cache
+def registry() -> Registry:
+    """The registry built from tasks.yaml, labels.yaml and corpus_maps.yaml (loaded once)."""
+    t = _load_yaml("tasks.yaml")
+    lab = _load_yaml("labels.yaml")
+    vocabs = {
+        name: Vocabulary(name, {lid: Label(id=lid, **spec) for lid, spec in labels.items()})
+        for name, labels in lab["vocabularies"].items()
+    }
+    tasks = {}
+    for tid, spec in t["tasks"].items():
+        for f in spec.get("labels", []):
+            if f not in vocabs:
+                raise ValueError(f"task {tid}: label field {f!r} has no vocabulary")
+        tasks[tid] = Task(
+            id=tid,
+            key=spec["key"],
+            format=spec["format"],
+            x_only_key=spec.get("x_only_key"),
+            labels=tuple(spec.get("labels", [])),
+        )
+    maps = _load_yaml("corpus_maps.yaml")
+    for field_name, tables in maps.items():
+        for corpus, table in tables.items():
+            for src, dst in table.items():
+                if dst not in vocabs[field_name].labels:
+                    raise ValueError(f"corpus map {field_name}/{corpus}: {src!r} -> unknown {dst!r}")
+    buckets = tuple((b["id"], b["max"]) for b in lab["age_buckets"])
+    return Registry(
+        tasks=tasks,
+        vocabularies=vocabs,
+        corpus_maps=maps,
+        age_buckets=buckets,
+        chat_separator=t["chat_separator"],
+        timestamp_resolution=float(t["timestamp_resolution"]),
+    )

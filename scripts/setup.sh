@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# One-time set-up behind `make demo` / `make test`: Debian packages (when missing), then .venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(asterisk-core-sounds-en-wav asterisk-core-sounds-en sox)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "installing Debian packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "error: missing Debian packages: ${missing[*]}" >&2
+    echo "run as root, or: sudo apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "creating .venv with $($PY --version)"
+  "$PY" -m venv .venv
+fi
+pip_install() {
+  if ! .venv/bin/pip install -q --disable-pip-version-check "$@" >.venv/pip.log 2>&1; then
+    grep -v "^WARNING: Location" .venv/pip.log | tail -40 >&2
+    echo "error: pip install $* failed (full log: .venv/pip.log)" >&2
+    exit 1
+  fi
+}
+echo "installing Python packages (requirements.txt; first time: several minutes)"
+pip_install -r requirements.txt
+pip_install --no-deps -e .
+.venv/bin/python -c "import lhotse, ray, torch, torchaudio, osum_data" # fail loudly if the install broke
+touch .venv/.installed

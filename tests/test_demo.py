@@ -1,0 +1,55 @@
+"""The demo end to end through the CLI, as `make demo` runs it: real speech, local Ray, export."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from lhotse import CutSet
+from lhotse.qa import validate
+
+from osum_data.export import read_data_list, read_shards
+from osum_data.manifest_io import read_jsonl
+from osum_data.tasks import parse_target, prompt_pool
+from tests.conftest import REPO
+
+
+def test_demo_builds_validated_asr_samples_and_an_osum_export(tmp_path):
+    out = tmp_path / "demo"
+    proc = subprocess.run(
+        [sys.executable, "-m", "osum_data.cli", "demo", "--output", str(out), "--limit", "120", "--no-progress"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "rejected by reason" in proc.stdout
+
+    imported = list(read_jsonl(out / "import" / "cuts.jsonl.gz"))
+    assert len(imported) == 120
+    summary = json.loads((out / "asr" / "summary.json").read_text())
+    assert summary["in"] == 120 == summary["out"] + summary["rejected"]
+    assert summary["out"] >= 100  # the prompts are real speech; only a few are tones or silence
+    assert summary["rejected_by_reason"]  # ... and those few are rejected with a reason
+    assert summary["hours_by_task"]["<TRANSCRIBE>"] > 0
+
+    cuts = CutSet.from_file(out / "asr" / "cuts.jsonl.gz")
+    validate(cuts, read_data=True)  # lhotse's own manifest validation, decoding the audio
+    validate(CutSet.from_file(out / "import" / "cuts.jsonl.gz"), read_data=False)
+    pool = set(prompt_pool("en")["<TRANSCRIBE>"])
+    for cut in cuts:
+        assert cut.sampling_rate == 16000
+        assert cut.custom["task"] == "<TRANSCRIBE>"
+        assert cut.custom["instruction"] in pool
+        assert parse_target("<TRANSCRIBE>", cut.custom["target"]).transcript == cut.supervisions[0].text
+        assert "<" not in cut.supervisions[0].text and ">" not in cut.supervisions[0].text
+
+    rejected_ids = {d["id"] for d in read_jsonl(out / "asr" / "rejects.jsonl.gz")}
+    assert rejected_ids | {c.id for c in cuts} == {d["id"] for d in imported}
+
+    raw = {s.key: s for s in read_data_list(out / "asr" / "osum" / "data.list")}
+    sharded = {s.key: s for s in read_shards(out / "asr" / "osum" / "shards_list.txt")}
+    assert set(raw) == set(sharded) == {c.id for c in cuts}
+    for cut in cuts:
+        s = raw[cut.id]
+        assert s.txt == cut.custom["target"] and s.task == "<TRANSCRIBE>" and s.gender == "female"
+        assert s.sampling_rate == 16000 and abs(s.duration - cut.duration) < 1e-3

@@ -1,0 +1,272 @@
+"""OSUM/WeNet export on real recorded speech: raw list and tar shards round-trip through the reader.
+
+Audio comes from Debian's asterisk-core-sounds-en-wav (8 kHz prompts by one female speaker); 16 kHz
+cases use copies resampled into tmp_path.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
+from lhotse.utils import compute_num_samples
+
+from osum_data.demo import SOUNDS_DIR, asterisk_transcripts
+from osum_data.export import export_osum, read_data_list, read_shards
+from osum_data.export.osum import safe_name
+from osum_data.export.osum_reader import MEMBER_FIELDS
+from osum_data.manifest_io import read_jsonl
+
+SR = 16000
+
+
+def transcripts() -> dict[str, str]:
+    return asterisk_transcripts()
+
+
+def copy_16k(name: str, out_dir: Path) -> Recording:
+    """A 16 kHz int16 copy of an 8 kHz prompt, as a whole-file recording."""
+    audio = Recording.from_file(SOUNDS_DIR / f"{name}.wav").resample(SR).load_audio()[0]
+    path = out_dir / f"{name}-16k.wav"
+    sf.write(path, audio, SR, subtype="PCM_16")
+    return Recording.from_file(path, recording_id=f"{name}-16k")
+
+
+def task_cut(
+    rec: Recording,
+    key: str,
+    text: str,
+    *,
+    offset: float = 0.0,
+    duration: float | None = None,
+    task: str | None = "<TRANSCRIBE>",
+    target: str | None = None,
+    emotion: str | None = None,
+) -> MonoCut:
+    """A templated task sample the way the template stage leaves it (task=None: untemplated)."""
+    dur = rec.duration - offset if duration is None else duration
+    sup_custom = {"age": "adult"} | ({"emotion": emotion} if emotion else {})
+    sup = SupervisionSegment(
+        id=key,
+        recording_id=rec.id,
+        start=0.0,
+        duration=dur,
+        channel=0,
+        text=text,
+        language="English",
+        speaker="allison",
+        gender="female",
+        custom=sup_custom,
+    )
+    custom = (
+        None
+        if task is None
+        else {
+            "task": task,
+            "target": target or text,
+            "instruction": "Transcribe the audio.",
+        }
+    )
+    return MonoCut(
+        id=key, start=offset, duration=dur, channel=0, recording=rec, supervisions=[sup], custom=custom
+    )
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[MonoCut]]:
+    root = tmp_path_factory.mktemp("corpus")
+    text = transcripts()
+    rec8 = {
+        n: Recording.from_file(SOUNDS_DIR / f"{n}.wav")
+        for n in ("agent-loginok", "agent-pass", "auth-thankyou", "activated", "all-circuits-busy-now")
+    }
+    busy16 = copy_16k("all-circuits-busy-now", root)
+    thanks16 = copy_16k("auth-thankyou", root)
+    cuts = [
+        task_cut(rec8["agent-loginok"], "allison/agent-loginok", text["agent-loginok"]),
+        task_cut(rec8["agent-pass"], "agent-pass.seg.1", "password", offset=0.5, duration=1.25),
+        task_cut(busy16, "busy-16k", text["all-circuits-busy-now"]),
+        task_cut(rec8["auth-thankyou"], "thanks-resampled", text["auth-thankyou"]).resample(SR),
+        task_cut(
+            rec8["activated"],
+            "activated.emotion",
+            text["activated"],
+            task="<TRANSCRIBE> <EMOTION>",
+            target=f"{text['activated']}<HAPPY>",
+            emotion="happy",
+        ),
+        task_cut(busy16, "busy-16k-seg", "circuits", offset=0.25, duration=0.8),
+        task_cut(thanks16, "untemplated", text["auth-thankyou"], task=None),
+        task_cut(rec8["all-circuits-busy-now"], "ключ ü/8k", text["all-circuits-busy-now"]),
+    ]
+    path = root / "cuts.jsonl.gz"
+    CutSet.from_cuts(cuts).to_file(path)
+    return path, cuts
+
+
+@pytest.fixture(scope="module")
+def exported(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export")
+    report = export_osum(corpus[0], out, shards=True, shard_size=3)
+    return out, report
+
+
+def expected_audio(cut: MonoCut) -> np.ndarray:
+    return cut.resample(SR).load_audio()[0]
+
+
+def check_samples(samples, cuts: list[MonoCut]) -> None:
+    assert [s.key for s in samples] == [c.id for c in cuts]
+    for s, cut in zip(samples, cuts, strict=True):
+        custom = cut.custom or {"task": "<TRANSCRIBE>", "target": cut.supervisions[0].text}
+        assert (s.txt, s.task) == (custom["target"], custom["task"])
+        assert (s.lang, s.speaker, s.gender) == ("English", "allison", "female")
+        assert s.emotion == (cut.supervisions[0].custom.get("emotion") or "")
+        assert s.extra["age"] == "adult" and s.extra["recording_id"] == cut.recording_id
+        assert s.extra.get("instruction") == (cut.custom or {}).get("instruction")
+        assert s.sampling_rate == SR and s.audio.dtype == np.float32
+        assert abs(s.duration - cut.duration) < 1e-3
+        ref = expected_audio(cut)
+        assert len(s.audio) == len(ref) == compute_num_samples(cut.duration, SR)
+        np.testing.assert_allclose(s.audio, ref, atol=1.01 / 32768)
+
+
+def test_raw_list_round_trip(corpus, exported):
+    out, report = exported
+    cuts = corpus[1]
+    lines = [json.loads(x) for x in (out / "data.list").read_text(encoding="utf-8").splitlines()]
+    assert [list(x) for x in lines] == [
+        ["key", "wav", "txt", "task", "lang", "speaker", "emotion", "gender", "extra"]
+    ] * len(cuts)
+    check_samples(list(read_data_list(out / "data.list")), cuts)
+    assert report.cuts == report.exported == len(cuts) and report.rejected == 0
+    assert report.hours == pytest.approx(sum(c.duration for c in cuts) / 3600, abs=1e-6)
+    assert "Exported 8 of 8 cuts" in report.summary()
+
+
+def test_whole_16k_files_are_referenced_others_materialised(corpus, exported):
+    out, report = exported
+    wav = {x["key"]: x["wav"] for x in read_jsonl(out / "data.list")}
+    referenced = {"busy-16k", "untemplated"}
+    for cut in corpus[1]:
+        if cut.id in referenced:
+            assert wav[cut.id] == str(Path(cut.recording.sources[0].source).absolute())
+        else:
+            path = Path(wav[cut.id])
+            assert path.parent == out / "wav" and path.name == safe_name(cut.id) + ".wav"
+            info = sf.info(path)
+            assert (info.samplerate, info.channels, info.subtype) == (SR, 1, "PCM_16")
+    assert (report.referenced, report.materialised) == (2, 6)
+    assert "/" not in safe_name("allison/agent-loginok") != safe_name("allison_agent-loginok")
+
+
+def test_shards_round_trip_and_layout(corpus, exported):
+    out, report = exported
+    cuts = corpus[1]
+    listed = (out / "shards_list.txt").read_text().splitlines()
+    assert listed == [str(out / "shards" / f"shard_{i:06d}.tar") for i in range(3)]
+    assert report.shards == 3 and all(Path(p).is_absolute() for p in listed)
+    names = []
+    for p in listed:
+        with tarfile.open(p) as tar:
+            members = tar.getmembers()
+        assert all(
+            (m.mtime, m.uid, m.gid, m.uname, m.gname, m.mode) == (0, 0, 0, "", "", 0o644) for m in members
+        )
+        names.append([m.name for m in members])
+    keys = [c.id for c in cuts]
+    expected = [f"{k}.{f}" for k in keys for f in MEMBER_FIELDS]
+    assert [len(n) for n in names] == [27, 27, 18]
+    assert sum(names, []) == expected
+    samples = list(read_shards(out / "shards_list.txt"))
+    check_samples(samples, cuts)
+    raw = list(read_data_list(out / "data.list"))
+    for a, b in zip(samples, raw, strict=True):
+        assert np.array_equal(a.audio, b.audio) and a.extra == b.extra
+
+
+def test_export_is_byte_identical(corpus, exported, tmp_path):
+    out, _ = exported
+    files = [
+        "data.list",
+        "rejects.jsonl.gz",
+        "shards_list.txt",
+        *sorted(str(p.relative_to(out)) for p in [*out.glob("shards/*.tar"), *out.glob("wav/*.wav")]),
+    ]
+    before = {f: (out / f).read_bytes() for f in files}
+    export_osum(corpus[0], out, shards=True, shard_size=3, num_workers=2)  # order kept with a pool
+    assert {f: (out / f).read_bytes() for f in files} == before
+    assert sorted(p.name for p in out.glob("shards/*")) == [f"shard_{i:06d}.tar" for i in range(3)]
+
+
+def test_bad_cuts_are_rejected_with_reasons(tmp_path):
+    text = transcripts()
+    gone = tmp_path / "gone.wav"
+    gone.write_bytes((SOUNDS_DIR / "activated.wav").read_bytes())
+    rec = Recording.from_file(SOUNDS_DIR / "agent-loginok.wav")
+    cuts = [
+        task_cut(Recording.from_file(gone), "deleted", text["activated"]),
+        task_cut(rec, "good", text["agent-loginok"]),
+        task_cut(rec, "no-target", text["agent-loginok"]),
+        task_cut(rec, "bad-label", "x", task="<TRANSCRIBE> <EMOTION>", target="x<MALE>"),
+        task_cut(rec, "good", text["agent-loginok"]),  # duplicate id
+    ]
+    del cuts[2].custom["target"]
+    CutSet.from_cuts(cuts).to_file(tmp_path / "cuts.jsonl.gz")
+    gone.unlink()
+    report = export_osum(tmp_path / "cuts.jsonl.gz", tmp_path / "out", shards=True)
+    assert (report.cuts, report.exported, report.rejected) == (5, 1, 4)
+    rejects = {r["id"]: r["custom"]["reject"] for r in read_jsonl(tmp_path / "out" / "rejects.jsonl.gz")}
+    assert list(rejects) == ["deleted", "no-target", "bad-label", "good"]
+    assert all(r["stage"] == "export_osum" for r in rejects.values())
+    assert rejects["deleted"]["reason"] == f"audio: FileNotFoundError: no such file: {gone}"
+    assert rejects["no-target"]["reason"] == "missing target"
+    assert rejects["bad-label"]["reason"].startswith("bad target:")
+    assert rejects["good"]["reason"].startswith("duplicate key")
+    assert [s.key for s in read_shards(tmp_path / "out" / "shards_list.txt")] == ["good"]
+    assert report.reasons == {"audio": 1, "bad target": 1, "duplicate key": 1, "missing target": 1}
+    assert "Rejected 4" in report.summary()
+
+
+def test_reader_rejects_invalid_samples(exported, tmp_path):
+    out, _ = exported
+    good = json.loads((out / "data.list").read_text(encoding="utf-8").splitlines()[0])
+    cases = {
+        "unknown task": {"task": "<TRANSCRIBE> <MOOD>"},
+        "does not parse": {"task": "<TRANSCRIBE> <EMOTION>"},
+        "sampling rate 8000": {"wav": str(SOUNDS_DIR / "agent-loginok.wav")},
+    }
+    for message, change in cases.items():
+        path = tmp_path / "data.list"
+        path.write_text(json.dumps(good | change | {"key": "bad/key"}) + "\n", encoding="utf-8")
+        with pytest.raises(ValueError, match=f"'bad/key'.*{message}"):
+            list(read_data_list(path))
+    shard = tmp_path / "odd.tar"
+    with tarfile.open(shard, "w") as tar:
+        info = tarfile.TarInfo("utt.1.mystery")
+        tar.addfile(info, io.BytesIO(b""))
+    (tmp_path / "list.txt").write_text(f"{shard}\n")
+    with pytest.raises(ValueError, match="no known field suffix"):
+        list(read_shards(tmp_path / "list.txt"))
+
+
+def test_2500_cuts_make_three_shards(tmp_path):
+    recs = [copy_16k(n, tmp_path) for n in ("activated", "auth-thankyou", "agent-loginok")]
+    cuts = (task_cut(recs[i % 3], f"utt{i:05d}", "hello") for i in range(2500))
+    CutSet.from_cuts(cuts).to_file(tmp_path / "cuts.jsonl.gz")
+    report = export_osum(tmp_path / "cuts.jsonl.gz", tmp_path / "out", shards=True)
+    assert (report.exported, report.shards, report.referenced) == (2500, 3, 2500)
+    sizes = []
+    for p in (tmp_path / "out" / "shards_list.txt").read_text().splitlines():
+        with tarfile.open(p) as tar:
+            names = tar.getnames()
+        assert len(names) % len(MEMBER_FIELDS) == 0
+        sizes.append(len(names) // len(MEMBER_FIELDS))
+    assert sizes == [1000, 1000, 500]
+    assert not (tmp_path / "out" / "wav").exists()

@@ -18,8 +18,21 @@ from tests.conftest import REPO
 def test_demo_builds_validated_asr_samples_and_an_osum_export(tmp_path):
     out = tmp_path / "demo"
     proc = subprocess.run(
-        [sys.executable, "-m", "osum_data.cli", "demo", "--output", str(out), "--limit", "120", "--no-progress"],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "osum_data.cli",
+            "demo",
+            "--output",
+            str(out),
+            "--limit",
+            "120",
+            "--no-progress",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "rejected by reason" in proc.stdout

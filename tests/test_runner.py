@@ -326,3 +326,51 @@ def test_a_killed_worker_is_restarted_and_the_output_is_unchanged(slow_run, tmp_
     assert _same_output(out, reference)
     with gzip.open(out / "cuts.jsonl.gz", "rt") as f:
         assert sum(1 for _ in f) == json.loads((out / "summary.json").read_text())["out"]
+
+
+@pytest.mark.slow
+def test_runs_on_an_existing_cluster_with_address(slow_run, tmp_path):
+    """`--address` joins a running Ray cluster (here a head node on loopback) instead of starting one."""
+    import socket
+
+    pipeline, manifest, reference = slow_run
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ray_bin = Path(sys.executable).parent / "ray"
+    head = subprocess.Popen(
+        [
+            str(ray_bin),
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--num-cpus",
+            "2",
+            "--include-dashboard",
+            "false",
+        ],
+        env=_env(),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+
+        def head_up() -> bool:
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) == 0
+
+        _wait_for(head_up, timeout=120)
+        out = tmp_path / "on_cluster"
+        cmd = _cli(pipeline, manifest, out) + ["--address", f"127.0.0.1:{port}"]
+        proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "Started a local Ray instance" not in proc.stderr
+        assert _same_output(out, reference)
+    finally:
+        os.killpg(head.pid, signal.SIGKILL)
+        head.wait()

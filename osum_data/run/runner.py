@@ -89,7 +89,10 @@ def ensure_ray(address: str | None, workers: int) -> None:
     if address:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
     else:
+        # address="local" always starts a private instance; plain ray.init() would silently join
+        # whatever cluster happens to run on this machine.
         ray.init(
+            address="local",
             num_cpus=max(workers, os.cpu_count() or 1),
             include_dashboard=False,
             logging_level=logging.WARNING,

@@ -35,7 +35,12 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=max(2, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False)
+        ray.init(
+            address="local",
+            num_cpus=max(2, os.cpu_count() or 1),
+            include_dashboard=False,
+            log_to_driver=False,
+        )
     yield
     ray.shutdown()
 

@@ -374,3 +374,19 @@ def test_runs_on_an_existing_cluster_with_address(slow_run, tmp_path):
     finally:
         os.killpg(head.pid, signal.SIGKILL)
         head.wait()
+
+
+def test_class_stages_are_built_once_per_worker(tmp_path, ray_session):
+    """A stage class (one that would load a model) is constructed once per Ray worker, not per shard."""
+    log = tmp_path / "loads.txt"
+    cfg = build_config(
+        {
+            "shard_size": 10,
+            "imports": ["stages_for_tests"],
+            "stages": [{"stage": "count_loads", "log": str(log)}],
+        }
+    )
+    res = run_pipeline(cfg, demo_like_manifest(tmp_path, 120), tmp_path / "out", workers=2, progress=False)
+    assert res.summary["shards"] == 12 and res.summary["out"] == 120
+    pids = log.read_text().split()
+    assert len(pids) == 2 and len(set(pids)) == 2 and str(os.getpid()) not in pids

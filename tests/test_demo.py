@@ -56,7 +56,9 @@ def test_demo_builds_validated_asr_samples_and_an_osum_export(tmp_path):
         assert parse_target("<TRANSCRIBE>", cut.custom["target"]).transcript == cut.supervisions[0].text
         assert "<" not in cut.supervisions[0].text and ">" not in cut.supervisions[0].text
 
-    rejected_ids = {d["id"] for d in read_jsonl(out / "asr" / "rejects.jsonl.gz")}
+    rejects = CutSet.from_file(out / "asr" / "rejects.jsonl.gz")  # rejects load as cuts too
+    assert len(rejects) == summary["rejected"] and all(c.custom["reject"]["reason"] for c in rejects)
+    rejected_ids = {c.id for c in rejects}
     assert rejected_ids | {c.id for c in cuts} == {d["id"] for d in imported}
 
     raw = {s.key: s for s in read_data_list(out / "asr" / "osum" / "data.list")}

@@ -1,0 +1,168 @@
+"""Checkpoints that resume exactly, and the LoRA-merged export for inference.
+
+A checkpoint directory `checkpoints/step-NNNNNNN/` holds:
+  model.pt       trainable weights only (a 7B LLM's frozen weights come back from its own path)
+  optimizer.pt   optimizer state (full, keyed by parameter name: independent of DDP/FSDP layout)
+  trainer.pt     step, LR scheduler, the config
+  rank-R.pt      per rank: RNG states (python, numpy, torch, cuda) and the data position
+  DONE           written last: a directory without it is an interrupted save and is ignored
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+
+from training.data import Position
+
+SAVE = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
+LOAD = StateDictOptions(full_state_dict=True, strict=False)
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def checkpoint_dirs(output: Path) -> list[Path]:
+    root = Path(output) / "checkpoints"
+    return sorted(p for p in root.glob("step-*") if (p / "DONE").exists()) if root.is_dir() else []
+
+
+def latest_checkpoint(output: Path) -> Path | None:
+    dirs = checkpoint_dirs(output)
+    return dirs[-1] if dirs else None
+
+
+def save_checkpoint(
+    output: Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    position: Position,
+    config: dict[str, Any],
+    keep: int = 2,
+) -> Path:
+    """Collective under torchrun (every rank calls it); rank 0 writes the shared files."""
+    path = Path(output) / "checkpoints" / f"step-{step:07d}"
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    # ignore_frozen_params misses tied weights (lm_head = embeddings), so filter by name as well.
+    model_sd = {k: v for k, v in get_model_state_dict(model, options=SAVE).items() if k in trainable}
+    optim_sd = get_optimizer_state_dict(model, optimizer, options=SAVE)
+    if rank() == 0:
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        torch.save(model_sd, path / "model.pt")
+        torch.save(optim_sd, path / "optimizer.pt")
+        torch.save({"step": step, "scheduler": scheduler.state_dict(), "config": config}, path / "trainer.pt")
+    barrier()
+    torch.save({"rng": rng_state(), "position": position}, path / f"rank-{rank()}.pt")
+    barrier()
+    if rank() == 0:
+        (path / "DONE").touch()
+        for old in checkpoint_dirs(output)[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    barrier()
+    return path
+
+
+def load_trainable(model: torch.nn.Module, path: Path) -> None:
+    """Trainable weights of a checkpoint (or export) directory into `model` (missing keys keep their
+    current values: e.g. LoRA weights absent from an adapter-only stage-1 checkpoint)."""
+    sd = torch.load(Path(path) / "model.pt", map_location="cpu", weights_only=True)
+    own = dict(model.named_parameters())
+    unknown = [k for k in sd if k not in own]
+    if unknown:
+        raise ValueError(f"{path}/model.pt has weights the model lacks (config mismatch?): {unknown[:5]}")
+    set_model_state_dict(model, sd, options=LOAD)
+
+
+def load_checkpoint(
+    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+) -> tuple[int, Position]:
+    """Restore everything saved by save_checkpoint; returns (step, data position of this rank)."""
+    path = Path(path)
+    load_trainable(model, path)
+    optim_sd = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False)
+    set_optimizer_state_dict(model, optimizer, optim_sd, options=LOAD)
+    trainer = torch.load(path / "trainer.pt", map_location="cpu", weights_only=False)
+    scheduler.load_state_dict(trainer["scheduler"])
+    mine = path / f"rank-{rank()}.pt"
+    if not mine.exists():
+        raise ValueError(
+            f"{path} has no state for rank {rank()}: resume with the world size it was saved with"
+        )
+    state = torch.load(mine, map_location="cpu", weights_only=False)
+    set_rng_state(state["rng"])
+    return int(trainer["step"]), state["position"]
+
+
+def export_merged(model: torch.nn.Module, tokenizer: Any, config: dict[str, Any], out: Path) -> Path:
+    """Write an inference bundle: the LLM with LoRA merged into its weights (a plain HF directory),
+    the Whisper encoder as a Whisper-style directory, the adapter as `model.pt`, and a config.yaml
+    pointing at them (`osum-decode --config OUT/config.yaml --checkpoint OUT`)."""
+    import copy
+
+    import yaml
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    llm = model.llm.merge_and_unload() if hasattr(model.llm, "merge_and_unload") else model.llm
+    llm.save_pretrained(out / "llm")
+    tokenizer.save_pretrained(out / "llm")
+    enc_dir = out / "encoder"
+    enc_dir.mkdir(exist_ok=True)
+    model.encoder.config.save_pretrained(enc_dir)
+    enc_sd = {
+        f"model.encoder.{k}": v.detach().contiguous().cpu() for k, v in model.encoder.state_dict().items()
+    }
+    save_file(enc_sd, enc_dir / "model.safetensors")
+    torch.save(
+        {f"adapter.{k}": v.detach().cpu() for k, v in model.adapter.state_dict().items()}, out / "model.pt"
+    )
+    cfg = copy.deepcopy(config)
+    cfg["model"]["encoder"] = {**cfg["model"]["encoder"], "path": str(enc_dir.resolve()), "config": None}
+    cfg["model"]["llm"] = {**cfg["model"]["llm"], "path": str((out / "llm").resolve()), "config": None}
+    cfg["model"]["llm"]["tokenizer"] = None
+    cfg["model"]["lora"] = None
+    cfg["model"]["train"] = ["adapter"]
+    cfg["model"]["init_from"] = None
+    tmp = out / f".config.yaml.tmp{os.getpid()}"
+    tmp.write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    os.replace(tmp, out / "config.yaml")
+    return out

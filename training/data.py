@@ -1,0 +1,265 @@
+"""From pipeline manifests to padded batches: CutSets (jsonl.gz) or Lhotse Shar, weighted task
+mixing, duration/token-bucketed batches, on-the-fly log-mel, instruction draw, token layout.
+
+Exact resume: every batch carries its position (epoch, index within the epoch, global index). The
+trainer checkpoints the position of the last batch it *consumed* (a DataLoader prefetches ahead, so
+the sampler's own state is ahead of training), and a resumed run fast-forwards the sampler to it.
+Every random choice of a batch (SpecAugment, instruction redraw) comes from a generator seeded by
+(seed, global index), so a batch is the same bytes whichever worker builds it and whenever.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from lhotse import CutSet
+from lhotse.cut import Cut
+from lhotse.dataset.sampling.base import TimeConstraint
+from lhotse.dataset.sampling.dynamic import DynamicCutSampler
+from lhotse.dataset.sampling.dynamic_bucketing import DynamicBucketingSampler
+
+from training.config import DataConfig
+from training.features import SAMPLING_RATE, log_mel, spec_augment
+from training.model import speech_lengths
+from training.sequence import PromptFormat, collate_tokens
+
+SPEECH_TOKENS_PER_SECOND = 12.5
+
+
+def open_cuts(spec: str | Path) -> CutSet:
+    """A lazy CutSet from a manifest file, a pipeline output directory (its cuts.jsonl.gz) or a
+    Lhotse Shar directory (cuts.NNNNNN.jsonl.gz + recording.NNNNNN.tar ...)."""
+    path = Path(spec)
+    if path.is_dir():
+        if (path / "cuts.jsonl.gz").exists():
+            path = path / "cuts.jsonl.gz"
+        elif sorted(path.glob("cuts.*.jsonl*")):
+            return CutSet.from_shar(in_dir=path)
+        else:
+            raise FileNotFoundError(
+                f"{path}: neither cuts.jsonl.gz nor Lhotse Shar shards (cuts.NNNNNN.jsonl.gz)"
+            )
+    if not path.exists():
+        raise FileNotFoundError(f"manifest not found: {path}")
+    return CutSet.from_jsonl_lazy(path)
+
+
+def _short_enough(max_duration: float, cut: Cut) -> bool:
+    return cut.duration <= max_duration
+
+
+def mix(specs: list[str], weights: list[float] | None, seed: int, max_cut_duration: float) -> CutSet:
+    """One manifest: itself (epochs). Several: each repeated forever and multiplexed with `weights`,
+    so a small task is seen in the given proportion for the whole run (CutSet.mux alone only
+    interleaves; once the small set is exhausted the mix would be the large one alone)."""
+    if weights is not None and len(weights) != len(specs):
+        raise ValueError(f"{len(specs)} training manifests but {len(weights)} weights")
+    sets = [open_cuts(s).filter(partial(_short_enough, max_cut_duration)) for s in specs]
+    if len(sets) == 1:
+        return sets[0]
+    return CutSet.mux(*[s.repeat() for s in sets], weights=weights or [1.0] * len(sets), seed=seed)
+
+
+def estimate_tokens(cut: Cut, prompt_tokens: int = 32) -> float:
+    """LLM sequence length without tokenising (the sampler sees thousands of cuts per second):
+    instruction + 12.5 speech embeddings per second + target at ~3 UTF-8 bytes per token."""
+    target = (cut.custom or {}).get("target") or ""
+    return prompt_tokens + SPEECH_TOKENS_PER_SECOND * cut.duration + len(target.encode("utf-8")) / 3 + 1
+
+
+@dataclass
+class TokenAwareConstraint(TimeConstraint):
+    """Lhotse's duration constraint plus a cap on padded LLM tokens (batch size x longest sequence),
+    as OSUM caps batches by frames and tokens: long targets (chat answers, timestamps) would
+    otherwise blow the memory of a batch that fits by duration."""
+
+    max_tokens: int | None = None
+    longest_tokens: float = 0.0
+
+    def add(self, example: Cut) -> None:
+        super().add(example)
+        self.longest_tokens = max(self.longest_tokens, estimate_tokens(example))
+
+    def exceeded(self) -> bool:
+        if self.max_tokens is not None and self.num_cuts * self.longest_tokens > self.max_tokens:
+            return True
+        return super().exceeded()
+
+    def close_to_exceeding(self) -> bool:
+        if self.max_tokens is not None and (self.num_cuts + 1) * self.longest_tokens > self.max_tokens:
+            return True
+        return super().close_to_exceeding()
+
+    def reset(self) -> None:
+        super().reset()
+        self.longest_tokens = 0.0
+
+
+def make_sampler(cuts: CutSet, cfg: DataConfig, seed: int, world_size: int, rank: int, shuffle: bool):
+    constraint = TokenAwareConstraint(
+        max_duration=cfg.max_duration, max_cuts=cfg.max_cuts, max_tokens=cfg.max_tokens
+    )
+    if cfg.bucketing:
+        return DynamicBucketingSampler(
+            cuts,
+            constraint=constraint,
+            num_buckets=cfg.num_buckets,
+            shuffle=shuffle,
+            buffer_size=cfg.buffer_size,
+            num_cuts_for_bins_estimate=min(cfg.buffer_size, 10000),
+            world_size=world_size,
+            rank=rank,
+            seed=seed,
+        )
+    return DynamicCutSampler(
+        cuts, constraint=constraint, shuffle=shuffle, world_size=world_size, rank=rank, seed=seed
+    )
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a batch sits in the stream; the checkpoint stores the last consumed one."""
+
+    epoch: int
+    in_epoch: int  # 1-based index of this batch within its epoch (on this rank)
+    index: int  # global batch counter (on this rank), across epochs
+
+
+class PositionedSampler:
+    """Wraps a Lhotse sampler: endless epochs, each batch tagged with its Position, and a start
+    position to fast-forward to (only manifests are read while skipping, no audio)."""
+
+    def __init__(self, sampler: Any, start: Position | None = None, epochs: int | None = None):
+        self.sampler = sampler
+        self.start = start or Position(0, 0, 0)
+        self.epochs = epochs  # None: endless (training counts steps, not epochs)
+
+    def __iter__(self) -> Iterator[tuple[Position, CutSet]]:
+        epoch, skip, index = self.start.epoch, self.start.in_epoch, self.start.index
+        while self.epochs is None or epoch < self.epochs:
+            self.sampler.set_epoch(epoch)
+            n = 0
+            for cuts in self.sampler:
+                n += 1
+                if n <= skip:
+                    continue
+                index += 1
+                yield Position(epoch, n, index), cuts
+            if n == 0:
+                raise ValueError("the training manifest yields no batch (empty, or every cut filtered out)")
+            epoch, skip = epoch + 1, 0
+
+
+def _seed_for(seed: int, index: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}\0{index}".encode()).digest()[:8], "big") % 2**63
+
+
+def load_audio(cut: Cut) -> torch.Tensor:
+    if cut.sampling_rate != SAMPLING_RATE:
+        cut = cut.resample(SAMPLING_RATE)
+    audio = cut.load_audio()
+    return torch.from_numpy(audio[0] if audio.ndim > 1 else audio)
+
+
+class SpeechLLMDataset(torch.utils.data.Dataset):
+    """Map-style dataset whose 'index' is (Position, CutSet): one item is one padded batch.
+
+    `with_targets=False` builds decoding batches: left-padded, no target, no augmentation."""
+
+    def __init__(
+        self, fmt: PromptFormat, cfg: DataConfig, seed: int, train: bool = True, with_targets: bool = True
+    ):
+        self.fmt = fmt
+        self.cfg = cfg
+        self.seed = seed
+        self.train = train
+        self.with_targets = with_targets
+
+    def instruction(self, cut: Cut, gen: torch.Generator) -> str:
+        custom = cut.custom or {}
+        if not self.train or self.cfg.instruction == "stored":
+            if not custom.get("instruction"):
+                raise ValueError(f"cut {cut.id} has no custom.instruction (run the template stage)")
+            return custom["instruction"]
+        from osum_data.tasks import prompt_language, prompt_pool
+
+        sup = cut.supervisions[0] if cut.supervisions else None
+        lang = (
+            prompt_language(sup.language if sup else None)
+            if self.cfg.instruction_language == "auto"
+            else self.cfg.instruction_language
+        )
+        pool = prompt_pool(lang)[custom["task"]]
+        return pool[int(torch.randint(len(pool), (1,), generator=gen))]
+
+    def __getitem__(self, item: tuple[Position, CutSet]) -> dict[str, Any]:
+        pos, cuts = item
+        gen = torch.Generator().manual_seed(_seed_for(self.seed, pos.index))
+        mels, samples, tasks, ids, targets, durations = [], [], [], [], [], []
+        for cut in cuts:
+            custom = cut.custom or {}
+            if "task" not in custom or "target" not in custom:
+                raise ValueError(f"cut {cut.id} has no custom.task/custom.target: not a task sample")
+            mel = log_mel(load_audio(cut), self.cfg.n_mels)
+            if self.train and self.cfg.spec_augment is not None:
+                mel = spec_augment(mel, self.cfg.spec_augment, gen)
+            n_speech = int(speech_lengths(torch.tensor(mel.shape[1])))
+            target = custom["target"] if self.with_targets else None
+            samples.append(self.fmt.sample(self.instruction(cut, gen), n_speech, target))
+            mels.append(mel)
+            tasks.append(custom["task"])
+            ids.append(cut.id)
+            targets.append(custom["target"])
+            durations.append(cut.duration)
+        mel_lens = torch.tensor([m.shape[1] for m in mels])
+        mel = torch.zeros(len(mels), self.cfg.n_mels, int(mel_lens.max()))
+        for i, m in enumerate(mels):
+            mel[i, :, : m.shape[1]] = m
+        batch = collate_tokens(samples, self.fmt.pad_id, left_pad=not self.with_targets)
+        batch.update(
+            mel=mel,
+            mel_lens=mel_lens,
+            tasks=tasks,
+            ids=ids,
+            targets=targets,
+            position=pos,
+            audio_seconds=float(sum(durations)),
+            audio_frames=int(mel_lens.sum()),
+            padded_frames=int(mel.shape[0] * mel.shape[2]),
+            tokens=int(batch["attention_mask"].sum()),
+            padded_tokens=int(batch["attention_mask"].numel()),
+        )
+        return batch
+
+
+def make_loader(
+    cuts: CutSet,
+    fmt: PromptFormat,
+    cfg: DataConfig,
+    seed: int,
+    world_size: int = 1,
+    rank: int = 0,
+    train: bool = True,
+    with_targets: bool = True,
+    start: Position | None = None,
+    epochs: int | None = None,
+) -> torch.utils.data.DataLoader:
+    """`train`: shuffled, augmented, endless unless `epochs`; else one pass in manifest order.
+    `with_targets=False`: decoding batches."""
+    sampler = make_sampler(cuts, cfg, seed, world_size, rank, shuffle=train and cfg.shuffle)
+    dataset = SpeechLLMDataset(fmt, cfg, seed, train=train, with_targets=with_targets)
+    return torch.utils.data.DataLoader(
+        dataset,
+        sampler=PositionedSampler(sampler, start, epochs),
+        batch_size=None,
+        num_workers=cfg.num_workers,
+        # A private generator: creating the loader must not consume the global RNG (exact resume).
+        generator=torch.Generator().manual_seed(seed),
+        persistent_workers=False,
+    )

@@ -1,0 +1,90 @@
+"""`osum-decode`: batched greedy decoding of a manifest and per-task metrics.
+
+    osum-decode --config CFG.yaml --checkpoint RUN_DIR|CHECKPOINT_DIR --cuts CUTS --output DIR
+
+Writes DIR/hyps.jsonl (id, task, ref, hyp) and DIR/metrics.json (per task key: WER/CER, label
+accuracy, timestamp error; see training.metrics). Each cut is prompted with its stored instruction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from training.checkpoint import latest_checkpoint, load_trainable
+from training.config import Config, load_config
+from training.data import make_loader, open_cuts
+from training.metrics import task_metrics
+from training.model import SpeechLLM, build_model
+from training.sequence import PromptFormat
+from training.train import autocast, to_device
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """A checkpoint (or export) directory holding model.pt, or a run directory (its latest one)."""
+    path = Path(path)
+    if (path / "model.pt").exists():
+        return path
+    latest = latest_checkpoint(path)
+    if latest is None:
+        raise FileNotFoundError(f"{path}: no model.pt and no finished checkpoint under {path}/checkpoints")
+    return latest
+
+
+def generate_rows(model: SpeechLLM, fmt: PromptFormat, cfg: Config, cuts, device: torch.device) -> list[dict]:
+    data_cfg = dataclasses.replace(cfg.data, max_duration=cfg.decode.max_duration)
+    loader = make_loader(cuts, fmt, data_cfg, cfg.seed, train=False, with_targets=False, epochs=1)
+    rows = []
+    model.eval()
+    for batch in loader:
+        with autocast(cfg, device):
+            out = model.generate(to_device(batch, device), cfg.decode.max_new_tokens, fmt.eos_id, fmt.pad_id)
+        for cut_id, task, ref, ids in zip(batch["ids"], batch["tasks"], batch["targets"], out, strict=True):
+            rows.append({"id": cut_id, "task": task, "ref": ref, "hyp": fmt.decode(ids)})
+    return rows
+
+
+def decode(cfg: Config, checkpoint: Path, cuts_spec: str, output: Path) -> dict[str, Any]:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, tokenizer = build_model(cfg)
+    load_trainable(model, resolve_checkpoint(checkpoint))
+    model.to(device)
+    fmt = PromptFormat(tokenizer, cfg.data.chat_template, cfg.data.system_prompt)
+    rows = generate_rows(model, fmt, cfg, open_cuts(cuts_spec), device)
+    metrics = task_metrics(rows)
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    with open(output / "hyps.jsonl", "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    (output / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False), encoding="utf-8")
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="osum-decode", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    ap.add_argument("--config", required=True)
+    ap.add_argument(
+        "--checkpoint", required=True, type=Path, help="run dir (latest checkpoint), checkpoint or export dir"
+    )
+    ap.add_argument("--cuts", required=True, help="CutSet jsonl.gz, pipeline output dir or Shar dir")
+    ap.add_argument("--output", required=True, type=Path)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = ap.parse_args(argv)
+    metrics = decode(load_config(args.config, args.set), args.checkpoint, args.cuts, args.output)
+    for key, m in metrics.items():
+        shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}
+        print(f"{key}: {json.dumps(shown, ensure_ascii=False)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

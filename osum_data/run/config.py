@@ -14,7 +14,8 @@ A pipeline file looks like:
         max_duration: 20
 
 `--set shard_size=50` sets a top-level key; `--set normalize_text.lowercase=true` sets a
-parameter of the stage entry with that name. Values are parsed as YAML (numbers, booleans, lists).
+parameter of the stage entry with that name. Values are parsed as YAML (numbers, `1e-4`
+included, booleans, lists).
 """
 
 from __future__ import annotations
@@ -27,15 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from osum_data.run.stage import get_stage, load_stage_modules
+from osum_data.yaml_config import ConfigError, load_yaml, parse_override
 
 TOP_LEVEL_DEFAULTS: dict[str, Any] = {"shard_size": 200, "seed": 0, "imports": []}
-
-
-class ConfigError(ValueError):
-    """A pipeline file or override that cannot be used."""
 
 
 @dataclass
@@ -67,15 +63,6 @@ class PipelineConfig:
         """Hash of everything that changes a shard's output (shard size changes the shards)."""
         blob = json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    if "=" not in text:
-        raise ConfigError(f"--set expects key=value, got {text!r}")
-    key, raw = text.split("=", 1)
-    if not key.strip():
-        raise ConfigError(f"--set has an empty key: {text!r}")
-    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -137,8 +124,7 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"pipeline file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        raw = yaml.safe_load(f) or {}
+    raw = load_yaml(path.read_text(encoding="utf-8")) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return build_config(apply_overrides(raw, overrides or []), str(path))

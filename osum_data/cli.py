@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
+import traceback
 from pathlib import Path
+
+EXIT_RUNTIME = 1  # the data, the disk or a worker failed
+EXIT_USAGE = 2  # the command line or a config file is wrong
+EXIT_INTERRUPTED = 130
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
@@ -21,6 +27,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from osum_data.run.runner import run_pipeline
 
     config = load_pipeline(args.pipeline, args.set)
+    print(
+        f"{config.name}: {len(config.stages)} stages, config hash {config.hash()}, output {args.output}",
+        file=sys.stderr,
+    )
     result = run_pipeline(
         config,
         args.input,
@@ -39,17 +49,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
                     "in",
                     "out",
                     "rejected",
+                    "derived",
+                    "accounting",
                     "hours_in",
                     "hours_out",
                     "rejected_by_reason",
                     "hours_by_task",
                     "skipped_shards",
+                    "worker_deaths",
                 )
             },
             indent=2,
             ensure_ascii=False,
         )
     )
+    for what in s.get("isolated", []):
+        print(f"note: {what} killed its worker and was rejected (worker_died); the rest ran", file=sys.stderr)
     print(f"wrote {result.output_dir}/cuts.jsonl.gz, rejects.jsonl.gz, summary.json")
     return 0
 
@@ -86,21 +101,38 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _preparers() -> list[str]:
+    from osum_data.corpora import PREPARERS
+
+    return list(PREPARERS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="osum-data", description=__doc__)
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = p.add_subparsers(dest="command", required=True)
 
     prep = sub.add_parser("prepare", help="import a corpus into OUT_DIR/cuts.jsonl.gz")
-    prep.add_argument("corpus", choices=["tsv", "librispeech", "aishell", "commonvoice"])
+    prep.add_argument("corpus", choices=sorted(_preparers()))
     prep.add_argument("corpus_dir")
     prep.add_argument("out_dir")
     prep.set_defaults(func=_cmd_prepare)
 
     run = sub.add_parser("run", help="run a pipeline YAML on Ray")
     run.add_argument("pipeline")
-    run.add_argument("--input", required=True, help="input cuts (jsonl or jsonl.gz)")
+    run.add_argument("--input", default=None, help="input cuts (jsonl or jsonl.gz); not for source pipelines")
     run.add_argument("--output", required=True, help="output directory")
-    run.add_argument("--workers", type=int, default=None, help="Ray workers (default: CPU count)")
+    run.add_argument("--workers", type=_positive_int, default=None, help="Ray workers (default: CPU count)")
     run.add_argument("--address", default=None, help="existing Ray cluster, e.g. 'auto'")
     run.add_argument(
         "--set",
@@ -118,13 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
     osum.add_argument("cuts")
     osum.add_argument("out")
     osum.add_argument("--shards", action="store_true", help="also write tar shards")
-    osum.add_argument("--shard-size", type=int, default=1000)
+    osum.add_argument("--shard-size", type=_positive_int, default=1000)
     osum.set_defaults(func=_cmd_export)
 
     demo = sub.add_parser("demo", help="the demo: real speech through every pipeline of demo.yaml")
     demo.add_argument("--output", default="manifests/demo")
     demo.add_argument("--plan", default="pipelines/demo.yaml")
-    demo.add_argument("--workers", type=int, default=2)
+    demo.add_argument("--workers", type=_positive_int, default=2)
     demo.add_argument("--limit", type=int, default=None, help="use only the first N prompts")
     demo.add_argument("--no-progress", action="store_true")
     demo.set_defaults(func=_cmd_demo)
@@ -134,13 +166,56 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _usage_errors() -> tuple[type[BaseException], ...]:
+    from osum_data.run.inputs import InputMissing
+    from osum_data.run.outdir import OutputError
+    from osum_data.yaml_config import ConfigError
+
+    return (ConfigError, OutputError, InputMissing, argparse.ArgumentTypeError)
+
+
+def _runtime_errors() -> tuple[type[BaseException], ...]:
+    from osum_data.run.inputs import InputError
+    from osum_data.run.runner import RunError
+
+    return (InputError, RunError)
+
+
+def explain(e: BaseException) -> tuple[str, int]:
+    """One line for the user and the exit code, for any error a command can end with."""
+    from osum_data.run.runner import Interrupted
+
+    if isinstance(e, Interrupted):
+        return str(e), EXIT_INTERRUPTED
+    if isinstance(e, _usage_errors()):
+        return str(e), EXIT_USAGE
+    if isinstance(e, _runtime_errors()):
+        return str(e), EXIT_RUNTIME
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        where = f" writing {e.filename}" if e.filename else ""
+        return f"disk full{where}; free space and run the same command again", EXIT_RUNTIME
+    if isinstance(e, FileNotFoundError | NotADirectoryError | IsADirectoryError | PermissionError):
+        what = f"{e.strerror}: {e.filename}" if e.filename else str(e)
+        return what, EXIT_USAGE
+    if isinstance(e, KeyError | ValueError):
+        return (e.args[0] if e.args and isinstance(e.args[0], str) else str(e)), EXIT_USAGE
+    text = " ".join(str(e).split())[:500]
+    return f"unexpected {type(e).__name__}: {text} (run with --debug for the traceback)", EXIT_RUNTIME
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        print(f"osum-data {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(f"osum-data {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:
+        if args.debug:
+            traceback.print_exc()
+        message, code = explain(e)
+        print(f"osum-data {args.command}: error: {message}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

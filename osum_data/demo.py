@@ -6,7 +6,6 @@ transcripts). `pipelines/demo.yaml` lists the task pipelines to run over it and 
 
 from __future__ import annotations
 
-import csv
 import gzip
 import json
 from pathlib import Path
@@ -48,11 +47,20 @@ def build_asterisk_corpus(out_dir: Path, sounds_dir: Path = SOUNDS_DIR, limit: i
     rows = rows[:limit] if limit else rows
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = out_dir / "metadata.tsv"
-    with open(meta, "w", encoding="utf-8", newline="") as f:
-        w = csv.writer(f, delimiter="\t", lineterminator="\n")
-        w.writerow(["id", "audio", "text", "language", "speaker", "gender"])
-        w.writerows(rows)
+    write_tsv(meta, ["id", "audio", "text", "language", "speaker", "gender"], rows)
     return meta
+
+
+def write_tsv(path: Path, header: list[str], rows: list[list[str]]) -> None:
+    """A metadata.tsv as `prepare tsv` reads it: tab-separated, no quoting (a transcript's quotes
+    are kept as written); tabs and line breaks inside a cell become spaces."""
+
+    def cell(value: object) -> str:
+        return " ".join(str(value).replace("\t", " ").splitlines())
+
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        for row in [header, *rows]:
+            f.write("\t".join(cell(v) for v in row) + "\n")
 
 
 def run_demo(

@@ -8,8 +8,10 @@ half-written file under the final name (temp file + rename).
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -85,3 +87,17 @@ def reject_record(cut_dict: dict[str, Any], stage: str, reason: str) -> dict[str
     custom["reject"] = {"stage": stage, "reason": reason}
     out["custom"] = custom
     return out
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+MAX_NAME = 150
+
+
+def safe_file_name(key: str) -> str:
+    """A file (or tar member) name for a cut id. Ids may hold '/', '..', spaces or non-ASCII;
+    whenever the id had to be changed (or shortened), a hash of it is appended, so distinct ids
+    never share a name and no name can leave its directory."""
+    name = _UNSAFE.sub("_", key).lstrip(".")
+    if name != key or len(name) > MAX_NAME:
+        name = f"{name[:MAX_NAME]}-{hashlib.sha1(key.encode('utf-8')).hexdigest()[:10]}"
+    return name

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import csv
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 from lhotse import CutSet
 from lhotse.qa import validate
@@ -212,18 +212,90 @@ def test_csv_with_quoted_fields(tmp_path: Path) -> None:
     assert cuts["u1"].supervisions[0].gender == "female" and cuts["u2"].supervisions[0].gender is None
 
 
-def test_tsv_written_by_csv_writer_round_trips_quotes(tmp_path: Path) -> None:
-    """csv.writer (as used by osum_data.demo) quotes a field containing '"'; we read it back exactly."""
+def test_quotes_in_tsv_transcripts_are_text_and_lose_no_row(tmp_path: Path) -> None:
+    """Transcripts are not CSV-quoted: a leading or unbalanced quote is ordinary text. Before the
+    fix one unclosed quote at row 10 of 1,000 rows swallowed the 990 rows after it, reporting 0
+    rejected."""
     make_tsv_audio(tmp_path)
-    text = 'Dial 4 to send this caller to a polite "do not call" menu.'
-    with open(tmp_path / "metadata.tsv", "w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
-        writer.writerows(
-            [["id", "audio", "text"], ["q1", "audio/hello.wav", text], ["q2", "audio/thanks.wav", "ok"]]
-        )
+    texts = [f"utterance {i}" for i in range(1000)]
+    texts[3] = '"Hi," she said.'
+    texts[9] = '"unbalanced quote at row ten'
+    texts[500] = 'say ""twice"" here'
+    rows = [["id", "audio", "text"]] + [[f"u{i}", "audio/hello.wav", t] for i, t in enumerate(texts)]
+    (tmp_path / "metadata.tsv").write_text("".join("\t".join(r) + "\n" for r in rows), encoding="utf-8")
     report = prepare_tsv(tmp_path, tmp_path / "out")
-    assert (report.rows, report.cuts) == (2, 2)
-    assert _cuts(tmp_path / "out")["q1"].supervisions[0].text == text
+    assert (report.rows, report.cuts, report.rejected) == (1000, 1000, 0)
+    cuts = _cuts(tmp_path / "out")
+    assert [cuts[f"u{i}"].supervisions[0].text for i in range(1000)] == texts
+
+
+def test_csv_quotes_stay_on_their_line(tmp_path: Path) -> None:
+    """CSV keeps quoting for commas, but an unbalanced quote rejects its own row only."""
+    make_tsv_audio(tmp_path)
+    (tmp_path / "metadata.csv").write_text(
+        "id,audio,text\n"
+        'a,audio/hello.wav,"Hello, world."\n'
+        'b,audio/hello.wav,"never closed\n'
+        "c,audio/thanks.wav,Thank you\n",
+        encoding="utf-8",
+    )
+    report = prepare_tsv(tmp_path, tmp_path / "out")
+    assert (report.rows, report.cuts, report.rejected) == (3, 2, 1)
+    (reject,) = read_jsonl(tmp_path / "out" / "rejects.jsonl.gz")
+    assert reject["row"] == 2 and reject["code"] == "bad_quoting" and "quote" in reject["reason"]
+    assert _cuts(tmp_path / "out")["a"].supervisions[0].text == "Hello, world."
+
+
+def test_a_row_that_is_not_utf8_is_rejected_by_number(tmp_path: Path) -> None:
+    make_tsv_audio(tmp_path)
+    raw = (
+        b"id\taudio\ttext\n"
+        b"a\taudio/hello.wav\tfine\n"
+        b"b\taudio/hello.wav\tcaf\xe9 latin-1\n"
+        b"c\taudio/thanks.wav\talso fine\n"
+    )
+    (tmp_path / "metadata.tsv").write_bytes(raw)
+    report = prepare_tsv(tmp_path, tmp_path / "out")
+    assert (report.rows, report.cuts, report.rejected) == (3, 2, 1)
+    (reject,) = read_jsonl(tmp_path / "out" / "rejects.jsonl.gz")
+    assert reject["row"] == 2 and reject["code"] == "not_utf8"
+    assert "byte 0xe9 at column 22" in reject["reason"]
+
+
+def test_empty_metadata_names_the_file_and_what_to_write(tmp_path: Path) -> None:
+    (tmp_path / "metadata.tsv").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"metadata\.tsv is empty: the first line must name the columns"):
+        prepare_tsv(tmp_path, tmp_path / "out")
+
+
+def test_header_only_wav_and_directory_are_rejected_with_plain_reasons(tmp_path: Path) -> None:
+    import soundfile as sf
+
+    make_tsv_audio(tmp_path)
+    sf.write(tmp_path / "audio" / "header_only.wav", np.zeros(0, dtype=np.int16), 16000)
+    (tmp_path / "audio" / "folder.wav").mkdir()
+    rows = ["id\taudio\ttext", "h\taudio/header_only.wav\tx", "d\taudio/folder.wav\tx"]
+    (tmp_path / "metadata.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    report = prepare_tsv(tmp_path, tmp_path / "out")
+    assert report.rejected == 2
+    reasons = {r["id"]: (r["code"], r["reason"]) for r in read_jsonl(tmp_path / "out" / "rejects.jsonl.gz")}
+    assert reasons["h"][0] == "empty_audio" and "holds no samples" in reasons["h"][1]
+    assert "is a directory" in reasons["d"][1]
+
+
+def test_stereo_is_imported_with_both_channels_and_empty_text_is_allowed(tmp_path: Path) -> None:
+    import soundfile as sf
+
+    make_tsv_audio(tmp_path)
+    mono, sr = sf.read(tmp_path / "audio" / "hello.wav", dtype="float32")
+    sf.write(tmp_path / "audio" / "stereo.wav", np.stack([mono, 0.5 * mono], 1), sr)
+    rows = ["id\taudio\ttext", "st\taudio/stereo.wav\tHello world.", "noise\taudio/thanks.wav\t"]
+    (tmp_path / "metadata.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    report = prepare_tsv(tmp_path, tmp_path / "out")
+    assert (report.cuts, report.rejected) == (2, 0)
+    cuts = _cuts(tmp_path / "out")
+    assert cuts["st"].channel == [0, 1] and cuts["st"].load_audio().shape[0] == 2
+    assert cuts["noise"].supervisions[0].text == ""
 
 
 def test_missing_required_column_names_file_and_column(tmp_path: Path) -> None:

@@ -122,7 +122,9 @@ def expected_audio(cut: MonoCut) -> np.ndarray:
 
 
 def check_samples(samples, cuts: list[MonoCut]) -> None:
-    assert [s.key for s in samples] == [c.id for c in cuts]
+    # Tar keys are safe names; the original id is kept in extra.cut_id when it differs.
+    assert [s.extra.get("cut_id", s.key) for s in samples] == [c.id for c in cuts]
+    assert all(s.key in (c.id, safe_name(c.id)) for s, c in zip(samples, cuts, strict=True))
     for s, cut in zip(samples, cuts, strict=True):
         custom = cut.custom or {"task": "<TRANSCRIBE>", "target": cut.supervisions[0].text}
         assert (s.txt, s.task) == (custom["target"], custom["task"])
@@ -180,7 +182,8 @@ def test_shards_round_trip_and_layout(corpus, exported):
             (m.mtime, m.uid, m.gid, m.uname, m.gname, m.mode) == (0, 0, 0, "", "", 0o644) for m in members
         )
         names.append([m.name for m in members])
-    keys = [c.id for c in cuts]
+    keys = [safe_name(c.id) for c in cuts]
+    assert any(k != c.id for k, c in zip(keys, cuts, strict=True))  # ids with '/' are renamed
     expected = [f"{k}.{f}" for k in keys for f in MEMBER_FIELDS]
     assert [len(n) for n in names] == [27, 27, 18]
     assert sum(names, []) == expected
@@ -270,3 +273,37 @@ def test_2500_cuts_make_three_shards(tmp_path):
         sizes.append(len(names) // len(MEMBER_FIELDS))
     assert sizes == [1000, 1000, 500]
     assert not (tmp_path / "out" / "wav").exists()
+
+
+def test_tar_members_never_leave_their_folder_and_clashing_names_are_rejected(tmp_path):
+    text = transcripts()
+    rec = Recording.from_file(SOUNDS_DIR / "agent-loginok.wav")
+    ids = ["sub/../../evil", "/abs/path", "..hidden", "Same", "same"]
+    cuts = [task_cut(rec, i, text["agent-loginok"]) for i in ids]
+    manifest = tmp_path / "cuts.jsonl.gz"
+    CutSet.from_cuts(cuts).to_file(manifest)
+    out = tmp_path / "export"
+    report = export_osum(manifest, out, shards=True)
+    assert (report.exported, report.rejected) == (4, 1)
+    (rej,) = read_jsonl(out / "rejects.jsonl.gz")
+    assert rej["id"] == "same" and "name clash" in rej["custom"]["reject"]["reason"]
+    with tarfile.open(out / "shards" / "shard_000000.tar") as tar:
+        names = tar.getnames()
+    assert all("/" not in n and not n.startswith(".") for n in names), names
+    keys = {s.extra.get("cut_id", s.key) for s in read_shards(out / "shards_list.txt")}
+    assert keys == {"sub/../../evil", "/abs/path", "..hidden", "Same"}
+    assert all(p.parent == out / "wav" for p in out.glob("wav/*"))
+
+
+def test_re_export_into_the_same_folder_leaves_nothing_of_the_old_one(tmp_path):
+    text = transcripts()
+    rec = Recording.from_file(SOUNDS_DIR / "agent-loginok.wav").resample(8000)
+    manifest = tmp_path / "cuts.jsonl.gz"
+    CutSet.from_cuts([task_cut(rec, f"u{i}", text["agent-loginok"]) for i in range(5)]).to_file(manifest)
+    out = tmp_path / "export"
+    export_osum(manifest, out, shards=True, shard_size=2)
+    assert len(list(out.glob("wav/*.wav"))) == 5 and len(list(out.glob("shards/*.tar"))) == 3
+    CutSet.from_cuts([task_cut(rec, "other", text["agent-loginok"])]).to_file(manifest)
+    export_osum(manifest, out, shards=False)
+    assert [p.name for p in out.glob("wav/*.wav")] == ["other.wav"]
+    assert not list(out.glob("shards/*.tar")) and not (out / "shards_list.txt").exists()

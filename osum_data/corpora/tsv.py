@@ -1,9 +1,11 @@
 """The generic importer: a metadata.tsv / metadata.csv table of audio paths, transcripts and labels.
 
-This is how a user brings any corpus we have no recipe for. Each data row becomes one MonoCut whose
-id is the row id; rows with start/end cut a segment out of their audio, and several rows may share
-one file (the recording id is derived from the audio path, so they share one Recording). Each bad
-row is rejected with its row number and a reason naming the value; nothing is dropped silently.
+This is how a user brings any corpus we have no recipe for. Each data row becomes one cut whose id
+is the row id (a MultiCut over all channels when the file has several); rows with start/end cut a
+segment out of their audio, and several rows may share one file (the recording id is derived from
+the audio path, so they share one Recording). Each bad row is rejected with its row number and a
+reason naming the value; nothing is dropped silently. Rows are streamed (the table is never held in
+memory) and counted from the file itself. An empty `text` is allowed (a folder of noise clips).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePath
 
 from lhotse import Recording, SupervisionSegment
-from lhotse.cut import MonoCut
+from lhotse.cut import Cut, MonoCut, MultiCut
 from lhotse.qa import validate
 
 from osum_data.corpora.audio import probe
@@ -24,6 +26,7 @@ from osum_data.corpora.output import write_import
 from osum_data.corpora.rejects import (
     BAD_TIME,
     DUPLICATE_ID,
+    EMPTY_AUDIO,
     EMPTY_ID,
     END_BEYOND_DURATION,
     END_NOT_AFTER_START,
@@ -34,7 +37,7 @@ from osum_data.corpora.rejects import (
     RowError,
 )
 from osum_data.corpora.report import ImportReport
-from osum_data.corpora.table import TableRow, find_metadata, read_table
+from osum_data.corpora.table import Table, TableRow, find_metadata
 
 CORPUS = "tsv"  # corpus name for label maps: corpus_maps.yaml may hold a `tsv:` table
 REQUIRED = ("id", "audio", "text")
@@ -50,13 +53,14 @@ def prepare_tsv(corpus_dir: Path, out_dir: Path) -> ImportReport:
     Cuts stream to disk as rows are built, so memory does not grow with the number of cuts.
     """
     corpus_dir, out_dir = Path(corpus_dir), Path(out_dir)
-    rows = read_table(find_metadata(corpus_dir), REQUIRED)
+    table = Table(find_metadata(corpus_dir), REQUIRED)
+    rows = table.count_rows()  # from the file itself: the report checks rows = cuts + rejected
     rejects = RejectLog()
-    cuts = _build_all(rows, _CutBuilder(corpus_dir), rejects)
-    return write_import(out_dir, CORPUS, len(rows), {"all": cuts}, rejects, per_part_files=False)
+    cuts = _build_all(table.rows(), _CutBuilder(corpus_dir), rejects)
+    return write_import(out_dir, CORPUS, rows, {"all": cuts}, rejects, per_part_files=False)
 
 
-def _build_all(rows: list[TableRow], builder: _CutBuilder, rejects: RejectLog) -> Iterator[MonoCut]:
+def _build_all(rows: Iterator[TableRow], builder: _CutBuilder, rejects: RejectLog) -> Iterator[Cut]:
     for row in rows:
         try:
             yield builder.build(row)
@@ -75,9 +79,9 @@ class _CutBuilder:
         # eviction gives an identical Recording, so the bound costs time, never correctness.
         self.recordings: OrderedDict[Path, Recording | RowError] = OrderedDict()
 
-    def build(self, row: TableRow) -> MonoCut:
+    def build(self, row: TableRow) -> Cut:
         if row.field_error:
-            raise RowError(WRONG_FIELD_COUNT, row.field_error)
+            raise RowError(row.error_code or WRONG_FIELD_COUNT, row.field_error)
         v = {k: row.values.get(k, "").strip() for k in REQUIRED + OPTIONAL}
         cut_id = self._claim_id(v["id"], row.number)
         labels = SupervisionLabels(CORPUS)
@@ -92,21 +96,26 @@ class _CutBuilder:
             raise RowError(END_NOT_AFTER_START, f"end {v['end']} is not after start {v['start']}")
         recording = self._recording(v["audio"])
         offset, duration = _span(start, end, recording.duration)
+        # Every channel is imported: a stereo file stays a 2-channel cut, so the pipeline's
+        # audio_policy can see it and reject, take the first channel or downmix.
+        channels = recording.channel_ids
+        channel = channels[0] if len(channels) == 1 else list(channels)
         sup = SupervisionSegment(
             id=cut_id,
             recording_id=recording.id,
             start=0.0,
             duration=duration,
-            channel=recording.channel_ids[0],
+            channel=channel,
             text=row.values.get("text", "").strip(),
             language=v["language"] or None,
             speaker=v["speaker"] or None,
         )
-        cut = MonoCut(
+        cut_type = MonoCut if len(channels) == 1 else MultiCut
+        cut = cut_type(
             id=cut_id,
             start=offset,
             duration=duration,
-            channel=recording.channel_ids[0],
+            channel=channel,
             recording=recording,
             supervisions=[labels.apply(sup)],
         )
@@ -131,12 +140,17 @@ class _CutBuilder:
         if not audio:
             raise RowError(MISSING_AUDIO, "empty audio path")
         path = Path(audio) if os.path.isabs(audio) else self.corpus_dir / audio
+        if path.is_dir():
+            raise RowError(MISSING_AUDIO, f"audio path {audio!r} is a directory, not an audio file")
         key = Path(os.path.abspath(path))
         if key in self.recordings:
             self.recordings.move_to_end(key)
         else:
             try:
-                self.recordings[key] = probe(key, self._recording_id(key))
+                rec = probe(key, self._recording_id(key))
+                if rec.num_samples == 0:
+                    raise RowError(EMPTY_AUDIO, f"audio file {audio!r} holds no samples (a header only)")
+                self.recordings[key] = rec
             except RowError as err:
                 self.recordings[key] = err
             if len(self.recordings) > RECORDING_CACHE:

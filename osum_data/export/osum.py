@@ -14,6 +14,11 @@ Choices worth knowing:
 - Paths in `data.list` and `shards_list.txt` are absolute: WeNet opens them relative to the
   trainer's working directory. Hence "same input -> same bytes" holds for the same output folder.
 - Every input cut ends in `data.list` or in `rejects.jsonl.gz` (with a reason), never nowhere.
+- File and tar member names come from cut ids through `safe_file_name` (no '/', no '..': a member
+  can never leave its folder when extracted); the tar key is that safe name, and `extra.cut_id`
+  keeps the original id when they differ. Two ids that would share a name are a reject.
+- Exporting into a folder that holds an earlier export removes that export's wav/ files and
+  shards first, so the folder never mixes two exports.
 - Streaming: cuts are read line by line and audio is prepared in a bounded window, so memory does
   not grow with the corpus (only the set of seen ids does, to catch duplicate keys).
 """
@@ -21,10 +26,8 @@ Choices worth knowing:
 from __future__ import annotations
 
 import copy
-import hashlib
 import io
 import os
-import re
 import tarfile
 import wave
 from collections import Counter, deque
@@ -44,7 +47,14 @@ from lhotse.cut import Cut
 from lhotse.serialization import deserialize_item
 
 from osum_data.export.osum_reader import MEMBER_FIELDS, SAMPLING_RATE
-from osum_data.manifest_io import atomic_path, dumps, open_jsonl_writer, read_jsonl, reject_record
+from osum_data.manifest_io import (
+    atomic_path,
+    dumps,
+    open_jsonl_writer,
+    read_jsonl,
+    reject_record,
+    safe_file_name,
+)
 from osum_data.tasks import parse_target, registry
 
 STAGE = "export_osum"
@@ -52,8 +62,7 @@ STAGE = "export_osum"
 SUPERVISION_EXTRAS = ("age", "age_years", "style", "events", "answer", "label_source", "confidence")
 # lhotse already fixes small length drift; anything beyond this (samples at 16 kHz) is a bad cut.
 LENGTH_TOLERANCE = 16
-MAX_NAME = 150
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+safe_name = safe_file_name  # the name a cut id gets as a wav file and as a tar member prefix
 
 
 @dataclass
@@ -104,6 +113,9 @@ def export_osum(
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     out = Path(os.path.abspath(out_dir))
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"export folder {out} is a file; give a directory")
+    _clear_previous_export(out)
     report = ExportReport(out_dir=str(out))
     prepare = partial(_prepare, wav_dir=str(out / "wav"), want_bytes=shards)
     seconds = 0.0
@@ -136,15 +148,6 @@ def export_osum(
     report.hours = seconds / 3600
     report.reasons = dict(sorted(reasons.items()))
     return report
-
-
-def safe_name(key: str) -> str:
-    """A file name for `key`. Keys may hold '/', spaces or non-ASCII; whenever the key had to be
-    changed (or shortened), a hash of it is appended so distinct keys never share a file."""
-    name = _UNSAFE.sub("_", key).lstrip(".")
-    if name != key or len(name) > MAX_NAME:
-        name = f"{name[:MAX_NAME]}-{hashlib.sha1(key.encode('utf-8')).hexdigest()[:10]}"
-    return name
 
 
 def wav_bytes(samples: np.ndarray, sampling_rate: int = SAMPLING_RATE) -> bytes:
@@ -218,9 +221,19 @@ class _Result:
     referenced: bool = False
 
 
+def _clear_previous_export(out: Path) -> None:
+    """Remove what an earlier export into `out` wrote (materialised wavs, tar shards, their list)."""
+    for path in (out / "wav").glob("*.wav") if (out / "wav").is_dir() else ():
+        path.unlink()
+    for path in (out / "shards").glob("shard_*.tar") if (out / "shards").is_dir() else ():
+        path.unlink()
+    (out / "shards_list.txt").unlink(missing_ok=True)
+
+
 def _items(cuts_path: str | Path) -> Iterator[tuple[dict[str, Any], str | None]]:
-    """Raw cut dicts with a pre-decided reject reason (bad id, duplicate key) or None."""
+    """Raw cut dicts with a pre-decided reject reason (bad id, duplicate key, name clash) or None."""
     seen: set[str] = set()
+    names: dict[str, str] = {}  # case-folded safe name -> the id that has it
     for raw in read_jsonl(cuts_path):
         if not isinstance(raw, dict):
             yield {"raw": raw}, "bad cut: not a JSON object"
@@ -228,11 +241,18 @@ def _items(cuts_path: str | Path) -> Iterator[tuple[dict[str, Any], str | None]]
         key = raw.get("id")
         if not isinstance(key, str) or not key:
             yield raw, "bad cut: no id"
-        elif key in seen:
+            continue
+        if key in seen:
             yield raw, "duplicate key: an earlier cut has this id"
-        else:
-            seen.add(key)
-            yield raw, None
+            continue
+        # Case-folded: on a case-insensitive file system 'A.wav' and 'a.wav' are one file.
+        name = safe_file_name(key).casefold()
+        if name in names:
+            yield raw, f"name clash: id {key!r} gets the file name of {names[name]!r}"
+            continue
+        seen.add(key)
+        names[name] = key
+        yield raw, None
 
 
 def _prepare(item: tuple[dict[str, Any], str | None], wav_dir: str, want_bytes: bool) -> _Result:
@@ -326,6 +346,8 @@ def _line(cut: Cut, wav: str, task: str, txt: str, duration: float) -> dict[str,
         extra["start"] = cut.start
     if custom.get("augment"):
         extra["augment"] = custom["augment"]
+    if safe_file_name(cut.id) != cut.id:
+        extra["cut_id"] = cut.id  # tar keys are the safe name; this keeps the original id
     return {
         "key": cut.id,
         "wav": wav,
@@ -395,9 +417,10 @@ def _members(line: dict[str, Any], wav: bytes) -> Iterator[tuple[str, bytes]]:
         "extra": dumps(extra),
         **{f: line[f] for f in ("txt", "task", "lang", "speaker", "emotion", "gender")},
     }
+    prefix = safe_file_name(line["key"])
     for f in MEMBER_FIELDS:
         v = values[f]
-        yield f"{line['key']}.{f}", v if isinstance(v, bytes) else v.encode("utf-8")
+        yield f"{prefix}.{f}", v if isinstance(v, bytes) else v.encode("utf-8")
 
 
 def _tarinfo(name: str, size: int) -> tarfile.TarInfo:

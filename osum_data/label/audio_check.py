@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
-from lhotse.cut import Cut
+import soundfile as sf
+from lhotse import Recording
+from lhotse.cut import Cut, MonoCut
 from lhotse.utils import fastcopy
+from pydantic import Field, PositiveInt
 
-from osum_data.run.stage import Reject, per_cut_stage
+from osum_data.manifest_io import atomic_path, safe_file_name
+from osum_data.run.stage import Reject, StageContext, per_cut_stage
 
 
 def wav_truncation(path: Path) -> str | None:
@@ -47,13 +52,15 @@ def _source_paths(cut: Cut) -> list[Path]:
 
 
 @per_cut_stage("check_audio")
-def check_audio(cut: Cut, min_peak: float = 1e-4) -> Cut:
+def check_audio(cut: Cut, min_peak: Annotated[float, Field(ge=0)] = 1e-4) -> Cut:
     """Reject cuts whose audio is missing, truncated, undecodable, empty, non-finite or silent."""
     if not cut.has_recording:
         raise Reject("no_audio", f"cut {cut.id} has no recording")
     for path in _source_paths(cut):
         if not path.exists():
             raise Reject("missing_file", f"{path} does not exist")
+        if path.is_dir():
+            raise Reject("unreadable_audio", f"{path} is a directory, not an audio file")
         trunc = wav_truncation(path)
         if trunc:
             raise Reject("truncated_audio", f"{path}: {trunc}")
@@ -72,34 +79,74 @@ def check_audio(cut: Cut, min_peak: float = 1e-4) -> Cut:
     return cut
 
 
-@per_cut_stage("audio_policy")
+def _check_rates(params: dict) -> None:
+    if params["min_sampling_rate"] > params["sampling_rate"]:
+        lo, hi = params["min_sampling_rate"], params["sampling_rate"]
+        raise ValueError(f"min_sampling_rate {lo} is above sampling_rate {hi}")
+
+
+@per_cut_stage("audio_policy", version=2, check=_check_rates)
 def audio_policy(
     cut: Cut,
-    sampling_rate: int = 16000,
-    min_sampling_rate: int = 16000,
-    channels: str = "reject",
+    ctx: StageContext,
+    sampling_rate: PositiveInt = 16000,
+    min_sampling_rate: PositiveInt = 16000,
+    channels: Literal["reject", "first", "downmix"] = "reject",
 ) -> Cut:
     """Bring every cut to `sampling_rate` (lazily: lhotse records the resampling, nothing is
     written) and mono.
 
     Sources below `min_sampling_rate` are rejected by default: upsampled 8 kHz telephone audio
     lacks the upper band the model sees elsewhere. Set `min_sampling_rate: 8000` to keep it.
-    `channels`: 'reject' multi-channel cuts or take the 'first' channel. (Lhotse's downmix holds the
-    mixed audio in memory inside the manifest, so a downmix needs a materialising stage; not here.)
+    `channels`: 'reject' multi-channel cuts, take the 'first' channel, or 'downmix' (the mean of
+    the channels, written as 16-bit FLAC at `sampling_rate` into the shard's files directory).
     """
-    if channels not in ("reject", "first"):
-        raise ValueError(f"channels must be 'reject' or 'first'; got {channels!r}")
-    n_channels = len(cut.channel) if isinstance(cut.channel, list) else 1
-    if n_channels > 1:
-        if channels == "reject":
-            raise Reject("multi_channel", f"cut {cut.id}: {n_channels} channels; the policy takes mono")
-        cut = fastcopy(cut.to_mono()[0], id=cut.id)  # keep the id: every input id must end somewhere
     source_rate = cut.sampling_rate
     if source_rate < min_sampling_rate:
         raise Reject(
             "low_sampling_rate", f"cut {cut.id}: {source_rate} Hz < policy minimum {min_sampling_rate} Hz"
         )
+    n_channels = len(cut.channel) if isinstance(cut.channel, list) else 1
+    if n_channels > 1:
+        if channels == "reject":
+            raise Reject("multi_channel", f"cut {cut.id}: {n_channels} channels; the policy takes mono")
+        if channels == "downmix":
+            return downmix(cut, ctx.files_dir, sampling_rate)
+        cut = fastcopy(cut.to_mono()[0], id=cut.id)  # keep the id: every input id must end somewhere
     if source_rate != sampling_rate:
         cut = cut.resample(sampling_rate)
         cut.custom = {**(cut.custom or {}), "source_sampling_rate": source_rate}
     return cut
+
+
+def downmix(cut: Cut, out_dir: Path, sampling_rate: int) -> MonoCut:
+    """The mean of a multi-channel cut's channels as a new mono FLAC recording; supervisions,
+    labels and custom fields carry over, and `custom.downmixed_from` says where it came from."""
+    audio = (
+        cut.resample(sampling_rate).load_audio() if cut.sampling_rate != sampling_rate else cut.load_audio()
+    )
+    mono = np.asarray(audio, dtype=np.float32).mean(axis=0)
+    path = out_dir / f"{safe_file_name(cut.id)}.flac"
+    with atomic_path(path) as tmp:
+        sf.write(tmp, mono, sampling_rate, format="FLAC", subtype="PCM_16")
+    rec = Recording.from_file(path, recording_id=f"{cut.id}#downmix")
+    sups = [fastcopy(s, recording_id=rec.id, channel=0) for s in cut.supervisions]
+    custom = {
+        **(cut.custom or {}),
+        "downmixed_from": {
+            "recording_id": cut.recording_id,
+            "channels": list(cut.channel),
+            "start": cut.start,
+        },
+    }
+    if cut.sampling_rate != sampling_rate:
+        custom["source_sampling_rate"] = cut.sampling_rate
+    return MonoCut(
+        id=cut.id,
+        start=0.0,
+        duration=rec.duration,
+        channel=0,
+        recording=rec,
+        supervisions=sups,
+        custom=custom,
+    )

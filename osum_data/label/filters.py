@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from lhotse.cut import Cut
+from pydantic import Field
 
 from osum_data.run.stage import Reject, per_cut_stage
 
+NonNegative = Annotated[float, Field(ge=0)]
 
-@per_cut_stage("filter_duration")
-def filter_duration(cut: Cut, min_duration: float = 0.3, max_duration: float = 30.0) -> Cut:
+
+def _min_below_max(lo: str, hi: str):
+    def check(params: dict) -> None:
+        if params[lo] > params[hi]:
+            raise ValueError(f"{lo} {params[lo]} is above {hi} {params[hi]}")
+
+    return check
+
+
+@per_cut_stage("filter_duration", check=_min_below_max("min_duration", "max_duration"))
+def filter_duration(cut: Cut, min_duration: NonNegative = 0.3, max_duration: NonNegative = 30.0) -> Cut:
     if cut.duration < min_duration:
         raise Reject("too_short", f"{cut.duration:.2f} s < {min_duration} s")
     if cut.duration > max_duration:
@@ -21,8 +34,8 @@ def chars_per_second(cut: Cut) -> float:
     return chars / cut.duration if cut.duration > 0 else float("inf")
 
 
-@per_cut_stage("filter_cps")
-def filter_cps(cut: Cut, min_cps: float = 1.0, max_cps: float = 30.0) -> Cut:
+@per_cut_stage("filter_cps", check=_min_below_max("min_cps", "max_cps"))
+def filter_cps(cut: Cut, min_cps: NonNegative = 1.0, max_cps: NonNegative = 30.0) -> Cut:
     """Characters (without spaces) per second of audio. Far too many means the transcript covers
     more than the audio; far too few means the audio holds speech the transcript lacks."""
     cps = chars_per_second(cut)

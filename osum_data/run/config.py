@@ -1,10 +1,10 @@
-"""Pipeline YAML: loading, `--set key=value` overrides and the config hash used for resume.
+"""Pipeline YAML: loading, `--set key=value` overrides, validation and the config hash used for resume.
 
 A pipeline file looks like:
 
     name: asr
     shard_size: 200          # cuts per shard (the unit of work, resume and output files)
-    seed: 0                  # feeds every deterministic random choice
+    seed: 0                  # feeds every deterministic random choice (StageContext.seed)
     imports: []              # extra modules that register stages
     stages:
       - stage: normalize_text       # a registered stage
@@ -12,33 +12,64 @@ A pipeline file looks like:
       - stage: filter_duration
         name: short_only            # optional: address this entry as `short_only.*` in --set
         max_duration: 20
+        resources: {num_cpus: 1}    # optional: override what the stage declares
 
 `--set shard_size=50` sets a top-level key; `--set normalize_text.lowercase=true` sets a
 parameter of the stage entry with that name. Values are parsed as YAML (numbers, `1e-4`
-included, booleans, lists).
+included, booleans, lists). Everything is validated here, in the driver, before any work: unknown
+keys, wrong types and disallowed values are a ConfigError naming the file, the stage and the key.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
-import inspect
 import json
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-from osum_data.run.stage import get_stage, load_stage_modules
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from osum_data.run.params import ParamError, side_inputs, validate_params
+from osum_data.run.stage import Resources, get_stage, load_stage_modules
 from osum_data.yaml_config import ConfigError, load_yaml, parse_override
 
-TOP_LEVEL_DEFAULTS: dict[str, Any] = {"shard_size": 200, "seed": 0, "imports": []}
+STAGE_KEYS = ("stage", "name", "resources")
+
+
+class _TopLevel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = ""
+    description: str = ""
+    shard_size: int = Field(200, ge=1)
+    seed: int = 0
+    imports: list[str] = []
+    stages: list[Any] = Field(min_length=1)
+
+
+class _ResourceOverride(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    num_cpus: float | None = Field(None, ge=0)
+    num_gpus: float | None = Field(None, ge=0)
+    concurrency: int | None = Field(None, ge=1)
 
 
 @dataclass
 class StageSpec:
     name: str
     stage: str
-    params: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)  # canonical (JSON) values
+    resources: Resources = field(default_factory=Resources)
+    resource_override: dict[str, Any] = field(default_factory=dict)
+    kind: str = "per_cut"
+    version: int = 1
+    side_input_digests: dict[str, str] = field(default_factory=dict)
+
+    def typed_params(self) -> dict[str, Any]:
+        """The parameters as the stage receives them (tuples, SideInputs, ...)."""
+        return validate_params(get_stage(self.stage), self.params)[0]
 
 
 @dataclass
@@ -50,19 +81,62 @@ class PipelineConfig:
     imports: list[str] = field(default_factory=list)
     source: str = ""
 
+    @property
+    def source_stage(self) -> StageSpec | None:
+        """The generator the pipeline starts from, if it makes its own input."""
+        return self.stages[0] if self.stages and self.stages[0].kind == "source" else None
+
+    @property
+    def chain(self) -> list[StageSpec]:
+        """The stages that run on the workers (everything but a source)."""
+        return self.stages[1:] if self.source_stage else self.stages
+
     def to_dict(self) -> dict[str, Any]:
+        def entry(s: StageSpec) -> dict[str, Any]:
+            out = {"stage": s.stage, "name": s.name, **s.params}
+            if s.resource_override:
+                out["resources"] = dict(s.resource_override)
+            return out
+
         return {
             "name": self.name,
             "shard_size": self.shard_size,
             "seed": self.seed,
             "imports": list(self.imports),
-            "stages": [{"stage": s.stage, "name": s.name, **s.params} for s in self.stages],
+            "stages": [entry(s) for s in self.stages],
+        }
+
+    def hash_inputs(self) -> dict[str, Any]:
+        """Everything that changes a shard's output besides its input lines: the configuration,
+        each stage's code version, the content of side inputs, and the label vocabularies, prompt
+        pools and corpus maps (all package YAML). Resources are left out: they change where a
+        stage runs, not what it writes."""
+        cfg = self.to_dict()
+        for s in cfg["stages"]:
+            s.pop("resources", None)
+        return {
+            "config": cfg,
+            "versions": {s.name: s.version for s in self.stages},
+            "side_inputs": {f"{s.name}.{k}": d for s in self.stages for k, d in s.side_input_digests.items()},
+            "package_data": package_data_digest(),
         }
 
     def hash(self) -> str:
-        """Hash of everything that changes a shard's output (shard size changes the shards)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False)
+        blob = json.dumps(self.hash_inputs(), sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+
+
+@cache
+def package_data_digest(root: Path = PACKAGE_ROOT) -> str:
+    """Digest of every YAML file shipped in the package (vocabularies, prompts, corpus maps,
+    text rules): editing any of them changes what templating and labelling write."""
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.yaml")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -73,58 +147,105 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         if len(path) == 1:
             data[path[0]] = value
             continue
-        target = [s for s in stages if s.get("name", s.get("stage")) == path[0]]
+        target = [s for s in stages if isinstance(s, dict) and s.get("name", s.get("stage")) == path[0]]
         if not target:
-            names = [s.get("name", s.get("stage")) for s in stages]
-            raise ConfigError(f"--set {text!r}: no stage named {path[0]!r} (stages: {names})")
+            names = [s.get("name", s.get("stage")) for s in stages if isinstance(s, dict)]
+            raise ConfigError(f"--set {text!r}: no stage named {path[0]!r} (stages: {', '.join(names)})")
         node = target[0]
         for part in path[1:-1]:
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {text!r}: {part!r} is not a mapping")
         node[path[-1]] = value
     return data
 
 
+def _top_level(raw: dict[str, Any], source: str) -> _TopLevel:
+    try:
+        return _TopLevel(**raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(x) for x in err["loc"])
+        if err["type"] == "extra_forbidden":
+            allowed = ", ".join(_TopLevel.model_fields)
+            raise ConfigError(f"{source}: unknown top-level key {key!r} (allowed: {allowed})") from None
+        if key == "stages":
+            raise ConfigError(f"{source}: no stages declared") from None
+        msg = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{source}: {key}={err.get('input')!r}: {msg}") from None
+
+
+def _stage_spec(entry: Any, index: int, source: str) -> StageSpec:
+    if not isinstance(entry, dict) or "stage" not in entry:
+        raise ConfigError(f"{source}: stage #{index + 1} needs a 'stage:' key, got {entry!r}")
+    name = str(entry.get("name", entry["stage"]))
+    try:
+        defn = get_stage(entry["stage"])
+    except KeyError as e:
+        raise ConfigError(f"{source}: stage #{index + 1}: {e.args[0]}") from None
+    params = {k: v for k, v in entry.items() if k not in STAGE_KEYS}
+    try:
+        typed, canonical = validate_params(defn, params)
+    except ParamError as e:
+        raise ConfigError(f"{source}: stage {name!r}: {e}") from None
+    override = entry.get("resources") or {}
+    try:
+        checked = _ResourceOverride(**override) if isinstance(override, dict) else None
+    except ValidationError as e:
+        raise ConfigError(f"{source}: stage {name!r}: resources: {e.errors()[0]['msg']}") from None
+    if checked is None:
+        raise ConfigError(f"{source}: stage {name!r}: resources must be a mapping, got {override!r}")
+    override = checked.model_dump(exclude_none=True)
+    return StageSpec(
+        name=name,
+        stage=defn.name,
+        params=canonical,
+        resources=defn.resources.merged(override),
+        resource_override=override,
+        kind=defn.kind,
+        version=defn.version,
+        side_input_digests={k: v.digest for k, v in side_inputs(typed).items()},
+    )
+
+
 def build_config(raw: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
-    unknown = set(raw) - {"name", "description", "stages", *TOP_LEVEL_DEFAULTS}
-    if unknown:
-        raise ConfigError(f"{source}: unknown top-level keys {sorted(unknown)}")
-    if not raw.get("stages"):
-        raise ConfigError(f"{source}: no stages declared")
-    merged = {**TOP_LEVEL_DEFAULTS, **raw}
-    load_stage_modules(merged["imports"])
-    specs, names = [], set()
-    for i, entry in enumerate(merged["stages"]):
-        if not isinstance(entry, dict) or "stage" not in entry:
-            raise ConfigError(f"{source}: stage #{i + 1} needs a 'stage:' key, got {entry!r}")
-        params = {k: v for k, v in entry.items() if k not in ("stage", "name")}
-        name = entry.get("name", entry["stage"])
-        if name in names:
-            raise ConfigError(f"{source}: two stages named {name!r}; give one a 'name:'")
-        names.add(name)
-        try:
-            # Check the parameters in the driver without building the stage (it may load a model).
-            inspect.signature(get_stage(entry["stage"])).bind(**params)
-        except (KeyError, TypeError, ValueError) as e:
-            raise ConfigError(f"{source}: stage {name!r}: {e}") from e
-        specs.append(StageSpec(name=name, stage=entry["stage"], params=params))
-    shard_size = int(merged["shard_size"])
-    if shard_size < 1:
-        raise ConfigError(f"{source}: shard_size must be >= 1")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    top = _top_level(raw, source)
+    try:
+        load_stage_modules(top.imports)
+    except ImportError as e:
+        raise ConfigError(f"{source}: imports: {e}") from None
+    specs: list[StageSpec] = []
+    for i, entry in enumerate(top.stages):
+        spec = _stage_spec(entry, i, source)
+        if spec.name in {s.name for s in specs}:
+            raise ConfigError(f"{source}: two stages named {spec.name!r}; give one a 'name:'")
+        if spec.kind == "source" and i > 0:
+            raise ConfigError(f"{source}: source stage {spec.name!r} must be the first stage")
+        specs.append(spec)
+    if specs[0].kind == "source" and len(specs) == 1:
+        raise ConfigError(f"{source}: a pipeline needs stages after its source {specs[0].name!r}")
     return PipelineConfig(
-        name=str(merged.get("name") or Path(source).stem),
+        name=top.name or Path(source).stem,
         stages=specs,
-        shard_size=shard_size,
-        seed=int(merged["seed"]),
-        imports=list(merged["imports"]),
+        shard_size=top.shard_size,
+        seed=top.seed,
+        imports=list(top.imports),
         source=source,
     )
 
 
 def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
     path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"pipeline file not found: {path}")
-    raw = load_yaml(path.read_text(encoding="utf-8")) or {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "not found"
+        raise ConfigError(f"pipeline file {what}: {path}")
+    try:
+        raw = load_yaml(path.read_text(encoding="utf-8")) or {}
+    except Exception as e:  # yaml.YAMLError, UnicodeDecodeError
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
     return build_config(apply_overrides(raw, overrides or []), str(path))

@@ -1,34 +1,54 @@
 """The Ray runner: streams a cut manifest in shards through a pipeline's stage chain.
 
+The chain is split into groups of consecutive stages with equal resource needs; each group runs in
+its own pool of Ray actors (a GPU aligner's pool holds GPUs, the CPU stages around it do not, and an
+LLM stage's pool can be small while each actor keeps many requests in flight). Each actor builds its
+stages once. A shard travels through the pools in order, its intermediate state in Ray's object
+store (never in the driver), and the last pool writes it atomically.
+
 The driver only reads input lines and schedules; a bounded number of shards is in flight, so its
-memory does not grow with the corpus. Each Ray actor builds the stage chain once and writes each
-shard it gets atomically. A shard whose `done` file carries the same hash (config + input lines) is
-skipped, so a killed run resumes where it stopped; shard files are named by position, so the output
-is the same bytes whatever the number of workers.
+memory does not grow with the corpus. A shard whose `done` file carries the same hash (config +
+input lines) is skipped, so a killed run resumes where it stopped; shard files are named by
+position, so the output is the same bytes whatever the number of workers.
+
+A worker process that dies (segfault, out of memory) is replaced and its shard retried once, alone
+on its actor; if it dies again, the shard's cuts are bisected on a separate actor until the cut(s)
+that kill the worker are found; those are rejected (`worker_died`) and the rest of the shard kept.
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import json
 import logging
 import os
-import shutil
 import sys
-from collections import Counter, defaultdict
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import ray
 import yaml
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError, WorkerCrashedError
 from tqdm import tqdm
 
-from osum_data.manifest_io import atomic_path
-from osum_data.run.config import PipelineConfig
-from osum_data.run.shard import SHARD_DIR, ShardProcessor, read_done, shard_paths
+from osum_data.manifest_io import atomic_path, write_jsonl
+from osum_data.run import outdir
+from osum_data.run.config import PipelineConfig, StageSpec
+from osum_data.run.inputs import InputError, InputScan, iter_shards, scan
+from osum_data.run.shard import INPUT_STAGE, SHARD_DIR, ShardInput, ShardProcessor, read_done, shard_paths
+from osum_data.run.stage import Resources, StageContext, get_stage
+
+log = logging.getLogger("osum_data.run")
+WORKER_DEATHS = (RayActorError, WorkerCrashedError, ray.exceptions.OutOfMemoryError)
+
+
+class RunError(RuntimeError):
+    """A run that cannot go on; the message is one line for the user."""
+
+
+class Interrupted(RuntimeError):
+    """Ctrl-C: finished shards are kept and the next run resumes from them."""
 
 
 @dataclass
@@ -39,46 +59,119 @@ class RunResult:
 
 @ray.remote
 class ShardWorker:
-    """One per worker: builds the stage chain once (model stages load their model here)."""
+    """One actor of a group's pool: builds the group's stages once (model stages load here)."""
 
-    def __init__(self, config: dict[str, Any]):
-        self.processor = ShardProcessor(config)
+    def __init__(self, config: dict[str, Any], run_dir: str, stage_names: list[str]):
+        self.processor = ShardProcessor(config, run_dir, stage_names)
 
-    def run_shard(self, out_dir: str, index: int, shard_hash: str, lines: list[str]) -> dict[str, Any]:
-        return self.processor.run_shard(Path(out_dir), index, shard_hash, lines)
+    def ready(self) -> int:
+        return os.getpid()
 
-
-def _open_lines(path: Path) -> Iterator[str]:
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                yield line.rstrip("\n")
+    @ray.method(num_returns=2)
+    def process(self, item, exclude=None, trace=None, write=True):
+        return self.processor.process(item, exclude=exclude, trace=trace, write=write)
 
 
-def iter_shards(path: Path, shard_size: int, config_hash: str) -> Iterator[tuple[int, str, list[str]]]:
-    """(index, hash, lines) per shard; the hash covers the config and the shard's exact input."""
-    batch: list[str] = []
-    index = 0
-    for line in _open_lines(path):
-        batch.append(line)
-        if len(batch) == shard_size:
-            yield index, _shard_hash(config_hash, batch), batch
-            index, batch = index + 1, []
-    if batch:
-        yield index, _shard_hash(config_hash, batch), batch
+# --- groups and pools ------------------------------------------------------------------------
 
 
-def _shard_hash(config_hash: str, lines: list[str]) -> str:
-    h = hashlib.sha256(config_hash.encode())
-    for line in lines:
-        h.update(line.encode())
-        h.update(b"\n")
-    return h.hexdigest()[:24]
+@dataclass
+class Group:
+    """Consecutive stages with equal resources, and the pool of actors that runs them."""
+
+    index: int
+    stages: list[StageSpec]
+    resources: Resources
+    size: int = 1
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    actors: list[Any] = field(default_factory=list)
+    load: list[int] = field(default_factory=list)
+    exclusive: list[bool] = field(default_factory=list)
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.stages]
 
 
-def count_lines(path: Path) -> int:
-    return sum(1 for _ in _open_lines(path))
+def split_groups(chain: list[StageSpec]) -> list[Group]:
+    groups: list[Group] = []
+    for spec in chain:
+        if groups and groups[-1].resources == spec.resources:
+            groups[-1].stages.append(spec)
+        else:
+            groups.append(Group(index=len(groups), stages=[spec], resources=spec.resources))
+    return groups
+
+
+def size_groups(groups: list[Group], workers: int, cluster: dict[str, float]) -> list[str]:
+    """Pool sizes and per-actor resources that fit the cluster; returns warnings to show.
+
+    A pool asking for GPUs on a cluster without any runs on CPU (stages must work there, slower);
+    more actors than the cluster has CPUs would stay pending forever, so CPUs are shared.
+    """
+    notes = []
+    gpus = cluster.get("GPU", 0.0)
+    for g in groups:
+        g.size = g.resources.concurrency or workers
+        g.num_gpus = g.resources.num_gpus
+        if g.num_gpus > 0 and gpus <= 0:
+            notes.append(
+                f"stages {', '.join(g.names)} ask for {g.num_gpus:g} GPU(s); the cluster has none, "
+                "so they run on CPU"
+            )
+            g.num_gpus = 0.0
+        elif g.num_gpus > 0:
+            fit = max(1, int(gpus // g.num_gpus)) if g.num_gpus <= gpus else 1
+            g.num_gpus = min(g.num_gpus, gpus)
+            if g.size > fit:
+                g.size = fit
+    demand = sum(g.size * g.resources.num_cpus for g in groups)
+    share = min(1.0, cluster.get("CPU", 1.0) / demand) if demand > 0 else 1.0
+    for g in groups:
+        g.num_cpus = g.resources.num_cpus * share
+    return notes
+
+
+def _new_actor(config: dict[str, Any], run_dir: Path, g: Group):
+    return ShardWorker.options(
+        num_cpus=g.num_cpus, num_gpus=g.num_gpus, max_restarts=0, max_task_retries=0
+    ).remote(config, str(run_dir), g.names)
+
+
+def _start_pool(config: dict[str, Any], run_dir: Path, g: Group) -> None:
+    g.actors = [_new_actor(config, run_dir, g) for _ in range(g.size)]
+    g.load = [0] * g.size
+    g.exclusive = [False] * g.size
+    _await_ready(g, g.actors)
+
+
+def _await_ready(g: Group, actors: list[Any]) -> None:
+    try:
+        ray.get([a.ready.remote() for a in actors])
+    except (RayTaskError, *WORKER_DEATHS) as e:
+        raise RunError(f"stages {', '.join(g.names)} could not start on a worker: {_cause(e)}") from None
+
+
+def _cause(e: BaseException) -> str:
+    """The user-facing cause inside a Ray error (the original exception, one line)."""
+    inner = getattr(e, "cause", None)
+    if isinstance(inner, BaseException) and inner is not e:
+        return _cause(inner)
+    text = str(e).strip()
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if isinstance(e, RayTaskError | RayActorError) and lines:
+        # Ray prefixes a traceback; the last line holds the exception.
+        return lines[-1].strip()[:500]
+    return f"{type(e).__name__}: {' '.join(lines)[:500]}" if lines else type(e).__name__
+
+
+def cause_of(e: BaseException) -> BaseException:
+    inner = getattr(e, "cause", None)
+    return cause_of(inner) if isinstance(inner, BaseException) and inner is not e else e
+
+
+# --- Ray ---------------------------------------------------------------------------------------
 
 
 def ensure_ray(address: str | None, workers: int) -> None:
@@ -100,35 +193,370 @@ def ensure_ray(address: str | None, workers: int) -> None:
         )
 
 
-def _cleanup_partial(out_dir: Path) -> None:
-    """Remove temp files a killed run left behind (atomic writes never expose them)."""
-    for tmp in (out_dir / SHARD_DIR).glob(".*.tmp*"):
-        tmp.unlink(missing_ok=True)
+# --- the run -----------------------------------------------------------------------------------
 
 
-def _concat(parts: list[Path], dest: Path) -> None:
-    """Concatenate gzip shard files: a multi-member gzip stream is a valid gzip file, so the
-    merged manifest costs a byte copy, not a recompression."""
-    with atomic_path(dest) as tmp, open(tmp, "wb") as out:
-        for p in parts:
-            with open(p, "rb") as f:
-                shutil.copyfileobj(f, out, 1 << 20)
+@dataclass
+class _Flight:
+    """A shard on its way through the pools."""
+
+    shard: ShardInput
+    group: int = 0
+    item: Any = None  # the group's input: the ShardInput, or the previous group's state ref
+    attempts: int = 0
+    slot: int = -1
+    actor: Any = None  # the actor it was sent to (to replace a dead one only once)
 
 
-def _remove_stale(out_dir: Path, n_shards: int) -> None:
-    """Shards past the end belong to an earlier, larger input: drop them so merging is exact."""
-    for kind in ("cuts", "rejects", "done"):
-        for p in (out_dir / SHARD_DIR).glob(f"{kind}.*.json*"):
-            idx = p.name.split(".")[1]
-            if idx.isdigit() and int(idx) >= n_shards:
-                p.unlink()
+class _Scheduler:
+    def __init__(self, config: PipelineConfig, run_dir: Path, groups: list[Group], per_actor: int, bar):
+        self.config_dict = config.to_dict()
+        self.run_dir = run_dir
+        self.groups = groups
+        self.per_actor = per_actor
+        self.bar = bar
+        self.in_flight: dict[Any, tuple[_Flight, Any]] = {}  # status ref -> (flight, state ref)
+        self.ready: list[_Flight] = []
+        self.stats: dict[int, dict[str, Any]] = {}
+        self.worker_deaths = 0
+        self.isolated: list[str] = []
+
+    @property
+    def capacity(self) -> int:
+        return sum(g.size for g in self.groups) * self.per_actor
+
+    def active(self) -> int:
+        return len(self.in_flight) + len(self.ready)
+
+    def submit_ready(self) -> None:
+        # Later groups first: finishing shards frees object-store memory.
+        self.ready.sort(key=lambda f: (-f.group, f.shard.index))
+        waiting = []
+        for f in self.ready:
+            if not self._dispatch(f):
+                waiting.append(f)
+        self.ready = waiting
+
+    def _dispatch(self, f: _Flight) -> bool:
+        g = self.groups[f.group]
+        free = [i for i in range(g.size) if not g.exclusive[i]]
+        if f.attempts:
+            free = [i for i in free if g.load[i] == 0]  # a suspect shard runs alone on its actor
+        else:
+            free = [i for i in free if g.load[i] < self.per_actor]
+        if not free:
+            return False
+        slot = min(free, key=lambda i: g.load[i])
+        g.load[slot] += 1
+        g.exclusive[slot] = bool(f.attempts)
+        f.slot, f.actor = slot, g.actors[slot]
+        status, state = f.actor.process.remote(f.item)
+        self.in_flight[status] = (f, state)
+        return True
+
+    def wait_one(self) -> None:
+        done, _ = ray.wait(list(self.in_flight), num_returns=1)
+        f, state = self.in_flight.pop(done[0])
+        g = self.groups[f.group]
+        g.load[f.slot] -= 1
+        g.exclusive[f.slot] = False
+        try:
+            status = ray.get(done[0])
+        except WORKER_DEATHS as e:
+            self._worker_died(f, g, e)
+            return
+        except RayTaskError as e:
+            raise RunError(self._task_failure(f, g, e)) from cause_of(e)
+        self._advance(f, status, state)
+
+    def _advance(self, f: _Flight, status: dict[str, Any], state: Any) -> None:
+        if f.group + 1 < len(self.groups):
+            self.ready.append(_Flight(f.shard, f.group + 1, state))
+            return
+        self.stats[status["index"]] = status
+        self.bar.update(1)
+        self.bar.set_postfix(
+            cuts=sum(v["in"] for v in self.stats.values()),
+            hours_out=f"{sum(v['hours_out'] for v in self.stats.values()):.2f}",
+        )
+
+    def _task_failure(self, f: _Flight, g: Group, e: RayTaskError) -> str:
+        cause = cause_of(e)
+        if isinstance(cause, OSError) and cause.errno == 28:
+            return (
+                f"disk full while writing shard {f.shard.index} into {self.run_dir} "
+                f"({cause.filename or ''}); free space and run the same command again: finished shards "
+                "are kept"
+            )
+        return f"shard {f.shard.index}, stages {', '.join(g.names)}: {_cause(e)}"
+
+    def _replace(self, g: Group, slot: int) -> None:
+        try:
+            ray.kill(g.actors[slot])
+        except Exception:  # already gone
+            pass
+        g.actors[slot] = _new_actor(self.config_dict, self.run_dir, g)
+        _await_ready(g, [g.actors[slot]])
+
+    def _worker_died(self, f: _Flight, g: Group, e: BaseException) -> None:
+        # Every shard queued on the dead actor fails with it; they are retried like this one, and
+        # the actor is replaced once.
+        if g.actors[f.slot] is f.actor:
+            self.worker_deaths += 1
+            self._replace(g, f.slot)
+        f.attempts += 1
+        if f.attempts < 2:
+            log.warning("a worker died on shard %d (%s); retrying it alone", f.shard.index, _cause(e))
+            self.ready.append(f)
+            return
+        log.warning("shard %d killed its worker twice; isolating the cut(s) responsible", f.shard.index)
+        status, state = _Isolation(self, f, g).run()
+        self._advance(f, status, state)
+
+
+class _Isolation:
+    """Find the cuts of one shard-group input that kill a worker, by bisection on the pool slot the
+    shard died on (its resources are the ones the stages need; nothing else is queued there while
+    this runs), then run the group with them excluded (rejected as `worker_died`)."""
+
+    def __init__(self, sched: _Scheduler, f: _Flight, g: Group):
+        self.sched, self.f, self.g, self.slot = sched, f, g, f.slot
+        self.trace = sched.run_dir / SHARD_DIR / f".trace.{f.shard.index:06d}.{g.index}"
+        self.item = f.item if isinstance(f.item, ShardInput) else ray.get(f.item)
+
+    def _size(self) -> int:
+        return len(self.item.lines) if isinstance(self.item, ShardInput) else len(self.item["cuts"])
+
+    def _subset(self, positions: list[int]) -> Any:
+        if isinstance(self.item, ShardInput):
+            s = self.item
+            return ShardInput(
+                s.index,
+                s.hash,
+                [s.lines[i] for i in positions],
+                [s.line_numbers[i] for i in positions],
+                {j: s.pre_rejects[i] for j, i in enumerate(positions) if i in s.pre_rejects},
+            )
+        return {**self.item, "cuts": [self.item["cuts"][i] for i in positions], "rejects": [], "stages": []}
+
+    def _call(self, item: Any, exclude=None, write: bool = False):
+        actor = self.g.actors[self.slot]
+        status, state = actor.process.remote(item, exclude=exclude, trace=str(self.trace), write=write)
+        try:
+            return ray.get(status), state
+        except WORKER_DEATHS:
+            self.sched.worker_deaths += 1
+            self.sched._replace(self.g, self.slot)
+            raise
+        except RayTaskError as e:
+            raise RunError(self.sched._task_failure(self.f, self.g, e)) from cause_of(e)
+
+    def _survives(self, positions: list[int]) -> bool:
+        self.trace.unlink(missing_ok=True)
+        try:
+            self._call(self._subset(positions))
+            return True
+        except WORKER_DEATHS:
+            return False
+
+    def _culprit_stage(self) -> str:
+        try:
+            return self.trace.read_text().strip() or self.g.names[0]
+        except FileNotFoundError:
+            return self.g.names[0]
+
+    def _find(self, positions: list[int], poison: dict[int, str]) -> None:
+        """Bisect: a group of cuts that survives is clean; one that kills is split until single."""
+        if self._survives(positions):
+            return
+        if len(positions) == 1:
+            poison[positions[0]] = self._culprit_stage()
+            return
+        mid = len(positions) // 2
+        self._find(positions[:mid], poison)
+        self._find(positions[mid:], poison)
+
+    def _describe(self, pos: int) -> str:
+        if isinstance(self.item, ShardInput):
+            return f"input line {self.item.line_numbers[pos]}"
+        return f"cut {self.item['cuts'][pos].get('id')!r}"
+
+    def run(self) -> tuple[dict[str, Any], Any]:
+        n = self._size()
+        poison: dict[int, str] = {}
+        self._find(list(range(n)), poison)
+        exclude = {
+            pos: (
+                stage,
+                "worker_died",
+                f"the worker process died on this cut in stage {stage!r} (a crash in native code or out of "
+                "memory), 3 times; it was set aside so the rest of its shard could finish",
+            )
+            for pos, stage in poison.items()
+        }
+        for pos in poison:
+            self.sched.isolated.append(self._describe(pos))
+        try:
+            result = self._call(self.item, exclude=exclude, write=True)
+        except WORKER_DEATHS:
+            # No single cut kills it, the shard does: set all of it aside rather than loop.
+            stage = self._culprit_stage()
+            exclude = {
+                pos: (stage, "worker_died", "the worker died on this shard's cuts together, none alone")
+                for pos in range(n)
+            }
+            result = self._call(self.item, exclude=exclude, write=True)
+        self.trace.unlink(missing_ok=True)
+        return result
+
+
+def _generate_source(config: PipelineConfig, out_dir: Path) -> Path:
+    """Run the pipeline's source stage in the driver into `out_dir/source.jsonl.gz` (reused when
+    the configuration is unchanged)."""
+    spec = config.source_stage
+    assert spec is not None
+    path, marker = out_dir / "source.jsonl.gz", out_dir / "source.json"
+    want = config.hash()
+    try:
+        if json.loads(marker.read_text()).get("config_hash") == want and path.exists():
+            return path
+    except (FileNotFoundError, json.JSONDecodeError):
+        pass
+    gen = get_stage(spec.stage).factory
+    ctx = StageContext(seed=config.seed, shard_index=-1, run_dir=out_dir, stage=spec.name)
+    try:
+        n = write_jsonl(path, (cut.to_dict() for cut in gen(ctx, **spec.typed_params())))
+    except Exception as e:
+        raise RunError(f"source stage {spec.name!r} failed: {type(e).__name__}: {e}") from e
+    with atomic_path(marker) as tmp:
+        tmp.write_text(json.dumps({"config_hash": want, "cuts": n}))
+    return path
+
+
+def run_pipeline(
+    config: PipelineConfig,
+    input_path: str | Path | None,
+    output_dir: str | Path,
+    workers: int | None = None,
+    address: str | None = None,
+    progress: bool = True,
+    max_in_flight_per_worker: int = 2,
+    on_notice: Callable[[str], None] | None = None,
+) -> RunResult:
+    """Run `config` over the cuts in `input_path` (None for a pipeline with a source stage) and
+    write the output layout into `output_dir`."""
+    out_dir = Path(output_dir)
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if config.source_stage is None and input_path is None:
+        raise ValueError(f"pipeline {config.name!r} has no source stage: give --input")
+    if config.source_stage is not None and input_path is not None:
+        raise ValueError(
+            f"pipeline {config.name!r} makes its own input ({config.source_stage.name}): drop --input"
+        )
+    notice = on_notice or (lambda m: print(f"note: {m}", file=sys.stderr))
+    with outdir.locked(out_dir):
+        if input_path is None:
+            input_path = _generate_source(config, out_dir)
+        scanned = scan(Path(input_path))
+        return _run_locked(
+            config, scanned, out_dir, workers, address, progress, max_in_flight_per_worker, notice
+        )
+
+
+def _run_locked(
+    config: PipelineConfig,
+    scanned: InputScan,
+    out_dir: Path,
+    workers: int | None,
+    address: str | None,
+    progress: bool,
+    per_actor: int,
+    notice: Callable[[str], None],
+) -> RunResult:
+    config_hash = config.hash()
+    identity = {"config_hash": config_hash, "input_digest": scanned.digest}
+    moved = outdir.set_aside_previous(out_dir, identity)
+    if moved:
+        notice(f"the previous run's files in {out_dir} came from another config or input; moved to {moved}")
+    outdir.cleanup_partial(out_dir)
+    with atomic_path(out_dir / "pipeline.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump(config.to_dict(), allow_unicode=True, sort_keys=False))
+    outdir.write_identity(out_dir, identity)
+
+    workers = workers or os.cpu_count() or 1
+    ensure_ray(address, workers)
+    groups = split_groups(config.chain)
+    for note in size_groups(groups, workers, ray.cluster_resources()):
+        notice(note)
+    total_shards = -(-scanned.lines // config.shard_size)
+    bar = tqdm(total=total_shards, unit="shard", disable=not progress, file=sys.stderr, desc=config.name)
+    sched = _Scheduler(config, out_dir, groups, per_actor, bar)
+    skipped = 0
+    try:
+        for g in groups:
+            _start_pool(sched.config_dict, out_dir, g)
+        for shard in iter_shards(scanned, config.shard_size, config_hash):
+            done = read_done(out_dir, shard.index)
+            if done and done.get("hash") == shard.hash and shard_paths(out_dir, shard.index)["cuts"].exists():
+                sched.stats[shard.index] = done
+                skipped += 1
+                bar.update(1)
+                continue
+            outdir.invalidate(out_dir, shard.index)
+            sched.ready.append(_Flight(shard, 0, shard))
+            sched.submit_ready()
+            while sched.active() >= sched.capacity:
+                sched.wait_one()
+                sched.submit_ready()
+        while sched.active():
+            if sched.in_flight:
+                sched.wait_one()
+            sched.submit_ready()
+    except KeyboardInterrupt:
+        finished = len(sched.stats)
+        raise Interrupted(
+            f"interrupted: {finished} of {total_shards} shards are finished in {out_dir}; "
+            "run the same command again to resume"
+        ) from None
+    finally:
+        bar.close()
+        for g in groups:
+            for a in g.actors:
+                ray.kill(a)
+
+    n = len(sched.stats)
+    outdir.remove_stale(out_dir, n)
+    ordered = [sched.stats[i] for i in range(n)]
+    outdir.concat([shard_paths(out_dir, i)["cuts"] for i in range(n)], out_dir / "cuts.jsonl.gz")
+    outdir.concat([shard_paths(out_dir, i)["rejects"] for i in range(n)], out_dir / "rejects.jsonl.gz")
+    summary = summarize(
+        config,
+        ordered,
+        {
+            "skipped_shards": skipped,
+            "input": str(scanned.path),
+            "input_digest": scanned.digest,
+            "worker_deaths": sched.worker_deaths,
+            "isolated": sched.isolated,
+        },
+    )
+    if summary["in"] != scanned.lines:
+        raise RunError(f"accounting broken: {scanned.lines} input lines but the shards saw {summary['in']}")
+    with atomic_path(out_dir / "summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    return RunResult(summary=summary, output_dir=out_dir)
 
 
 def summarize(config: PipelineConfig, stats: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str, Any]:
+    from collections import Counter, defaultdict
+
     reasons: Counter = Counter()
     by_task: dict[str, float] = defaultdict(float)
     cuts_task: Counter = Counter()
     by_label: dict[str, float] = defaultdict(float)
+    names = [INPUT_STAGE] + [s.name for s in config.chain]
+    stages = {name: {"stage": name, "in": 0, "out": 0, "rejected": 0, "derived": 0} for name in names}
     for s in stats:
         reasons.update(s["rejected_by_reason"])
         cuts_task.update(s["cuts_by_task"])
@@ -136,16 +564,32 @@ def summarize(config: PipelineConfig, stats: list[dict[str, Any]], extra: dict[s
             by_task[k] += v
         for k, v in s["hours_by_label"].items():
             by_label[k] += v
-    total_in = sum(s["in"] for s in stats)
-    total_out = sum(s["out"] for s in stats)
-    total_rej = sum(s["rejected"] for s in stats)
+        for st in s["stages"]:
+            for k in ("in", "out", "rejected", "derived"):
+                stages[st["stage"]][k] += st[k]
+    total = {k: sum(s[k] for s in stats) for k in ("in", "out", "rejected", "derived")}
+    chain = list(stages.values())
+    for prev, cur in zip(chain, chain[1:], strict=False):
+        if cur["in"] != prev["out"]:
+            raise RunError(
+                f"accounting broken: stage {cur['stage']!r} got {cur['in']} cuts, "
+                f"{prev['stage']!r} passed {prev['out']}"
+            )
+    for st in chain:
+        if st["in"] != st["out"] - st["derived"] + st["rejected"]:
+            raise RunError(f"accounting broken in stage {st['stage']!r}: {st}")
+    if total["in"] != total["out"] - total["derived"] + total["rejected"]:
+        raise RunError(f"accounting broken: {total}")
     return {
         "pipeline": config.name,
         "config_hash": config.hash(),
-        "in": total_in,
-        "out": total_out,
-        "rejected": total_rej,
+        **total,
+        "accounting": (
+            f"in {total['in']} = out {total['out']} - derived {total['derived']} "
+            f"+ rejected {total['rejected']}"
+        ),
         "rejected_by_reason": dict(sorted(reasons.items())),
+        "stages": chain,
         "hours_in": round(sum(s["hours_in"] for s in stats), 6),
         "hours_out": round(sum(s["hours_out"] for s in stats), 6),
         "cuts_by_task": dict(sorted(cuts_task.items())),
@@ -156,79 +600,15 @@ def summarize(config: PipelineConfig, stats: list[dict[str, Any]], extra: dict[s
     }
 
 
-def run_pipeline(
-    config: PipelineConfig,
-    input_path: str | Path,
-    output_dir: str | Path,
-    workers: int | None = None,
-    address: str | None = None,
-    progress: bool = True,
-    max_in_flight_per_worker: int = 2,
-) -> RunResult:
-    """Run `config` over the cuts in `input_path` and write the output layout into `output_dir`."""
-    input_path, out_dir = Path(input_path), Path(output_dir)
-    if not input_path.exists():
-        raise FileNotFoundError(f"input manifest not found: {input_path}")
-    (out_dir / SHARD_DIR).mkdir(parents=True, exist_ok=True)
-    _cleanup_partial(out_dir)
-    with atomic_path(out_dir / "pipeline.yaml") as tmp:
-        tmp.write_text(yaml.safe_dump(config.to_dict(), allow_unicode=True, sort_keys=False))
+__all__ = [
+    "InputError",
+    "Interrupted",
+    "RunError",
+    "RunResult",
+    "ensure_ray",
+    "run_pipeline",
+    "split_groups",
+    "summarize",
+]
 
-    workers = workers or os.cpu_count() or 1
-    ensure_ray(address, workers)
-    config_dict = config.to_dict()
-    config_hash = config.hash()
-    total_shards = -(-count_lines(input_path) // config.shard_size)
-
-    # More workers than the cluster has CPUs would leave actors pending forever: share the CPUs.
-    per_actor = min(1.0, ray.cluster_resources().get("CPU", 1.0) / workers)
-    actors = [
-        ShardWorker.options(num_cpus=per_actor, max_restarts=-1, max_task_retries=-1).remote(config_dict)
-        for _ in range(workers)
-    ]
-    load = {i: 0 for i in range(workers)}  # shards queued per actor
-    in_flight: dict[Any, int] = {}
-    stats: dict[int, dict[str, Any]] = {}
-    skipped = 0
-    bar = tqdm(total=total_shards, unit="shard", disable=not progress, file=sys.stderr, desc=config.name)
-
-    def collect_one() -> None:
-        ready, _ = ray.wait(list(in_flight), num_returns=1)
-        load[in_flight.pop(ready[0])] -= 1
-        s = ray.get(ready[0])
-        stats[s["index"]] = s
-        bar.update(1)
-        bar.set_postfix(
-            cuts=sum(v["in"] for v in stats.values()),
-            hours_out=f"{sum(v['hours_out'] for v in stats.values()):.2f}",
-        )
-
-    try:
-        for index, shard_hash, lines in iter_shards(input_path, config.shard_size, config_hash):
-            done = read_done(out_dir, index)
-            if done and done.get("hash") == shard_hash and shard_paths(out_dir, index)["cuts"].exists():
-                stats[index] = done
-                skipped += 1
-                bar.update(1)
-                continue
-            while len(in_flight) >= workers * max_in_flight_per_worker:
-                collect_one()
-            slot = min(load, key=load.get)
-            load[slot] += 1
-            in_flight[actors[slot].run_shard.remote(str(out_dir), index, shard_hash, lines)] = slot
-        while in_flight:
-            collect_one()
-    finally:
-        bar.close()
-        for a in actors:
-            ray.kill(a)
-
-    n = len(stats)
-    _remove_stale(out_dir, n)
-    ordered = [stats[i] for i in range(n)]
-    _concat([shard_paths(out_dir, i)["cuts"] for i in range(n)], out_dir / "cuts.jsonl.gz")
-    _concat([shard_paths(out_dir, i)["rejects"] for i in range(n)], out_dir / "rejects.jsonl.gz")
-    summary = summarize(config, ordered, {"skipped_shards": skipped, "input": str(input_path)})
-    with atomic_path(out_dir / "summary.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
-    return RunResult(summary=summary, output_dir=out_dir)
+_ = GetTimeoutError  # re-exported for callers that bound waits

@@ -1,14 +1,24 @@
-"""Processing of one shard: the stage chain over a list of cuts, and the shard's files on disk.
+"""Processing of one shard: a group of stages over a list of cuts, with the accounting every stage
+must satisfy, and the shard's files on disk.
 
 This is what a Ray actor runs; it is also usable in a plain loop (the benchmarks do), which keeps
-the runner a thin scheduler around it.
+the runner a thin scheduler around it. A pipeline's chain is split into groups of consecutive stages
+with equal resource needs (runner.py); a shard passes through the groups in order, as a
+`ShardState` (plain dicts, so it travels through Ray's object store), and the last group writes it.
+
+Accounting (checked here, per stage, on every shard): each cut a stage returns or rejects is either
+one of its inputs (same id) or derived from one (`custom.source_cut_id` names it); every input is
+accounted for at least once. An input with nothing is rejected as `dropped_by_stage`; a cut linked
+to nothing is a bug of the stage and stops the run. Hence per stage `in = out - derived + rejected`,
+where `derived` counts the extra cuts made from one input.
 """
 
 from __future__ import annotations
 
 import json
-import traceback
+import shutil
 from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +26,35 @@ from lhotse.cut import Cut
 from lhotse.serialization import deserialize_item
 
 from osum_data.manifest_io import atomic_path, dumps, open_jsonl_writer, reject_record
-from osum_data.run.config import PipelineConfig, build_config
-from osum_data.run.stage import BatchFn, Reject, StageResult, get_stage
+from osum_data.run.config import PipelineConfig, StageSpec, build_config
+from osum_data.run.stage import (
+    Reject,
+    StageContext,
+    StageResult,
+    error_reject,
+    get_stage,
+    is_fatal,
+    shard_files_dir,
+)
 
 SHARD_DIR = "shards"
+INPUT_STAGE = "input"  # pseudo-stage of rejects made before any stage (bad lines, duplicates)
 LABEL_FIELDS = ("gender", "age", "emotion", "style", "events")
+
+
+class StageContractError(RuntimeError):
+    """A stage broke the contract (returned a cut linked to none of its inputs, or one id twice)."""
+
+
+@dataclass
+class ShardInput:
+    """What the driver sends for one shard: its raw input lines and what it already knows."""
+
+    index: int
+    hash: str
+    lines: list[str]
+    line_numbers: list[int]  # 1-based line number in the input file, per line
+    pre_rejects: dict[int, tuple[str, str]] = field(default_factory=dict)  # position -> (code, reason)
 
 
 def shard_paths(out_dir: Path, index: int) -> dict[str, Path]:
@@ -40,106 +74,306 @@ def read_done(out_dir: Path, index: int) -> dict[str, Any] | None:
         return None
 
 
-def _labels_of(cut: Cut) -> list[str]:
-    """'field:value' for each label a sample carries, for the per-label hours of the summary."""
-    if not cut.supervisions:
-        return []
-    sup = cut.supervisions[0]
-    custom = sup.custom or {}
-    out = []
-    for f in LABEL_FIELDS:
-        value = sup.gender if f == "gender" else custom.get(f)
-        for v in value if isinstance(value, list) else [value]:
-            if v:
-                out.append(f"{f}:{v}")
-    return out
+def input_reject(line_number: int, raw: str, code: str, reason: str) -> dict[str, Any]:
+    """A reject record for an input line that is not a usable cut. It is shaped as a minimal cut
+    (id names the line) so the rejects manifest stays loadable by lhotse."""
+    return {
+        "id": f"input-line-{line_number}",
+        "start": 0.0,
+        "duration": 0.0,
+        "channel": 0,
+        "supervisions": [],
+        "custom": {
+            "input_line": line_number,
+            "raw": raw[:2000],
+            "reject": {"stage": INPUT_STAGE, "reason": reason, "code": code},
+        },
+        "type": "MonoCut",
+    }
+
+
+def _reject_dict(cut: Cut, stage: str, r: Reject) -> dict[str, Any]:
+    rec = reject_record(cut.to_dict(), stage, r.detail)
+    rec["custom"]["reject"]["code"] = r.code
+    return rec
+
+
+def _stage_stats(name: str) -> dict[str, Any]:
+    return {"stage": name, "in": 0, "out": 0, "rejected": 0, "derived": 0}
+
+
+def account(
+    name: str, inputs: list[Cut], result: StageResult
+) -> tuple[list[Cut], list[tuple[Cut, Reject]], int]:
+    """Check one stage's result against its inputs; returns (kept, rejected, derived)."""
+    position = {c.id: i for i, c in enumerate(inputs)}
+    counts = [0] * len(inputs)
+    seen: set[str] = set()
+
+    def link(cut: Cut, how: str) -> None:
+        if cut.id in seen:
+            raise StageContractError(f"stage {name!r} {how} cut id {cut.id!r} twice")
+        seen.add(cut.id)
+        i = position.get(cut.id)
+        if i is None:
+            source = (cut.custom or {}).get("source_cut_id")
+            i = position.get(source)
+            if i is None:
+                raise StageContractError(
+                    f"stage {name!r} {how} cut {cut.id!r}, which is none of its inputs and has no "
+                    f"custom.source_cut_id naming one (got {source!r})"
+                )
+        counts[i] += 1
+
+    for cut in result.kept:
+        link(cut, "returned")
+    for cut, _ in result.rejected:
+        link(cut, "rejected")
+    rejected = list(result.rejected)
+    for i, n in enumerate(counts):
+        if n == 0:
+            detail = f"stage {name!r} returned neither this cut nor a reject for it (a bug in the stage)"
+            rejected.append((inputs[i], Reject("dropped_by_stage", detail)))
+            counts[i] = 1
+    return result.kept, rejected, sum(n - 1 for n in counts)
 
 
 class ShardProcessor:
-    """The stage chain, built once (one model load per worker), applied shard after shard."""
+    """A group of stages, built once (one model load per worker), applied shard after shard.
 
-    def __init__(self, config: PipelineConfig | dict[str, Any]):
+    `stage_names` selects the group (default: the whole chain). `first`/`last` say whether this
+    group parses raw input lines and whether it writes the shard's files.
+    """
+
+    def __init__(
+        self,
+        config: PipelineConfig | dict[str, Any],
+        run_dir: str | Path,
+        stage_names: list[str] | None = None,
+    ):
         self.config = config if isinstance(config, PipelineConfig) else build_config(config)
-        self.stages: list[tuple[str, BatchFn]] = [
-            (s.name, get_stage(s.stage)(**s.params)) for s in self.config.stages
-        ]
+        self.run_dir = Path(run_dir)
+        chain = self.config.chain
+        self.specs: list[StageSpec] = [s for s in chain if stage_names is None or s.name in stage_names]
+        self.first = not self.specs or self.specs[0] is chain[0]
+        self.last = not self.specs or self.specs[-1] is chain[-1]
+        self.stages = [(spec, _build(spec)) for spec in self.specs]
 
-    def _apply(self, name: str, fn: BatchFn, cuts: list[Cut]) -> StageResult:
+    # --- the chain ---------------------------------------------------------------------------
+
+    def _apply(self, spec: StageSpec, fn, cuts: list[Cut], ctx: StageContext) -> StageResult:
+        if spec.kind == "per_cut":
+            return fn(cuts, ctx)  # catches per cut already
+        snapshot = [c.to_dict() for c in cuts]  # the batch as it came, in case the stage mutates it
         try:
-            return fn(cuts)
-        except Exception:
-            # One bad cut must not sink the batch: redo it cut by cut and reject the ones that fail.
+            return fn(cuts, ctx)
+        except Exception as e:
+            if is_fatal(e):
+                raise
+            # One bad cut must not sink the batch: redo it cut by cut from fresh copies of the
+            # input (the failed call may have changed the cuts) and reject only what fails.
             result = StageResult()
-            for cut in cuts:
+            for d in snapshot:
+                cut = deserialize_item(json.loads(json.dumps(d)))
                 try:
-                    r = fn([cut])
+                    r = fn([cut], ctx)
                 except Exception as e:
-                    tb = traceback.extract_tb(e.__traceback__)[-1]
-                    where = f"{Path(tb.filename).name}:{tb.lineno}"
-                    result.rejected.append((cut, Reject("error", f"{type(e).__name__}: {e} ({where})")))
+                    if is_fatal(e):
+                        raise
+                    result.rejected.append((cut, error_reject(e)))
                     continue
                 result.kept += r.kept
                 result.rejected += r.rejected
             return result
 
-    def process(self, cut_dicts: list[dict[str, Any]]) -> tuple[list[Cut], list[dict[str, Any]]]:
-        """Run the chain; returns kept cuts and reject records (cut dicts with custom.reject)."""
-        cuts = [deserialize_item(d) for d in cut_dicts]
+    def run_stages(
+        self, index: int, cuts: list[Cut], stats: list[dict[str, Any]], trace: Path | None = None
+    ) -> tuple[list[Cut], list[dict[str, Any]]]:
+        """Run this group's stages; appends per-stage stats; returns (kept, reject records)."""
         rejects: list[dict[str, Any]] = []
-        for name, fn in self.stages:
+        for spec, fn in self.stages:
+            s = _stage_stats(spec.name)
+            stats.append(s)
+            s["in"] = len(cuts)
             if not cuts:
-                break
-            result = self._apply(name, fn, cuts)
-            cuts = result.kept
-            for cut, r in result.rejected:
-                rec = reject_record(cut.to_dict(), name, r.detail)
-                rec["custom"]["reject"]["code"] = r.code
-                rejects.append(rec)
+                continue
+            if trace is not None:
+                trace.write_text(spec.name)
+            ctx = StageContext(
+                seed=self.config.seed, shard_index=index, run_dir=self.run_dir, stage=spec.name
+            )
+            kept, rejected, derived = account(spec.name, cuts, self._apply(spec, fn, cuts, ctx))
+            s.update(out=len(kept), rejected=len(rejected), derived=derived)
+            rejects += [_reject_dict(c, spec.name, r) for c, r in rejected]
+            cuts = kept
         return cuts, rejects
 
-    def run_shard(self, out_dir: Path, index: int, shard_hash: str, lines: list[str]) -> dict[str, Any]:
-        """Process one shard and write its files atomically; the `done` file is written last, so
-        its presence (with a matching hash) means the shard is complete."""
-        cut_dicts = [json.loads(line) for line in lines]
-        kept, rejects = self.process(cut_dicts)
-        paths = shard_paths(out_dir, index)
+    # --- one shard through this group ----------------------------------------------------------
+
+    def start(self, shard: ShardInput) -> dict[str, Any]:
+        """Parse a shard's input lines into a ShardState (first group only). Malformed lines and
+        lines the driver flagged (duplicate ids, cuts that kill workers) become rejects."""
+        shutil.rmtree(shard_files_dir(self.run_dir, shard.index), ignore_errors=True)
+        cuts, rejects = [], []
+        hours_in = 0.0
+        for pos, (line, number) in enumerate(zip(shard.lines, shard.line_numbers, strict=True)):
+            if pos in shard.pre_rejects:
+                code, reason = shard.pre_rejects[pos]
+                rejects.append(input_reject(number, line, code, reason))
+                continue
+            try:
+                d = json.loads(line)
+            except json.JSONDecodeError as e:
+                rejects.append(input_reject(number, line, "bad_json", f"input line {number}: not JSON ({e})"))
+                continue
+            try:
+                cut = deserialize_item(json.loads(line))
+                if not isinstance(cut, Cut):
+                    raise TypeError(f"a {type(cut).__name__}, not a cut")
+            except Exception as e:
+                msg = " ".join(str(e).split())[:300]
+                rejects.append(
+                    input_reject(number, line, "not_a_cut", f"input line {number}: not a lhotse cut ({msg})")
+                )
+                continue
+            hours_in += cut.duration / 3600
+            cuts.append(d)
+        in_stats = _stage_stats(INPUT_STAGE)
+        in_stats.update({"in": len(shard.lines), "out": len(cuts), "rejected": len(rejects)})
+        return {
+            "index": shard.index,
+            "hash": shard.hash,
+            "in": len(shard.lines),
+            "hours_in": hours_in,
+            "cuts": cuts,
+            "rejects": rejects,
+            "stages": [in_stats],
+        }
+
+    def process(
+        self,
+        item: ShardInput | dict[str, Any],
+        exclude: dict[int, tuple[str, str, str]] | None = None,
+        trace: str | None = None,
+        write: bool = True,
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """Run this group on a shard. `item` is a ShardInput for the first group, else the
+        ShardState the previous group returned. `exclude` maps positions of this group's input to
+        (stage, code, reason): those cuts are rejected without running (the runner's isolation of
+        cuts that kill workers). Returns (status, state): the last group writes the shard and
+        returns its stats as status and no state."""
+        state = self.start(item) if isinstance(item, ShardInput) else dict(item)
+        exclude = exclude or {}
+        cut_dicts = state["cuts"]
+        rejects = list(state["rejects"])
+        cuts = []
+        for pos, d in enumerate(cut_dicts):
+            cut = deserialize_item(json.loads(json.dumps(d)) if exclude else d)
+            if pos in exclude:
+                stage, code, reason = exclude[pos]
+                rejects.append(_reject_dict(cut, stage, Reject(code, reason)))
+            else:
+                cuts.append(cut)
+        stats = [dict(s) for s in state["stages"]]
+        first_of_group = len(stats)
+        kept, new_rejects = self.run_stages(state["index"], cuts, stats, Path(trace) if trace else None)
+        _count_excluded(stats[first_of_group:], [s.name for s in self.specs], exclude)
+        state.update(cuts=[c.to_dict() for c in kept], rejects=rejects + new_rejects, stages=stats)
+        if not (self.last and write):
+            return {"index": state["index"], "ok": True}, state
+        return self.write(state), None
+
+    def write(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Write the shard's files atomically; the `done` file is written last, so its presence
+        (with a matching hash) means the shard, its files directory included, is complete."""
+        paths = shard_paths(self.run_dir, state["index"])
         with open_jsonl_writer(paths["cuts"]) as f:
-            for cut in kept:
-                f.write(dumps(cut.to_dict()) + "\n")
+            for d in state["cuts"]:
+                f.write(dumps(d) + "\n")
         with open_jsonl_writer(paths["rejects"]) as f:
-            for rec in rejects:
+            for rec in state["rejects"]:
                 f.write(dumps(rec) + "\n")
-        stats = shard_stats(index, shard_hash, cut_dicts, kept, rejects)
+        stats = shard_stats(state)
         with atomic_path(paths["done"]) as tmp:
             tmp.write_text(json.dumps(stats, sort_keys=True))
         return stats
 
+    def run_shard(self, shard: ShardInput) -> dict[str, Any]:
+        """The whole chain over one shard in this process (all stages in this processor)."""
+        status, _ = self.process(shard)
+        return status
 
-def shard_stats(
-    index: int, shard_hash: str, inputs: list[dict], kept: list[Cut], rejects: list[dict]
-) -> dict[str, Any]:
+
+def _count_excluded(
+    group_stats: list[dict[str, Any]], names: list[str], exclude: dict[int, tuple[str, str, str]]
+) -> None:
+    """Count excluded cuts as rejects of the stage that killed the worker (the group's first stage
+    when unknown): they entered every stage up to it, so per-stage accounting still chains."""
+    for stage, k in Counter(stage for stage, _, _ in exclude.values()).items():
+        culprit = names.index(stage) if stage in names else 0
+        for j, s in enumerate(group_stats[: culprit + 1]):
+            s["in"] += k
+            s["out" if j < culprit else "rejected"] += k
+
+
+def shard_stats(state: dict[str, Any]) -> dict[str, Any]:
+    stages = state["stages"]
+    rejects = state["rejects"]
     by_reason = Counter(
         f"{r['custom']['reject']['stage']}:{r['custom']['reject'].get('code', 'rejected')}" for r in rejects
     )
     hours_task: dict[str, float] = defaultdict(float)
     cuts_task: Counter = Counter()
     hours_label: dict[str, float] = defaultdict(float)
-    for cut in kept:
-        task = (cut.custom or {}).get("task", "untemplated")
-        hours_task[task] += cut.duration / 3600
+    for d in state["cuts"]:
+        task = (d.get("custom") or {}).get("task", "untemplated")
+        duration = float(d.get("duration", 0.0))
+        hours_task[task] += duration / 3600
         cuts_task[task] += 1
-        for lab in _labels_of(cut):
-            hours_label[lab] += cut.duration / 3600
+        for lab in _labels_of(d):
+            hours_label[lab] += duration / 3600
+    derived = sum(s["derived"] for s in stages)
+    out = len(state["cuts"])
+    if state["in"] != out - derived + len(rejects):
+        raise StageContractError(
+            f"shard {state['index']}: in {state['in']} != out {out} - derived {derived} "
+            f"+ rejected {len(rejects)}"
+        )
     return {
-        "index": index,
-        "hash": shard_hash,
-        "in": len(inputs),
-        "out": len(kept),
+        "index": state["index"],
+        "hash": state["hash"],
+        "in": state["in"],
+        "out": out,
         "rejected": len(rejects),
+        "derived": derived,
+        "stages": stages,
         "rejected_by_reason": dict(sorted(by_reason.items())),
-        "hours_in": sum(float(d.get("duration", 0.0)) for d in inputs) / 3600,
-        "hours_out": sum(c.duration for c in kept) / 3600,
+        "hours_in": state["hours_in"],
+        "hours_out": sum(float(d.get("duration", 0.0)) for d in state["cuts"]) / 3600,
         "hours_by_task": dict(sorted(hours_task.items())),
         "cuts_by_task": dict(sorted(cuts_task.items())),
         "hours_by_label": dict(sorted(hours_label.items())),
     }
+
+
+def _labels_of(d: dict[str, Any]) -> list[str]:
+    """'field:value' for each label a sample carries, for the per-label hours of the summary."""
+    sups = d.get("supervisions") or []
+    if not sups:
+        return []
+    sup = sups[0]
+    custom = sup.get("custom") or {}
+    out = []
+    for f in LABEL_FIELDS:
+        value = sup.get("gender") if f == "gender" else custom.get(f)
+        for v in value if isinstance(value, list) else [value]:
+            if v and isinstance(v, str | int | float):
+                out.append(f"{f}:{v}")
+    return out
+
+
+def _build(spec: StageSpec):
+    """The callable `(cuts, ctx) -> StageResult` of one stage entry (a class stage is built here:
+    once per worker)."""
+    defn = get_stage(spec.stage)
+    return defn.factory(**spec.typed_params())

@@ -1,20 +1,39 @@
-"""The stage contract (DESIGN section 5).
+"""The stage contract, version 2 (DESIGN section 5).
 
 A stage is a named, registered callable over a batch of cuts that returns the cuts it keeps and the
-cuts it rejects, each with a reason. Plain functions cover pure stages; classes cover stages that
-load something once per worker (a model), because the runner builds one instance per Ray actor.
+cuts it rejects, each with a reason. Three shapes, one registry:
 
-Most stages think one cut at a time: write `def f(cut, **params) -> Cut | list[Cut]`, raise
-`Reject(code, detail)` to drop a cut, and register it with `@per_cut_stage("name")`.
+- per-cut functions, `@per_cut_stage("name")` over `def f(cut, [ctx,] **params) -> Cut | list[Cut]`;
+  raise `Reject(code, detail)` to drop a cut. Most stages are this.
+- classes, `@register_stage("name")` over a class whose `__init__(**params)` runs once per Ray
+  worker (load a model there) and whose `__call__(cuts, ctx) -> StageResult` handles a batch.
+- source stages, `@source_stage("name")` over `def g(ctx, **params) -> Iterable[Cut]`: a pipeline
+  may start from one (generated prompts, personas) instead of `--input`.
+
+Parameters are typed: the annotations of the function (or of `__init__`) are checked by pydantic
+before any work starts, so `max_duration: abc` or `channels: downmx` fail at load time, naming the
+stage and the key. A stage declares the resources it needs (`num_cpus`, `num_gpus`, `concurrency`:
+the actor count of its pool) and a `version` that is part of the config hash: bump it when a change
+of code changes results, and every finished shard is re-run.
+
+Each call gets a `StageContext`: the pipeline seed, the shard index, and a per-shard directory for
+files the stage writes (audio, caches), inside the shard's atomic protocol.
+
+User packages add stages without editing ours through the entry point group `osum_data.stages`
+(each entry names a module to import), or through a pipeline's `imports:` list.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import importlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, Literal
 
 from lhotse.cut import Cut
 
@@ -25,6 +44,7 @@ BUILTIN_STAGE_MODULES = (
     "osum_data.label.filters",
     "osum_data.template.builder",
 )
+ENTRY_POINT_GROUP = "osum_data.stages"
 
 
 class Reject(Exception):
@@ -43,59 +63,238 @@ class StageResult:
     rejected: list[tuple[Cut, Reject]] = field(default_factory=list)
 
 
-BatchFn = Callable[[list[Cut]], StageResult]
-_REGISTRY: dict[str, Callable[..., BatchFn]] = {}
+@dataclass(frozen=True)
+class Resources:
+    """What one actor of a stage's pool needs. `concurrency` is the pool size (None: one actor per
+    worker). Consecutive stages with equal resources share one pool."""
+
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    concurrency: int | None = None
+
+    def merged(self, override: dict[str, Any] | None) -> Resources:
+        return Resources(**{**self.__dict__, **(override or {})})
 
 
-def register_stage(name: str):
-    """Register a factory `(**params) -> batch function`. A class whose instances are callable on a
-    batch fits as is: its __init__ receives the params once per worker."""
+@dataclass(frozen=True)
+class StageContext:
+    """What a stage knows about where it runs. `files_dir` is this shard's directory for files the
+    stage writes; it is emptied when the shard (re)starts and complete once the shard's `done`
+    marker exists, so a killed or re-run shard never leaves half-written files behind."""
+
+    seed: int
+    shard_index: int
+    run_dir: Path
+    stage: str
+
+    @property
+    def files_dir(self) -> Path:
+        path = shard_files_dir(self.run_dir, self.shard_index) / self.stage
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def draw(self, salt: str, cut_id: str) -> float:
+        """A number in [0, 1) fixed by (pipeline seed, salt, cut id): deterministic randomness that
+        does not depend on shard size, worker count or order."""
+        return unit_draw(self.seed, salt, cut_id)
+
+
+def shard_files_dir(run_dir: Path, index: int) -> Path:
+    return Path(run_dir) / "files" / f"{index:06d}"
+
+
+def unit_draw(seed: int, salt: str, cut_id: str) -> float:
+    digest = hashlib.sha256(f"{seed}\x00{salt}\x00{cut_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+BatchFn = Callable[[list[Cut], StageContext], StageResult]
+
+
+@dataclass(frozen=True)
+class StageDef:
+    """A registered stage: how to build it, what its parameters are, what it needs."""
+
+    name: str
+    kind: Literal["per_cut", "batch", "source"]
+    factory: Callable[..., Any]  # (**params) -> BatchFn, or the source generator itself
+    signature: inspect.Signature  # the parameters a pipeline entry may set
+    hints_of: Callable[..., Any]  # the object whose type hints annotate `signature`
+    resources: Resources = Resources()
+    version: int = 1
+    check: Callable[[dict[str, Any]], None] | None = None  # cross-parameter rules (min < max)
+    doc: str = ""
+
+
+_REGISTRY: dict[str, StageDef] = {}
+
+
+def _add(defn: StageDef) -> None:
+    if defn.name in _REGISTRY:
+        raise ValueError(f"stage {defn.name!r} registered twice")
+    _REGISTRY[defn.name] = defn
+
+
+def _params_only(sig: inspect.Signature, drop: int) -> inspect.Signature:
+    params = [p for p in list(sig.parameters.values())[drop:] if p.name != "ctx"]
+    return sig.replace(parameters=params)
+
+
+def register_stage(
+    name: str,
+    *,
+    version: int = 1,
+    num_cpus: float = 1.0,
+    num_gpus: float = 0.0,
+    concurrency: int | None = None,
+    check: Callable[[dict[str, Any]], None] | None = None,
+):
+    """Register a batch stage: a class (built once per worker with the parameters, then called as
+    `obj(cuts, ctx)`) or any factory `(**params) -> callable(cuts, ctx)`."""
 
     def deco(factory):
-        if name in _REGISTRY:
-            raise ValueError(f"stage {name!r} registered twice")
-        _REGISTRY[name] = factory
+        target = factory.__init__ if inspect.isclass(factory) else factory
+        sig = _params_only(inspect.signature(target), 1 if inspect.isclass(factory) else 0)
+        _add(
+            StageDef(
+                name=name,
+                kind="batch",
+                factory=factory,
+                signature=sig,
+                hints_of=target,
+                resources=Resources(num_cpus, num_gpus, concurrency),
+                version=version,
+                check=check,
+                doc=inspect.getdoc(factory) or "",
+            )
+        )
         return factory
 
     return deco
 
 
-def apply_per_cut(fn: Callable[..., Cut | list[Cut]], cuts: list[Cut], params: dict) -> StageResult:
+# Errors of the machine, not of a cut: they stop the run (rejecting every cut would hide them).
+FATAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+def is_fatal(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno in FATAL_ERRNOS
+
+
+def apply_per_cut(
+    fn: Callable[..., Any], cuts: list[Cut], ctx: StageContext | None, params: dict
+) -> StageResult:
+    """Map `fn` over the cuts; a Reject or any other exception rejects only that cut."""
     result = StageResult()
+    extra = {"ctx": ctx} if ctx is not None else {}
     for cut in cuts:
         try:
-            out = fn(cut, **params)
+            out = fn(cut, **extra, **params)
         except Reject as r:
             result.rejected.append((cut, r))
+            continue
+        except Exception as e:  # a bug or an unexpected input: this cut only, with the cause
+            if is_fatal(e):
+                raise
+            result.rejected.append((cut, error_reject(e)))
             continue
         result.kept.extend(out if isinstance(out, list) else [out])
     return result
 
 
-def per_cut_stage(name: str):
-    """Register `fn(cut, **params)` as a stage that maps each cut independently."""
+def error_reject(e: BaseException) -> Reject:
+    """A Reject (code `error`) naming the exception and the source line that raised it."""
+    import traceback
+
+    frames = traceback.extract_tb(e.__traceback__)
+    where = f" ({Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    message = " ".join(str(e).split())[:300]
+    return Reject("error", f"{type(e).__name__}: {message}{where}")
+
+
+def per_cut_stage(
+    name: str,
+    *,
+    version: int = 1,
+    num_cpus: float = 1.0,
+    num_gpus: float = 0.0,
+    concurrency: int | None = None,
+    check: Callable[[dict[str, Any]], None] | None = None,
+):
+    """Register `fn(cut, [ctx,] **params)` as a stage that maps each cut independently."""
 
     def deco(fn):
+        wants_ctx = "ctx" in inspect.signature(fn).parameters
+
         def factory(**params: Any) -> BatchFn:
-            return lambda cuts: apply_per_cut(fn, cuts, params)
+            return lambda cuts, ctx: apply_per_cut(fn, cuts, ctx if wants_ctx else None, params)
 
-        # The factory takes exactly fn's keyword parameters, so a typo in a YAML fails on load.
-        sig = inspect.signature(fn)
-        factory.__signature__ = sig.replace(parameters=list(sig.parameters.values())[1:])
-
-        register_stage(name)(factory)
+        _add(
+            StageDef(
+                name=name,
+                kind="per_cut",
+                factory=factory,
+                signature=_params_only(inspect.signature(fn), 1),
+                hints_of=fn,
+                resources=Resources(num_cpus, num_gpus, concurrency),
+                version=version,
+                check=check,
+                doc=inspect.getdoc(fn) or "",
+            )
+        )
         return fn
 
     return deco
 
 
+def source_stage(name: str, *, version: int = 1, check: Callable[[dict[str, Any]], None] | None = None):
+    """Register `gen(ctx, **params) -> Iterable[Cut]` as a source: the first stage of a pipeline
+    that makes its own input. It runs in the driver and must be deterministic for a seed (its
+    output is the run's input, shard hashes included)."""
+
+    def deco(fn: Callable[..., Iterable[Cut]]):
+        _add(
+            StageDef(
+                name=name,
+                kind="source",
+                factory=fn,
+                signature=_params_only(inspect.signature(fn), 0),
+                hints_of=fn,
+                version=version,
+                check=check,
+                doc=inspect.getdoc(fn) or "",
+            )
+        )
+        return fn
+
+    return deco
+
+
+_loaded: set[str] = set()
+
+
 def load_stage_modules(extra: tuple[str, ...] | list[str] = ()) -> None:
-    """Import the built-in stage modules and a pipeline's own (`imports:` in its YAML)."""
+    """Import the built-in stage modules, the modules named by installed packages' entry points
+    (group `osum_data.stages`) and a pipeline's own (`imports:` in its YAML)."""
+    if "<entry points>" not in _loaded:
+        _loaded.add("<entry points>")
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            _import(ep.value.split(":")[0], f"entry point {ep.name!r} ({ep.value})")
     for mod in (*BUILTIN_STAGE_MODULES, *extra):
-        importlib.import_module(mod)
+        _import(mod, f"stage module {mod!r}")
 
 
-def get_stage(name: str) -> Callable[..., BatchFn]:
+def _import(module: str, what: str) -> None:
+    if module in _loaded:
+        return
+    try:
+        importlib.import_module(module)
+    except ImportError as e:
+        raise ImportError(f"cannot import {what}: {e}") from e
+    _loaded.add(module)
+
+
+def get_stage(name: str) -> StageDef:
     load_stage_modules()
     try:
         return _REGISTRY[name]

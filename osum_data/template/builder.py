@@ -7,11 +7,12 @@ prompt pool by a hash of the cut id, so every worker and every re-run draws the 
 
 from __future__ import annotations
 
-import hashlib
+from typing import Annotated, Literal
 
 from lhotse.cut import Cut
+from pydantic import AfterValidator, Field
 
-from osum_data.run.stage import Reject, per_cut_stage
+from osum_data.run.stage import Reject, StageContext, per_cut_stage, unit_draw
 from osum_data.tasks import (
     FormatError,
     LabelError,
@@ -23,10 +24,14 @@ from osum_data.tasks import (
 )
 
 
-def unit_draw(seed: int, salt: str, cut_id: str) -> float:
-    """A number in [0, 1) fixed by (seed, salt, cut id): deterministic 'randomness' per cut."""
-    digest = hashlib.sha256(f"{seed}\x00{salt}\x00{cut_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
+def _known_task(task: str) -> str:
+    if task not in registry().tasks:
+        raise ValueError(f"unknown task; known: {', '.join(registry().tasks)}")
+    return task
+
+
+TaskId = Annotated[str, AfterValidator(_known_task)]
+PromptLanguage = Literal["zh", "en"]
 
 
 def labels_of(cut: Cut, fields: tuple[str, ...]) -> dict[str, str | list[str]]:
@@ -46,21 +51,21 @@ def words_of(cut: Cut) -> list[Word]:
     return [Word(a.symbol, a.start, a.end) for a in ali]
 
 
-@per_cut_stage("template")
+@per_cut_stage("template", version=2)
 def template(
     cut: Cut,
-    task: str = "asr",
-    x_only_ratio: float = 0.0,
-    seed: int = 0,
-    instruction_language: str = "auto",
-    default_language: str = "en",
+    ctx: StageContext | None = None,
+    task: TaskId = "asr",
+    x_only_ratio: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0,
+    instruction_language: Literal["auto", "zh", "en"] = "auto",
+    default_language: PromptLanguage = "en",
     english_tags: bool = False,
 ) -> Cut:
     """Render the target of `task` for this cut; a share `x_only_ratio` of label tasks gets the
-    X-only key and target (tags without the transcript)."""
+    X-only key and target (tags without the transcript). The X-only draw and the instruction are
+    fixed by the pipeline seed and the cut id."""
     spec = registry().task(task)
-    if not 0.0 <= x_only_ratio <= 1.0:
-        raise ValueError(f"x_only_ratio must be within [0, 1], got {x_only_ratio}")
+    seed = ctx.seed if ctx is not None else 0  # called directly (not by the runner): seed 0
     if not cut.supervisions:
         raise Reject("no_supervision", f"cut {cut.id} has no supervision")
     sup = cut.supervisions[0]

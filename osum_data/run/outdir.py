@@ -1,0 +1,121 @@
+"""A run's output directory: one run at a time, no mixing of runs, merging the shard files.
+
+Layout: `cuts.jsonl.gz`, `rejects.jsonl.gz`, `summary.json`, `pipeline.yaml` (the final files),
+`run.json` (which configuration and input they came from), `shards/` (per-shard manifests and
+`done` markers) and `files/NNNNNN/<stage>/` (files stages wrote, e.g. audio).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import gzip
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from osum_data.manifest_io import atomic_path
+from osum_data.run.shard import SHARD_DIR, shard_paths
+from osum_data.run.stage import shard_files_dir
+
+FINAL_FILES = ("cuts.jsonl.gz", "rejects.jsonl.gz", "summary.json", "pipeline.yaml", "run.json")
+SUPERSEDED_DIR = "superseded"
+
+
+class OutputError(RuntimeError):
+    """The output directory cannot be used (a file, locked by another run, not writable)."""
+
+
+@contextmanager
+def locked(out_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `out_dir` for the run; a second run into it fails at once."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"--output {out_dir} is a file; give a directory (it is created if missing)")
+    try:
+        (out_dir / SHARD_DIR).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create output directory {out_dir}: {e.strerror}") from None
+    fd = os.open(out_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            raise OutputError(
+                f"output directory {out_dir} is in use by another run (pid {holder}); wait for it to "
+                "finish or choose another --output"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock (and a killed process releases it too)
+
+
+def set_aside_previous(out_dir: Path, identity: dict[str, str]) -> Path | None:
+    """If the final files come from another configuration or input, move them to
+    `superseded/<config hash>-<input digest>/` so the directory never shows two runs mixed."""
+    run_file = out_dir / "run.json"
+    present = [n for n in FINAL_FILES if (out_dir / n).exists()]
+    if not present:
+        return None
+    try:
+        previous = json.loads(run_file.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        previous = {}
+    if previous and all(previous.get(k) == v for k, v in identity.items()):
+        return None
+    tag = f"{previous.get('config_hash', 'unknown')}-{previous.get('input_digest', 'unknown')}"
+    dest = out_dir / SUPERSEDED_DIR / tag
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in present:
+        os.replace(out_dir / name, dest / name)
+    return dest
+
+
+def write_identity(out_dir: Path, identity: dict[str, str]) -> None:
+    with atomic_path(out_dir / "run.json") as tmp:
+        tmp.write_text(json.dumps(identity, indent=2, sort_keys=True) + "\n")
+
+
+def cleanup_partial(out_dir: Path) -> None:
+    """Remove temp files a killed run left behind (atomic writes never expose them)."""
+    for tmp in (out_dir / SHARD_DIR).glob(".*.tmp*"):
+        tmp.unlink(missing_ok=True)
+    for tmp in (out_dir / SHARD_DIR).glob(".trace.*"):
+        tmp.unlink(missing_ok=True)
+
+
+def invalidate(out_dir: Path, index: int) -> None:
+    """Forget a finished shard before it is re-run, so a half-redone shard never looks done."""
+    shard_paths(out_dir, index)["done"].unlink(missing_ok=True)
+
+
+def remove_stale(out_dir: Path, n_shards: int) -> None:
+    """Shards past the end belong to an earlier, larger input: drop them so merging is exact."""
+    for kind in ("cuts", "rejects", "done"):
+        for p in (out_dir / SHARD_DIR).glob(f"{kind}.*.json*"):
+            idx = p.name.split(".")[1]
+            if idx.isdigit() and int(idx) >= n_shards:
+                p.unlink()
+    files = out_dir / "files"
+    if files.is_dir():
+        for d in files.iterdir():
+            if d.name.isdigit() and int(d.name) >= n_shards:
+                shutil.rmtree(shard_files_dir(out_dir, int(d.name)), ignore_errors=True)
+
+
+_EMPTY_GZIP = gzip.compress(b"", mtime=0)
+
+
+def concat(parts: list[Path], dest: Path) -> None:
+    """Concatenate gzip shard files: a multi-member gzip stream is a valid gzip file, so the
+    merged manifest costs a byte copy, not a recompression. No parts: a valid empty gzip file."""
+    with atomic_path(dest) as tmp, open(tmp, "wb") as out:
+        if not parts:
+            out.write(_EMPTY_GZIP)
+        for p in parts:
+            with open(p, "rb") as f:
+                shutil.copyfileobj(f, out, 1 << 20)

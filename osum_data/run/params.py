@@ -1,0 +1,135 @@
+"""Typed stage parameters: pydantic checks every value against the stage's annotations before any
+work starts, and side inputs (CutSets named by a parameter) are loaded once per worker.
+
+A stage annotates its parameters as usual (`max_duration: float`, `channels: Literal["reject",
+"first"]`, `noise: SideInput | None = None`); a pipeline entry is validated against a pydantic
+model built from that signature. The canonical (JSON) form of the validated values is what the
+config hash and `pipeline.yaml` hold, so `lowercase: "false"` and `lowercase: false` are one
+configuration, and `max_duration: abc` never reaches a worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import typing
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic_core import core_schema
+
+from osum_data.run.stage import StageDef
+
+
+class SideInput:
+    """A CutSet manifest named by a stage parameter (a noise set, RIRs, event clips).
+
+    The config hash covers its content digest, not its path: editing the manifest re-runs the
+    shards, moving it does not. `cuts()` loads it once per process and keeps it (a worker builds
+    its stages once, so that is once per worker).
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"SideInput({str(self.path)!r})"
+
+    @property
+    def digest(self) -> str:
+        return _file_digest(str(self.path.resolve()), self.path.stat().st_mtime_ns, self.path.stat().st_size)
+
+    def cuts(self):
+        """The manifest as an eager CutSet (cached per process)."""
+        return _load_cutset(str(self.path.resolve()), self.digest)
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> core_schema.CoreSchema:
+        def validate(value: Any) -> SideInput:
+            if isinstance(value, SideInput):
+                return value
+            if not isinstance(value, str | Path) or not str(value).strip():
+                raise ValueError("expected the path of a cuts manifest (jsonl or jsonl.gz)")
+            path = Path(value).expanduser()
+            if not path.is_file():
+                raise ValueError(f"side-input manifest {str(path)!r} does not exist")
+            return cls(path)
+
+        return core_schema.no_info_plain_validator_function(
+            validate, serialization=core_schema.plain_serializer_function_ser_schema(lambda v: str(v.path))
+        )
+
+
+@cache
+def _file_digest(path: str, mtime_ns: int, size: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+@cache
+def _load_cutset(path: str, digest: str):
+    from lhotse import CutSet
+
+    return CutSet.from_file(path).to_eager()
+
+
+class ParamError(ValueError):
+    """Parameters of one stage entry that cannot be used; the message is one line."""
+
+
+@cache
+def params_model(defn: StageDef) -> type[BaseModel]:
+    """A pydantic model of the stage's parameters (extra keys forbidden)."""
+    try:
+        hints = typing.get_type_hints(defn.hints_of, include_extras=True)
+    except Exception:  # unresolvable annotations: fall back to untyped rather than refuse the stage
+        hints = {}
+    fields: dict[str, Any] = {}
+    for p in defn.signature.parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        default = ... if p.default is inspect.Parameter.empty else p.default
+        fields[p.name] = (hints.get(p.name, Any), default)
+    config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, validate_default=True)
+    return create_model(f"{defn.name}_params", __config__=config, **fields)
+
+
+def validate_params(defn: StageDef, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(typed values for the stage, canonical JSON values for hash and YAML), or ParamError."""
+    model = params_model(defn)
+    try:
+        obj = model(**params)
+    except ValidationError as e:
+        raise ParamError(_explain(e, model)) from None
+    typed = {name: getattr(obj, name) for name in type(obj).model_fields}
+    if defn.check is not None:
+        try:
+            defn.check(typed)
+        except ValueError as e:
+            raise ParamError(str(e)) from None
+    return typed, obj.model_dump(mode="json")
+
+
+def side_inputs(typed: dict[str, Any]) -> dict[str, SideInput]:
+    """The SideInput values among a stage's typed parameters, by parameter name."""
+    return {k: v for k, v in typed.items() if isinstance(v, SideInput)}
+
+
+def _explain(e: ValidationError, model: type[BaseModel]) -> str:
+    allowed = ", ".join(model.model_fields) or "none"
+    parts = []
+    for err in e.errors():
+        key = ".".join(str(x) for x in err["loc"]) or "?"
+        if err["type"] == "extra_forbidden":
+            parts.append(f"unknown parameter {key!r} (parameters: {allowed})")
+        elif err["type"] == "missing":
+            parts.append(f"missing required parameter {key!r}")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            parts.append(f"{key}={err['input']!r}: {msg}")
+    return "; ".join(parts)

@@ -78,7 +78,15 @@ def prepare_rirs_noises(corpus_dir: Path, out_dir: Path) -> ImportReport:
     for part in parts:
         folder, kind, takes = RIR_PARTS[part]
         recordings = {r.id: r for r in manifests[part]["recordings"]}
-        wavs = [p for p in sorted((root / folder).rglob("*.wav")) if takes(p)]
+        listed = {
+            root / rel
+            for rel, opts in lists.items()
+            if rel.startswith(f"{folder}/") and _list_kind(opts) == kind
+        }
+        wavs = [p for p in sorted((root / folder).rglob("*.wav")) if takes(p) or p in listed]
+        for wav in wavs:  # real RIRs/noises the list files name but the recipe's name filter misses (AIR)
+            if wav.stem not in recordings and wav in listed and part in ("real_rir", "iso_noise"):
+                recordings[wav.stem] = Recording.from_file(wav)
         claimed.update(wavs)
         rows += len(wavs)
 
@@ -88,25 +96,30 @@ def prepare_rirs_noises(corpus_dir: Path, out_dir: Path) -> ImportReport:
 
         def extra(rec: Recording, part: str = part, kind: str = kind) -> dict[str, Any]:
             source = Path(rec.sources[0].source)
-            info = {"kind": kind, "source": "rirs_noises", "part": part}
-            listed = lists.get(source.relative_to(root).as_posix(), {})
+            info = {"kind": kind, "source": "rirs_noises", "part": part, "num_channels": rec.num_channels}
+            options = lists.get(source.relative_to(root).as_posix(), {})
             info.update(
-                {k.replace("-", "_"): v for k, v in listed.items() if k not in ("rir-id", "noise-id")}
+                {k.replace("-", "_"): v for k, v in options.items() if k not in ("rir-id", "noise-id")}
             )
             return info
 
         cuts[part] = _cuts(root, wavs, recordings, rec_id, extra, rejects, f"rirs_noises {part}")
     for wav in sorted((root / "real_rirs_isotropic_noises").rglob("*.wav")):
-        if wav not in claimed:  # lhotse takes only names containing "rir" or "noise"
+        if wav not in claimed:
             rows += 1
             rejects.add(
                 DROPPED_BY_LHOTSE,
-                f"{wav.name}: lhotse's rir_noise recipe takes only file names containing 'rir' or 'noise'",
+                f"{wav.name} is in no rir_list/noise_list and its name has neither 'rir' nor 'noise', "
+                "the only files lhotse's rir_noise recipe takes",
                 id=wav.stem,
                 audio=str(wav),
                 source=str(wav.relative_to(root)),
             )
     return write_import(Path(out_dir), "rirs_noises", rows, cuts, rejects)
+
+
+def _list_kind(options: dict[str, str]) -> str:
+    return "rir" if "rir-id" in options else "noise"
 
 
 def _locate(corpus_dir: Path, inner: str, folders: Iterable[str]) -> Path:

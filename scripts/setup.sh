@@ -3,7 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(asterisk-core-sounds-en-wav asterisk-core-sounds-en sox)
+# espeak-ng: synthetic voices of set pitch in tests. ffmpeg: torchcodec decodes MELD/RAVDESS mp4 and VoxCeleb2 m4a with it; tests make such files with its CLI.
+APT_PACKAGES=(asterisk-core-sounds-en-wav asterisk-core-sounds-en sox ffmpeg espeak-ng)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

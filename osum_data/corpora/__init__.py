@@ -11,10 +11,22 @@ from collections.abc import Callable
 from pathlib import Path
 
 from osum_data.corpora.aishell import prepare_aishell
+from osum_data.corpora.audioset import prepare_audioset
 from osum_data.corpora.commonvoice import prepare_commonvoice
+from osum_data.corpora.cremad import prepare_cremad
+from osum_data.corpora.esc50 import prepare_esc50
+from osum_data.corpora.esd import prepare_esd
+from osum_data.corpora.iemocap import prepare_iemocap
+from osum_data.corpora.kespeech import prepare_kespeech
 from osum_data.corpora.librispeech import prepare_librispeech
+from osum_data.corpora.meld import prepare_meld
+from osum_data.corpora.noise import prepare_musan, prepare_rirs_noises
+from osum_data.corpora.nonspeech7k import prepare_nonspeech7k
+from osum_data.corpora.ravdess import prepare_ravdess
 from osum_data.corpora.report import ImportReport
 from osum_data.corpora.tsv import prepare_tsv
+from osum_data.corpora.vocalsound import prepare_vocalsound
+from osum_data.corpora.voxceleb import prepare_voxceleb
 
 __all__ = ["PREPARERS", "ImportReport", "prepare"]
 
@@ -23,6 +35,22 @@ PREPARERS: dict[str, Callable[[Path, Path], ImportReport]] = {
     "librispeech": prepare_librispeech,
     "aishell": prepare_aishell,
     "commonvoice": prepare_commonvoice,
+    "kespeech": prepare_kespeech,
+    "voxceleb": prepare_voxceleb,
+    # emotion
+    "iemocap": prepare_iemocap,
+    "meld": prepare_meld,
+    "esd": prepare_esd,
+    "cremad": prepare_cremad,
+    "ravdess": prepare_ravdess,
+    # vocal events
+    "esc50": prepare_esc50,
+    "vocalsound": prepare_vocalsound,
+    "nonspeech7k": prepare_nonspeech7k,
+    "audioset": prepare_audioset,
+    # noise / reverberation sources for augmentation (cuts without supervisions, custom.kind)
+    "musan": prepare_musan,
+    "rirs_noises": prepare_rirs_noises,
 }
 
 

@@ -6,14 +6,15 @@ gives byte-identical manifests, which the runner's resume-by-hash relies on.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import shutil
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from lhotse.cut import Cut
 
 from osum_data.corpora.rejects import RejectLog
 from osum_data.corpora.report import ImportReport
-from osum_data.manifest_io import write_jsonl
+from osum_data.manifest_io import atomic_path, write_jsonl
 
 CUTS_FILE = "cuts.jsonl.gz"
 REJECTS_FILE = "rejects.jsonl.gz"
@@ -69,9 +70,53 @@ class _Tally:
     def add(self, cut: Cut) -> dict:
         self.cuts += 1
         self.duration_s += cut.duration
+        if not cut.supervisions:  # noise / RIR recordings carry no labels
+            return cut.to_dict()
         sup = cut.supervisions[0]
         for name in self.unlabelled:
             value = sup.gender if name == "gender" else (sup.custom or {}).get(name)
             if value is None:
                 self.unlabelled[name] += 1
         return cut.to_dict()
+
+
+def write_import_stream(
+    out_dir: Path,
+    corpus: str,
+    parts: Iterable[tuple[str | None, Iterable[Cut]]],
+    rejects: RejectLog,
+    rows: Callable[[], int],
+    expected_labels: Iterable[str] = (),
+) -> ImportReport:
+    """Stream each part's cuts to disk as they are built; memory stays flat however large the corpus.
+
+    `parts` yields (part name, cuts) in order; a named part goes to cuts_<part>.jsonl.gz and
+    cuts.jsonl.gz is then their byte concatenation (a multi-member gzip stream is one valid gzip
+    file, as the runner's merge relies on too). A single part named None is written straight to
+    cuts.jsonl.gz. `rows()` is read after all parts are consumed (the builder counts as it goes).
+    """
+    out_dir = Path(out_dir)
+    tally = _Tally(tuple(expected_labels))
+    written: list[str] = []
+    for part, cuts in parts:
+        name = CUTS_FILE if part is None else part_file(part)
+        if name in written or (part is None and written) or CUTS_FILE in written:
+            raise ValueError(f"{corpus}: part {part!r} written twice or mixed with an unnamed part")
+        write_jsonl(out_dir / name, (tally.add(cut) for cut in cuts))
+        written.append(name)
+    if CUTS_FILE not in written:
+        with atomic_path(out_dir / CUTS_FILE) as tmp, open(tmp, "wb") as combined:
+            for name in written:
+                with open(out_dir / name, "rb") as f:
+                    shutil.copyfileobj(f, combined)
+    write_jsonl(out_dir / REJECTS_FILE, rejects.records)
+    return ImportReport(
+        rows=rows(),
+        cuts=tally.cuts,
+        rejected=len(rejects),
+        rejects_by_reason=dict(sorted(rejects.counts.items())),
+        out_dir=out_dir,
+        corpus=corpus,
+        duration_s=round(tally.duration_s, 3),
+        unlabelled={k: n for k, n in tally.unlabelled.items() if n},
+    )

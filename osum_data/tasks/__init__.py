@@ -2,11 +2,12 @@
 
 from osum_data.tasks.formats import FormatError, Parsed, Word, parse_target, render_target
 from osum_data.tasks.prompts import draw_instruction, prompt_language, prompt_pool
-from osum_data.tasks.registry import LabelError, registry
+from osum_data.tasks.registry import LabelError, NoLabel, registry
 
 __all__ = [
     "FormatError",
     "LabelError",
+    "NoLabel",
     "Parsed",
     "Word",
     "draw_instruction",

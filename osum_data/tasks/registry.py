@@ -20,6 +20,19 @@ class LabelError(ValueError):
 
 
 @dataclass(frozen=True)
+class NoLabel:
+    """A corpus value that deliberately maps to no canonical label (corpus_maps.yaml `{keep: why}` or
+    `{drop: why}`): `keep` leaves the row without that label (e.g. still good ASR data), drop rejects it."""
+
+    keep: bool
+    reason: str
+
+
+# Key of a corpus table that matches every value the table does not list (AudioSet's 500+ classes).
+WILDCARD = "*"
+
+
+@dataclass(frozen=True)
 class Label:
     id: str
     tag: str
@@ -74,7 +87,7 @@ class Task:
 class Registry:
     tasks: dict[str, Task]
     vocabularies: dict[str, Vocabulary]
-    corpus_maps: dict[str, dict[str, dict[str, str]]]
+    corpus_maps: dict[str, dict[str, dict[str, str | NoLabel]]]
     age_buckets: tuple[tuple[str, float | None], ...]
     chat_separator: str
     timestamp_resolution: float
@@ -104,20 +117,39 @@ class Registry:
         except KeyError:
             raise KeyError(f"no vocabulary {name!r}") from None
 
-    def map_label(self, field_name: str, value: str, corpus: str = "common") -> str:
-        """Map a corpus label value onto a canonical id; an unknown value is a LabelError."""
+    def lookup(self, field_name: str, value: str, corpus: str = "common") -> str | NoLabel:
+        """A corpus value -> canonical id, or the NoLabel the corpus map declares for it.
+
+        Order: the corpus's own table, the shared `common` table, a canonical id itself, then the
+        corpus's `*` entry. Anything else is a LabelError naming the value and the corpus map.
+        """
         vocab = self.vocabulary(field_name)
         folded = str(value).strip().casefold()
-        if folded in vocab.labels:
-            return folded
         table = self.corpus_maps.get(field_name, {})
         for name in (corpus, "common"):
             if folded in table.get(name, {}):
                 return table[name][folded]
+        if folded in vocab.labels:
+            return folded
+        if WILDCARD in table.get(corpus, {}):
+            return table[corpus][WILDCARD]
         raise LabelError(f"unknown {field_name} label {value!r} (corpus map {corpus!r})")
 
-    def age_bucket(self, years: float) -> str:
-        for bucket, upper in self.age_buckets:
+    def map_label(self, field_name: str, value: str, corpus: str = "common") -> str:
+        """Map a corpus label value onto a canonical id; unknown or deliberately unmapped: LabelError."""
+        found = self.lookup(field_name, value, corpus)
+        if isinstance(found, NoLabel):
+            raise LabelError(
+                f"{field_name} label {value!r} of corpus {corpus!r} maps to no label: {found.reason}"
+            )
+        return found
+
+    def age_bucket(self, years: float, buckets: tuple[tuple[str, float | None], ...] | None = None) -> str:
+        """Bucket of an age in years: the first whose inclusive `max` is >= years. `buckets` overrides
+        labels.yaml's thresholds (e.g. a stage re-bucketing custom.age_years with other limits)."""
+        for bucket, upper in buckets or self.age_buckets:
+            if bucket not in self.vocabulary("age").labels:
+                raise LabelError(f"age bucket {bucket!r} is not an age label")
             if upper is None or years <= upper:
                 return bucket
         raise LabelError(f"age {years} falls in no bucket")
@@ -126,6 +158,23 @@ class Registry:
 def _load_yaml(name: str) -> dict:
     with open(DATA_DIR / name, encoding="utf-8") as f:
         return yaml.safe_load(f)
+
+
+def _map_target(field_name: str, corpus: str, src: str, dst: object, vocab: Vocabulary) -> str | NoLabel:
+    """Validate one corpus_maps.yaml entry: a canonical id, or {keep: reason} / {drop: reason}."""
+    where = f"corpus map {field_name}/{corpus}: {src!r}"
+    if src != src.casefold():
+        raise ValueError(f"{where}: keys must be lower case (values are matched case-insensitively)")
+    if isinstance(dst, dict):
+        if len(dst) != 1 or next(iter(dst)) not in ("keep", "drop") or not str(next(iter(dst.values()))):
+            raise ValueError(
+                f"{where}: expected a label id, {{keep: reason}} or {{drop: reason}}, got {dst!r}"
+            )
+        policy, reason = next(iter(dst.items()))
+        return NoLabel(keep=policy == "keep", reason=str(reason))
+    if dst not in vocab.labels:
+        raise ValueError(f"{where} -> unknown {dst!r}")
+    return str(dst)
 
 
 @cache
@@ -149,12 +198,16 @@ def registry() -> Registry:
             x_only_key=spec.get("x_only_key"),
             labels=tuple(spec.get("labels", [])),
         )
-    maps = _load_yaml("corpus_maps.yaml")
-    for field_name, tables in maps.items():
-        for corpus, table in tables.items():
-            for src, dst in table.items():
-                if dst not in vocabs[field_name].labels:
-                    raise ValueError(f"corpus map {field_name}/{corpus}: {src!r} -> unknown {dst!r}")
+    maps = {
+        field_name: {
+            corpus: {
+                str(src): _map_target(field_name, corpus, str(src), dst, vocabs[field_name])
+                for src, dst in table.items()
+            }
+            for corpus, table in tables.items()
+        }
+        for field_name, tables in _load_yaml("corpus_maps.yaml").items()
+    }
     buckets = tuple((b["id"], b["max"]) for b in lab["age_buckets"])
     return Registry(
         tasks=tasks,

@@ -10,6 +10,7 @@ Faults are scripted per request by a marker in the last user message, `[[fault:N
   slow          answer after `slow_s`
   malformed     HTTP 200, but the answer text is not JSON
   refusal       HTTP 200, the answer is a refusal (message.refusal set, as OpenAI does)
+  length        HTTP 200, a valid answer but finish_reason "length" (cut off at max_tokens)
   body          HTTP 200 with a body that is not JSON at all
   drop          close the connection without an answer
   echo_auth     HTTP 500 whose error body repeats the request's Authorization header
@@ -63,7 +64,7 @@ class FaultServer:
 
     # -------------------------------------------------------------------------------------------
 
-    def _completion(self, text: str, reply: str, refusal: str | None = None) -> dict:
+    def _completion(self, text: str, reply: str, refusal: str | None = None, finish: str = "stop") -> dict:
         return {
             "id": f"chatcmpl-{self.requests}",
             "object": "chat.completion",
@@ -77,7 +78,7 @@ class FaultServer:
                         "content": None if refusal else reply,
                         "refusal": refusal,
                     },
-                    "finish_reason": "stop",
+                    "finish_reason": finish,
                 }
             ],
             "usage": {
@@ -132,7 +133,8 @@ class FaultServer:
         if fault == "malformed":
             reply = '{"answer": "unterminated'
         refusal = "I'm sorry, but I can't help with that." if fault == "refusal" else None
-        return web.json_response(self._completion(text, reply, refusal))
+        finish = "length" if fault == "length" else "stop"
+        return web.json_response(self._completion(text, reply, refusal, finish))
 
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "fault-model", "object": "model"}]})

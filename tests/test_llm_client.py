@@ -164,6 +164,22 @@ def test_text_answers_duplicates_and_cache_key_parts():
             client.key(LLMRequest(id="x", messages=plain.messages, params={"temprature": 1}))
 
 
+def test_budget_starts_in_a_slot_and_cut_off_answers_are_rejected():
+    with FaultServer(latency_s=0.1) as srv:
+        # 12 requests one at a time take 1.2 s, more than each one's 0.5 s budget: none may give up.
+        slow_queue = fast_settings(srv.base_url, concurrency=1, max_retry_time_s=0.5)
+        assert all(r.ok for r in LLMClient(slow_queue).run([ask(i) for i in range(12)]))
+        (cut,) = LLMClient(fast_settings(srv.base_url)).run([ask(50, "length")])
+        assert cut.code == "malformed" and "cut off at max_tokens" in cut.reason
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.delenv("OPENAI_API_KEY")
+    try:
+        with pytest.raises(ConfigError, match="no LLM endpoint"):
+            LLMClient(LLMSettings(model="m")).run([ask(60)])
+    finally:
+        monkeypatch.undo()
+
+
 def test_endpoint_errors_stop_the_run_with_one_line():
     class Auth401(FaultServer):
         async def _chat(self, request):

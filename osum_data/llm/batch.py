@@ -160,9 +160,14 @@ def _load_schema(ref: str | None) -> type[BaseModel] | None:
     if ref is None:
         return None
     module, _, qualname = ref.partition(":")
-    obj: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as e:
+        raise BatchError(f"cannot load the answer schema {ref!r} named by the batch sidecar: {e}") from None
+    if not (isinstance(obj, type) and issubclass(obj, BaseModel)):
+        raise BatchError(f"the answer schema {ref!r} named by the batch sidecar is no pydantic model")
     return obj
 
 

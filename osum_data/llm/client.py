@@ -99,8 +99,20 @@ class LLMResult:
         return self.code in TRANSIENT_CODES
 
 
-class _BadResponse(Exception):
-    pass
+class _Budget:
+    """A request's time budget. It starts when the request first gets a concurrency slot, not when it
+    is queued: a batch of 10,000 requests must not spend the budget of the last ones waiting."""
+
+    def __init__(self, total: float):
+        self.total = total
+        self._deadline: float | None = None
+
+    def start(self) -> None:
+        if self._deadline is None:
+            self._deadline = time.monotonic() + self.total
+
+    def remaining(self) -> float:
+        return self.total if self._deadline is None else self._deadline - time.monotonic()
 
 
 class _GiveUp(Exception):
@@ -209,6 +221,11 @@ class LLMClient:
                     req.id, key, code="batch_pending", reason=f"{req.id}: in {self._batch.path}"
                 )
         elif todo:
+            if self.base_url is None and api_key() is None:
+                raise ConfigError(
+                    "no LLM endpoint: set llm.base_url / OPENAI_BASE_URL (or OPENAI_API_KEY for OpenAI), "
+                    "or build the client from resolve_endpoint(settings), which starts the embedded server"
+                )
             sem = asyncio.Semaphore(self.settings.concurrency)
             async with openai.AsyncOpenAI(
                 base_url=self.base_url,
@@ -258,28 +275,31 @@ class LLMClient:
             self.cache.put(key, {**entry, "model": self.model})
 
     async def _complete(self, api, sem: asyncio.Semaphore, key: str, req: LLMRequest) -> LLMResult:
-        deadline = time.monotonic() + self.settings.max_retry_time_s
+        budget = _Budget(self.settings.max_retry_time_s)
         last: MalformedOutput | None = None
         code = "malformed"
         for attempt in range(self.settings.malformed_retries + 1):
             if attempt:
                 self.stats.malformed_retries += 1
             try:
-                message = await self._send(api, sem, req, attempt, deadline)
+                message, finish = await self._send(api, sem, req, attempt, budget)
             except _GiveUp as g:
                 if last is not None and g.code == "unavailable":
                     break  # out of time while re-asking: the bad answer is the verdict
                 return LLMResult(req.id, key, code=g.code, reason=f"{req.id}: {g.reason}")
             text = message.content
             refusal = getattr(message, "refusal", None)
-            if refusal:
-                code, last = "refusal", MalformedOutput("the model refused", refusal)
-                continue
             try:
+                if refusal:
+                    code = "refusal"
+                    raise MalformedOutput("the model refused", refusal)
+                code = "malformed"
+                if finish == "length":  # cut off: valid JSON by luck, or half a sentence
+                    raise MalformedOutput("answer cut off at max_tokens", text or "")
                 value = parse_answer(text, req.schema)
             except MalformedOutput as e:
-                code, last = "malformed", e
-                log.debug("%s: malformed answer (attempt %d): %s", req.id, attempt + 1, e.problem)
+                last = e
+                log.debug("%s: %s answer (attempt %d): %s", req.id, code, attempt + 1, e.problem)
                 continue
             self._store(key, {"status": "ok", "text": text})
             return LLMResult(req.id, key, value=value, text=text)
@@ -297,74 +317,75 @@ class LLMClient:
             pass
         return delay
 
-    async def _send(self, api, sem: asyncio.Semaphore, req: LLMRequest, attempt: int, deadline: float):
+    async def _post(self, api, sem: asyncio.Semaphore, req: LLMRequest, attempt: int, budget: _Budget):
+        """One HTTP request in a concurrency slot: (completion or None, exception or None, mode, body)."""
+        async with sem:
+            budget.start()
+            remaining = budget.remaining()
+            if remaining <= 0:
+                raise _GiveUp("unavailable", f"no answer within {budget.total:.0f} s")
+            # Built once a slot is free, so it uses the form any earlier refusal settled on.
+            mode_i = self._mode_i
+            body = self.body(req, self._modes[mode_i], attempt)
+            self.stats.requests += 1
+            try:
+                # `post` (the SDK's documented way to any endpoint) rather than
+                # `chat.completions.create`: the same request and response types, minus the SDK's
+                # recursive re-typing of the body, a quarter of the client's CPU per request, which
+                # our plain-JSON bodies do not need.
+                completion = await api.post(
+                    "/chat/completions",
+                    body=body,
+                    cast_to=ChatCompletion,
+                    options={"timeout": min(self.settings.timeout_s, remaining)},
+                )
+            except (openai.OpenAIError, ValueError) as e:  # ValueError: a 200 whose body is no JSON
+                return None, e, mode_i, body
+        return completion, None, mode_i, body
+
+    async def _send(self, api, sem: asyncio.Semaphore, req: LLMRequest, attempt: int, budget: _Budget):
+        """The answer message and finish reason, after transport retries; raises _GiveUp."""
         failures = 0
         while True:
             retry_after = None
-            try:
-                async with sem:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise _GiveUp(
-                            "unavailable", f"no answer within {self.settings.max_retry_time_s:.0f} s"
-                        )
-                    # Built once a slot is free, so it uses the form any earlier refusal settled on.
-                    mode_i = self._mode_i
-                    body = self.body(req, self._modes[mode_i], attempt)
-                    self.stats.requests += 1
-                    # `post` (the SDK's documented way to any endpoint) instead of
-                    # `chat.completions.create`: same request and response types, minus the SDK's
-                    # recursive re-typing of the body, which cost ~25% of the client's CPU per request
-                    # and our plain-JSON bodies do not need.
-                    completion = await api.post(
-                        "/chat/completions",
-                        body=body,
-                        cast_to=ChatCompletion,
-                        options={"timeout": min(self.settings.timeout_s, remaining)},
-                    )
-                if completion.usage is not None:
-                    self.stats.prompt_tokens += completion.usage.prompt_tokens or 0
-                    self.stats.completion_tokens += completion.usage.completion_tokens or 0
-                if not completion.choices:
-                    raise _BadResponse("no choices")
-                return completion.choices[0].message
-            except openai.APIStatusError as e:
+            completion, e, mode_i, body = await self._post(api, sem, req, attempt, budget)
+            if e is None:
+                if isinstance(completion, ChatCompletion) and completion.choices:
+                    if completion.usage is not None:
+                        self.stats.prompt_tokens += completion.usage.prompt_tokens or 0
+                        self.stats.completion_tokens += completion.usage.completion_tokens or 0
+                    choice = completion.choices[0]
+                    return choice.message, choice.finish_reason
+                error = "unusable response: no chat completion choices"
+            elif isinstance(e, openai.APIStatusError):
                 if req.schema is not None and "response_format" in body and _refused_form(e):
                     if mode_i + 1 < len(self._modes):
                         self._fall_back(mode_i, e)
                         continue
                     # llm.structured fixes this form: asking again cannot help.
-                    raise _GiveUp("bad_request", f"response_format refused: {_status_text(e)}") from None
+                    raise _GiveUp("bad_request", f"response_format refused: {_status_text(e)}")
                 if e.status_code in (401, 403, 404):
                     raise LLMEndpointError(
                         f"LLM endpoint {self.base_url or 'OpenAI'} (model {self.model!r}) refused the "
                         f"request: {_status_text(e)}"
-                    ) from None
+                    )
                 if e.status_code not in (408, 409, 429) and e.status_code < 500:
-                    raise _GiveUp("bad_request", _status_text(e)) from None
+                    raise _GiveUp("bad_request", _status_text(e))
                 error, retry_after = _status_text(e), e.response.headers.get("retry-after")
-            except openai.APITimeoutError:
-                error = f"timed out after {min(self.settings.timeout_s, remaining):.1f} s"
-            except openai.APIConnectionError as e:
+            elif isinstance(e, openai.APITimeoutError):
+                error = f"timed out (timeout_s={self.settings.timeout_s:g})"
+            elif isinstance(e, openai.APIConnectionError):
                 error = redact(f"connection error: {e.__cause__ or e}")[:300]
-            except (
-                openai.APIResponseValidationError,
-                _BadResponse,
-                ValueError,
-                TypeError,
-                AttributeError,
-            ) as e:
-                # HTTP 200 with a body that is no chat completion: a server or proxy glitch; ask again.
+            else:  # a 200 whose body is not a chat completion: a server or proxy glitch; ask again
                 error = redact(f"unusable response body: {type(e).__name__}: {e}")[:300]
             failures += 1
             if failures > self.settings.max_retries:
                 raise _GiveUp("unavailable", f"{failures} attempts failed, last: {error}")
             delay = self._backoff(failures, retry_after)
-            if time.monotonic() + delay >= deadline:
+            if delay >= budget.remaining():
                 raise _GiveUp(
                     "unavailable",
-                    f"gave up after {failures} attempts ({self.settings.max_retry_time_s:.0f} s budget), "
-                    f"last: {error}",
+                    f"gave up after {failures} attempts ({budget.total:.0f} s budget), last: {error}",
                 )
             self.stats.retries += 1
             log.debug("%s: %s; retry %d in %.2f s", req.id, error, failures, delay)

@@ -22,6 +22,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/runner_overhead.py
 	$(VENV)/bin/python bench/ray_scaling.py
 	$(VENV)/bin/python bench/train_padding.py
+	$(VENV)/bin/python bench/llm_rate.py
 
 clean:
 	rm -rf manifests/demo .pytest_cache

@@ -44,6 +44,26 @@ def _leak_patterns(reg: Registry, lang: str) -> list[tuple[str, re.Pattern]]:
     return pats
 
 
+def leak_patterns(lang: str, reg: Registry | None = None) -> list[tuple[str, re.Pattern]]:
+    """(vocabulary:label, pattern) for every label name an instruction in `lang` must not contain."""
+    return _leak_patterns(reg or registry(), lang)
+
+
+def instruction_problems(text: str, leaks: list[tuple[str, re.Pattern]]) -> list[str]:
+    """What is wrong with one instruction on its own (empty, tag characters, a label named); shared
+    with `osum-data prompts expand`, which checks LLM-written candidates by the same rules."""
+    folded = _fold(text)
+    problems = []
+    if not folded:
+        problems.append("empty instruction")
+    if "<" in text or ">" in text:
+        problems.append(f"tag characters in {text!r}")
+    for label, pat in leaks:
+        if pat.search(folded):
+            problems.append(f"names label {label} in {text!r}")
+    return problems
+
+
 def validate_pool(lang: str, pool: dict[str, list[str]], reg: Registry | None = None) -> None:
     """Raise PromptPoolError naming the key and instruction that break a rule."""
     reg = reg or registry()
@@ -62,16 +82,10 @@ def validate_pool(lang: str, pool: dict[str, list[str]], reg: Registry | None = 
             continue
         for text in items:
             folded = _fold(text)
-            if not folded:
-                problems.append(f"{key}: empty instruction")
-            if "<" in text or ">" in text:
-                problems.append(f"{key}: tag characters in {text!r}")
+            problems.extend(f"{key}: {p}" for p in instruction_problems(text, leaks))
             if folded in seen:
                 problems.append(f"{key}: duplicate of an instruction under {seen[folded]}: {text!r}")
             seen[folded] = key
-            for label, pat in leaks:
-                if pat.search(folded):
-                    problems.append(f"{key}: names label {label} in {text!r}")
     if problems:
         raise PromptPoolError(f"prompt pool {lang}: " + "; ".join(problems[:20]))
 

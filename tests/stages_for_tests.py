@@ -137,3 +137,49 @@ def numbered_prompts(ctx: StageContext, n: int = 10, text: str = "prompt number"
         cut_id = f"src-{ctx.seed}-{i:04d}"
         sup = SupervisionSegment(id=cut_id, recording_id="none", start=0, duration=0, text=f"{text} {i}")
         yield MonoCut(id=cut_id, start=0, duration=0, channel=0, supervisions=[sup])
+
+
+@register_stage("llm_title", concurrency=1, num_cpus=0.5)
+class LLMTitle:
+    """A minimal LLM stage: asks for a one-word title of each transcript (structured output) and
+    stores it; the runner passes the endpoint it resolved as `llm`."""
+
+    def __init__(self, llm, template_version: str = "1"):
+        from pydantic import BaseModel
+
+        from osum_data.llm.client import LLMClient
+
+        class Title(BaseModel):
+            title: str
+
+        self.schema, self.version = Title, template_version
+        self.client = LLMClient(llm)
+
+    def __call__(self, cuts: list[Cut], ctx: StageContext) -> StageResult:
+        from osum_data.llm.client import LLMRequest
+
+        before = self.client.stats.as_dict()
+        requests = [
+            LLMRequest(
+                id=c.id,
+                messages=[
+                    {"role": "user", "content": f"Give a one-word title for: {c.supervisions[0].text}"}
+                ],
+                schema=self.schema,
+                template_version=self.version,
+                params={"max_tokens": 24},
+            )
+            for c in cuts
+        ]
+        result = StageResult()
+        for cut, res in zip(cuts, self.client.run(requests), strict=True):
+            if res.ok:
+                cut.custom = {**(cut.custom or {}), "title": res.value.title}
+                result.kept.append(cut)
+            else:
+                result.rejected.append((cut, Reject(res.code, res.reason or res.code)))
+        after = self.client.stats.as_dict()
+        result.counters = {
+            k: after[k] - before[k] for k in ("requests", "cache_hits", "prompt_tokens", "completion_tokens")
+        }
+        return result

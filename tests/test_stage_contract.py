@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from lhotse import CutSet
@@ -259,3 +260,36 @@ def test_an_installed_package_adds_stages_through_an_entry_point(tmp_path):
     ok = code.replace("'times': 'x'", "'times': 2") + "print(cfg.stages[0].stage)\n"
     proc = subprocess.run([sys.executable, "-c", ok], env=env, capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip() == "shout", proc.stderr
+
+
+def test_an_llm_stage_gets_the_embedded_server_and_reports_its_tokens(tmp_path, ray_session, monkeypatch):
+    """No endpoint configured: the runner starts the real embedded llama.cpp server on SmolLM2-135M
+    for the run, the stage's counters land in summary.json, and a re-run into a new folder is
+    answered from the cache (zero requests)."""
+    for var in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "OPENAI_MODEL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("OSUM_CACHE", str(tmp_path / "cache"))
+    manifest = demo_like_manifest(tmp_path, 4)
+    cfg = build_config(_cfg([{"stage": "normalize_text"}, {"stage": "llm_title"}]))
+    assert cfg.uses_llm
+    notes: list[str] = []
+    res = run_pipeline(cfg, manifest, tmp_path / "a", workers=1, progress=False, on_notice=notes.append)
+    row = next(st for st in res.summary["stages"] if st["stage"] == "llm_title")
+    assert row["in"] == row["out"] + row["rejected"] and row["out"] >= 1
+    assert row["counters"]["requests"] >= row["in"] and row["counters"]["completion_tokens"] > 0
+    assert any("embedded local server" in n for n in notes)
+    titles = [c["custom"]["title"] for c in read_jsonl(tmp_path / "a" / "cuts.jsonl.gz")]
+    assert all(isinstance(t, str) and t for t in titles)
+    again = run_pipeline(cfg, manifest, tmp_path / "b", workers=1, progress=False)
+    row = next(st for st in again.summary["stages"] if st["stage"] == "llm_title")
+    assert row["counters"]["requests"] == 0 and row["counters"]["cache_hits"] == row["in"]
+    with pytest.raises(ConfigError, match="llm.temperature"):
+        build_config(_cfg([{"stage": "llm_title"}], llm={"temperature": "hot"}))
+    over = load_pipeline_with_llm(tmp_path, ["llm.base_url=http://127.0.0.1:9/v1", "llm.model=m"])
+    assert over.llm == {"base_url": "http://127.0.0.1:9/v1", "model": "m"}
+
+
+def load_pipeline_with_llm(tmp_path: Path, overrides: list[str]):
+    path = tmp_path / "llm.yaml"
+    path.write_text("name: l\nimports: [stages_for_tests]\nstages:\n  - stage: llm_title\n")
+    return load_pipeline(path, overrides)

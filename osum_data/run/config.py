@@ -46,6 +46,7 @@ class _TopLevel(BaseModel):
     shard_size: int = Field(200, ge=1)
     seed: int = 0
     imports: list[str] = []
+    llm: dict[str, Any] | None = None
     stages: list[Any] = Field(min_length=1)
 
 
@@ -80,6 +81,17 @@ class PipelineConfig:
     seed: int = 0
     imports: list[str] = field(default_factory=list)
     source: str = ""
+    llm: dict[str, Any] = field(default_factory=dict)  # the `llm:` section, validated, as given
+
+    @property
+    def uses_llm(self) -> bool:
+        return any(get_stage(s.stage).uses_llm for s in self.stages)
+
+    def llm_settings(self):
+        """The validated LLMSettings of the `llm:` section (defaults where it is silent)."""
+        from osum_data.llm.settings import load_llm_settings
+
+        return load_llm_settings(self.llm, f"{self.source}: llm")
 
     @property
     def source_stage(self) -> StageSpec | None:
@@ -98,13 +110,16 @@ class PipelineConfig:
                 out["resources"] = dict(s.resource_override)
             return out
 
-        return {
+        out = {
             "name": self.name,
             "shard_size": self.shard_size,
             "seed": self.seed,
             "imports": list(self.imports),
             "stages": [entry(s) for s in self.stages],
         }
+        if self.llm:
+            out["llm"] = copy.deepcopy(self.llm)
+        return out
 
     def hash_inputs(self) -> dict[str, Any]:
         """Everything that changes a shard's output besides its input lines: the configuration,
@@ -114,11 +129,21 @@ class PipelineConfig:
         cfg = self.to_dict()
         for s in cfg["stages"]:
             s.pop("resources", None)
+        cfg.pop("llm", None)
+        llm = {}
+        if self.uses_llm:
+            # What an answer depends on (the cache keys on the same): the model and sampling. Not the
+            # URL, concurrency or timeouts, which change where and how fast, not what.
+            settings = self.llm_settings()
+            llm = {k: getattr(settings, k) for k in ("temperature", "top_p", "max_tokens", "seed")}
+            llm["model"] = settings.env_model()
+            llm["embedded_model"] = settings.embedded.model_path if not settings.env_base_url() else None
         return {
             "config": cfg,
             "versions": {s.name: s.version for s in self.stages},
             "side_inputs": {f"{s.name}.{k}": d for s in self.stages for k, d in s.side_input_digests.items()},
             "package_data": package_data_digest(),
+            **({"llm": llm} if llm else {}),
         }
 
     def hash(self) -> str:
@@ -146,6 +171,13 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         path, value = parse_override(text)
         if len(path) == 1:
             data[path[0]] = value
+            continue
+        if path[0] == "llm":  # --set llm.base_url=URL: the top-level `llm:` section
+            node = data.setdefault("llm", {}) or {}
+            data["llm"] = node
+            for part in path[1:-1]:
+                node = node.setdefault(part, {})
+            node[path[-1]] = value
             continue
         target = [s for s in stages if isinstance(s, dict) and s.get("name", s.get("stage")) == path[0]]
         if not target:
@@ -226,14 +258,18 @@ def build_config(raw: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
         specs.append(spec)
     if specs[0].kind == "source" and len(specs) == 1:
         raise ConfigError(f"{source}: a pipeline needs stages after its source {specs[0].name!r}")
-    return PipelineConfig(
+    config = PipelineConfig(
         name=top.name or Path(source).stem,
         stages=specs,
         shard_size=top.shard_size,
         seed=top.seed,
         imports=list(top.imports),
         source=source,
+        llm=dict(top.llm or {}),
     )
+    if config.llm or config.uses_llm:
+        config.llm_settings()  # validate the section before any work
+    return config
 
 
 def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:

@@ -18,11 +18,12 @@ that kill the worker are found; those are rejected (`worker_died`) and the rest 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from osum_data.run import outdir
 from osum_data.run.config import PipelineConfig, StageSpec
 from osum_data.run.inputs import InputError, InputScan, iter_shards, scan
 from osum_data.run.shard import INPUT_STAGE, SHARD_DIR, ShardInput, ShardProcessor, read_done, shard_paths
-from osum_data.run.stage import Resources, StageContext, get_stage
+from osum_data.run.stage import Resources, StageContext, add_counters, get_stage
 
 log = logging.getLogger("osum_data.run")
 WORKER_DEATHS = (RayActorError, WorkerCrashedError, ray.exceptions.OutOfMemoryError)
@@ -61,8 +62,8 @@ class RunResult:
 class ShardWorker:
     """One actor of a group's pool: builds the group's stages once (model stages load here)."""
 
-    def __init__(self, config: dict[str, Any], run_dir: str, stage_names: list[str]):
-        self.processor = ShardProcessor(config, run_dir, stage_names)
+    def __init__(self, config: dict[str, Any], run_dir: str, stage_names: list[str], llm=None):
+        self.processor = ShardProcessor(config, run_dir, stage_names, llm)
 
     def ready(self) -> int:
         return os.getpid()
@@ -133,14 +134,14 @@ def size_groups(groups: list[Group], workers: int, cluster: dict[str, float]) ->
     return notes
 
 
-def _new_actor(config: dict[str, Any], run_dir: Path, g: Group):
+def _new_actor(config: dict[str, Any], run_dir: Path, g: Group, llm: dict[str, Any] | None):
     return ShardWorker.options(
         num_cpus=g.num_cpus, num_gpus=g.num_gpus, max_restarts=0, max_task_retries=0
-    ).remote(config, str(run_dir), g.names)
+    ).remote(config, str(run_dir), g.names, llm)
 
 
-def _start_pool(config: dict[str, Any], run_dir: Path, g: Group) -> None:
-    g.actors = [_new_actor(config, run_dir, g) for _ in range(g.size)]
+def _start_pool(config: dict[str, Any], run_dir: Path, g: Group, llm: dict[str, Any] | None) -> None:
+    g.actors = [_new_actor(config, run_dir, g, llm) for _ in range(g.size)]
     g.load = [0] * g.size
     g.exclusive = [False] * g.size
     _await_ready(g, g.actors)
@@ -209,8 +210,11 @@ class _Flight:
 
 
 class _Scheduler:
-    def __init__(self, config: PipelineConfig, run_dir: Path, groups: list[Group], per_actor: int, bar):
+    def __init__(
+        self, config: PipelineConfig, run_dir: Path, groups: list[Group], per_actor: int, bar, llm=None
+    ):
         self.config_dict = config.to_dict()
+        self.llm = llm  # resolved endpoint settings for LLM stages (not part of the config hash)
         self.run_dir = run_dir
         self.groups = groups
         self.per_actor = per_actor
@@ -295,7 +299,7 @@ class _Scheduler:
             ray.kill(g.actors[slot])
         except Exception:  # already gone
             pass
-        g.actors[slot] = _new_actor(self.config_dict, self.run_dir, g)
+        g.actors[slot] = _new_actor(self.config_dict, self.run_dir, g, self.llm)
         _await_ready(g, [g.actors[slot]])
 
     def _worker_died(self, f: _Flight, g: Group, e: BaseException) -> None:
@@ -458,10 +462,27 @@ def run_pipeline(
     with outdir.locked(out_dir):
         if input_path is None:
             input_path = _generate_source(config, out_dir)
-        scanned = scan(Path(input_path))
-        return _run_locked(
-            config, scanned, out_dir, workers, address, progress, max_in_flight_per_worker, notice
-        )
+        scanned = scan(Path(input_path))  # before any server or Ray starts: a broken input fails fast
+        with _llm_endpoint(config, notice) as llm:
+            return _run_locked(
+                config, scanned, out_dir, workers, address, progress, max_in_flight_per_worker, notice, llm
+            )
+
+
+@contextlib.contextmanager
+def _llm_endpoint(config: PipelineConfig, notice: Callable[[str], None]) -> Iterator[dict[str, Any] | None]:
+    """For a pipeline with LLM stages: the endpoint the workers use, as JSON settings. With none
+    configured, the embedded local server runs for the duration of the run."""
+    if not config.uses_llm:
+        yield None
+        return
+    from osum_data.llm.endpoint import resolve_endpoint
+
+    settings = config.llm_settings()
+    with resolve_endpoint(settings) as resolved:
+        if not settings.env_base_url():
+            notice(f"no LLM endpoint configured: using the embedded local server ({resolved.model})")
+        yield resolved.model_dump(mode="json")
 
 
 def _run_locked(
@@ -473,6 +494,7 @@ def _run_locked(
     progress: bool,
     per_actor: int,
     notice: Callable[[str], None],
+    llm: dict[str, Any] | None = None,
 ) -> RunResult:
     config_hash = config.hash()
     identity = {"config_hash": config_hash, "input_digest": scanned.digest}
@@ -491,11 +513,11 @@ def _run_locked(
         notice(note)
     total_shards = -(-scanned.lines // config.shard_size)
     bar = tqdm(total=total_shards, unit="shard", disable=not progress, file=sys.stderr, desc=config.name)
-    sched = _Scheduler(config, out_dir, groups, per_actor, bar)
+    sched = _Scheduler(config, out_dir, groups, per_actor, bar, llm)
     skipped = 0
     try:
         for g in groups:
-            _start_pool(sched.config_dict, out_dir, g)
+            _start_pool(sched.config_dict, out_dir, g, llm)
         for shard in iter_shards(scanned, config.shard_size, config_hash):
             done = read_done(out_dir, shard.index)
             if done and done.get("hash") == shard.hash and shard_paths(out_dir, shard.index)["cuts"].exists():
@@ -567,6 +589,8 @@ def summarize(config: PipelineConfig, stats: list[dict[str, Any]], extra: dict[s
         for st in s["stages"]:
             for k in ("in", "out", "rejected", "derived"):
                 stages[st["stage"]][k] += st[k]
+            if st.get("counters"):
+                add_counters(stages[st["stage"]].setdefault("counters", {}), st["counters"])
     total = {k: sum(s[k] for s in stats) for k in ("in", "out", "rejected", "derived")}
     chain = list(stages.values())
     for prev, cur in zip(chain, chain[1:], strict=False):

@@ -31,6 +31,7 @@ from osum_data.run.stage import (
     Reject,
     StageContext,
     StageResult,
+    add_counters,
     error_reject,
     get_stage,
     is_fatal,
@@ -150,6 +151,7 @@ class ShardProcessor:
         config: PipelineConfig | dict[str, Any],
         run_dir: str | Path,
         stage_names: list[str] | None = None,
+        llm: dict[str, Any] | None = None,
     ):
         self.config = config if isinstance(config, PipelineConfig) else build_config(config)
         self.run_dir = Path(run_dir)
@@ -157,7 +159,7 @@ class ShardProcessor:
         self.specs: list[StageSpec] = [s for s in chain if stage_names is None or s.name in stage_names]
         self.first = not self.specs or self.specs[0] is chain[0]
         self.last = not self.specs or self.specs[-1] is chain[-1]
-        self.stages = [(spec, _build(spec)) for spec in self.specs]
+        self.stages = [(spec, _build(spec, llm)) for spec in self.specs]
 
     # --- the chain ---------------------------------------------------------------------------
 
@@ -184,6 +186,7 @@ class ShardProcessor:
                     continue
                 result.kept += r.kept
                 result.rejected += r.rejected
+                add_counters(result.counters, r.counters)
             return result
 
     def run_stages(
@@ -202,8 +205,11 @@ class ShardProcessor:
             ctx = StageContext(
                 seed=self.config.seed, shard_index=index, run_dir=self.run_dir, stage=spec.name
             )
-            kept, rejected, derived = account(spec.name, cuts, self._apply(spec, fn, cuts, ctx))
+            result = self._apply(spec, fn, cuts, ctx)
+            kept, rejected, derived = account(spec.name, cuts, result)
             s.update(out=len(kept), rejected=len(rejected), derived=derived)
+            if result.counters:
+                s["counters"] = add_counters({}, result.counters)
             rejects += [_reject_dict(c, spec.name, r) for c, r in rejected]
             cuts = kept
         return cuts, rejects
@@ -372,8 +378,15 @@ def _labels_of(d: dict[str, Any]) -> list[str]:
     return out
 
 
-def _build(spec: StageSpec):
+def _build(spec: StageSpec, llm: dict[str, Any] | None = None):
     """The callable `(cuts, ctx) -> StageResult` of one stage entry (a class stage is built here:
-    once per worker)."""
+    once per worker). A stage that takes `llm` gets the endpoint the driver resolved."""
     defn = get_stage(spec.stage)
-    return defn.factory(**spec.typed_params())
+    params = spec.typed_params()
+    if defn.uses_llm:
+        from osum_data.llm.settings import LLMSettings
+
+        if llm is None:
+            raise RuntimeError(f"stage {spec.name!r} needs an LLM endpoint and none was resolved")
+        params["llm"] = LLMSettings.model_validate(llm)
+    return defn.factory(**params)

@@ -62,6 +62,19 @@ class Reject(Exception):
 class StageResult:
     kept: list[Cut] = field(default_factory=list)
     rejected: list[tuple[Cut, Reject]] = field(default_factory=list)
+    # Numbers a stage wants summed into its row of summary.json (LLM tokens, requests, TTS seconds);
+    # nested dicts of numbers are summed key by key.
+    counters: dict[str, Any] = field(default_factory=dict)
+
+
+def add_counters(total: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
+    """Sum `more` into `total` (numbers, and dicts of numbers, key by key)."""
+    for k, v in more.items():
+        if isinstance(v, dict):
+            add_counters(total.setdefault(k, {}), v)
+        elif isinstance(v, int | float) and not isinstance(v, bool):
+            total[k] = total.get(k, 0) + v
+    return total
 
 
 @dataclass(frozen=True)
@@ -125,6 +138,7 @@ class StageDef:
     version: int = 1
     check: Callable[[dict[str, Any]], None] | None = None  # cross-parameter rules (min < max)
     doc: str = ""
+    uses_llm: bool = False  # takes `llm`: the runner resolves an endpoint (or starts the local one)
 
 
 _REGISTRY: dict[str, StageDef] = {}
@@ -136,8 +150,13 @@ def _add(defn: StageDef) -> None:
     _REGISTRY[defn.name] = defn
 
 
+# Arguments the runner supplies, never the pipeline YAML: the stage context, and `llm` (the resolved
+# LLM endpoint settings) for stages that talk to an LLM.
+INJECTED = ("ctx", "llm")
+
+
 def _params_only(sig: inspect.Signature, drop: int) -> inspect.Signature:
-    params = [p for p in list(sig.parameters.values())[drop:] if p.name != "ctx"]
+    params = [p for p in list(sig.parameters.values())[drop:] if p.name not in INJECTED]
     return sig.replace(parameters=params)
 
 
@@ -155,7 +174,8 @@ def register_stage(
 
     def deco(factory):
         target = factory.__init__ if inspect.isclass(factory) else factory
-        sig = _params_only(inspect.signature(target), 1 if inspect.isclass(factory) else 0)
+        full = inspect.signature(target)
+        sig = _params_only(full, 1 if inspect.isclass(factory) else 0)
         _add(
             StageDef(
                 name=name,
@@ -167,6 +187,7 @@ def register_stage(
                 version=version,
                 check=check,
                 doc=inspect.getdoc(factory) or "",
+                uses_llm="llm" in full.parameters,
             )
         )
         return factory

@@ -7,10 +7,14 @@ transcripts). `pipelines/demo.yaml` lists the task pipelines to run over it and 
 from __future__ import annotations
 
 import gzip
+import importlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
+
+from osum_data.manifest_io import read_jsonl
 
 SOUNDS_DIR = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
 TRANSCRIPTS = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
@@ -63,6 +67,23 @@ def write_tsv(path: Path, header: list[str], rows: list[list[str]]) -> None:
             f.write("\t".join(cell(v) for v in row) + "\n")
 
 
+def asterisk_input(output: Path, limit: int | None = None) -> Path:
+    """The demo's main input: the Asterisk prompts as a metadata.tsv, imported by `prepare tsv`."""
+    from osum_data.corpora import prepare
+
+    corpus_dir = output / "corpus"
+    build_asterisk_corpus(corpus_dir, limit=limit)
+    report = prepare("tsv", corpus_dir, output / "import")
+    print(report.summary())
+    return output / "import" / "cuts.jsonl.gz"
+
+
+def _builder(path: str) -> Callable[[Path, int | None], Path]:
+    """`module:function` -> the function (an input builder `(output dir, limit) -> cuts path`)."""
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def run_demo(
     output: Path = Path("manifests/demo"),
     plan: Path = Path("pipelines/demo.yaml"),
@@ -70,27 +91,33 @@ def run_demo(
     limit: int | None = None,
     progress: bool = True,
 ) -> dict:
-    """Build the corpus, import it, run every pipeline of the plan, export; returns the summaries."""
-    from osum_data.corpora import prepare
+    """Build the plan's inputs, run every pipeline of the plan, export; returns the summaries.
+
+    `inputs:` names builders (`module:function`, called with the demo output folder and `--limit`,
+    writing under a folder of their own there and returning a cuts manifest); a run's `input:` is one of those names, or the name of an earlier run
+    (its kept cuts), or absent for a pipeline that makes its own input (a source stage).
+    """
     from osum_data.export.osum import export_osum
     from osum_data.run.config import load_pipeline
     from osum_data.run.runner import run_pipeline
 
     spec = yaml.safe_load(plan.read_text())
-    corpus_dir = output / "corpus"
-    build_asterisk_corpus(corpus_dir, limit=limit)
-    report = prepare("tsv", corpus_dir, output / "import")
-    print(report.summary())
-    results = {"import": {"rows": report.rows, "cuts": report.cuts, "rejected": report.rejected}}
+    manifests: dict[str, Path] = {}
+    results: dict = {}
+    for name, entry in (spec.get("inputs") or {}).items():
+        manifests[name] = _builder(entry["builder"])(output, limit)
+        results[f"input:{name}"] = {"cuts": sum(1 for _ in read_jsonl(manifests[name]))}
     for run in spec["runs"]:
         config = load_pipeline(run["pipeline"], run.get("set", []))
+        source = run.get("input", "asterisk")
         res = run_pipeline(
             config,
-            output / "import" / "cuts.jsonl.gz",
+            manifests[source] if source else None,
             output / run["name"],
             workers=workers,
             progress=progress,
         )
+        manifests[run["name"]] = output / run["name"] / "cuts.jsonl.gz"
         results[run["name"]] = res.summary
         print(f"[{run['name']}] " + json.dumps({k: res.summary[k] for k in ("in", "out", "rejected")}))
         print(f"[{run['name']}] rejected by reason: {json.dumps(res.summary['rejected_by_reason'])}")
@@ -98,7 +125,7 @@ def run_demo(
             f"[{run['name']}] hours out: {res.summary['hours_out']:.4f}, by task: "
             f"{json.dumps(res.summary['hours_by_task'], ensure_ascii=False)}"
         )
-        if "osum" in spec.get("export", {}):
+        if run.get("export", True) and "osum" in spec.get("export", {}):
             opts = spec["export"]["osum"] or {}
             exp = export_osum(
                 output / run["name"] / "cuts.jsonl.gz",

@@ -21,6 +21,8 @@ from osum_data.run.inputs import InputError
 from osum_data.run.outdir import OutputError
 from osum_data.run.runner import run_pipeline
 from tests.conftest import REPO, TESTS
+from tests.test_runner import _cli as run_command
+from tests.test_runner import _env as run_env
 from tests.test_runner import demo_like_manifest
 
 ASR = REPO / "pipelines" / "asr.yaml"
@@ -263,21 +265,7 @@ def test_ctrl_c_stops_with_a_resume_hint_and_the_rerun_resumes(tmp_path):
         "  - stage: sleep_per_cut\n    seconds: 0.05\n  - stage: template\n"
     )
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO)])}
-    cmd = [
-        sys.executable,
-        "-m",
-        "osum_data.cli",
-        "run",
-        str(pipeline),
-        "--input",
-        str(manifest),
-        "--output",
-        str(out),
-        "--workers",
-        "2",
-        "--no-progress",
-    ]
+    env, cmd = run_env(), run_command(pipeline, manifest, out)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     end = time.time() + 120
     while len(list((out / "shards").glob("done.*.json"))) < 3 and time.time() < end:

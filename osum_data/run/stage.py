@@ -160,6 +160,28 @@ def _params_only(sig: inspect.Signature, drop: int) -> inspect.Signature:
     return sig.replace(parameters=params)
 
 
+def _define(
+    name: str, kind: str, factory: Callable[..., Any], target: Callable[..., Any], skip: int, **opts: Any
+) -> None:
+    """Register `factory` under `name`; its parameters are `target`'s, past the first `skip` and
+    the injected ones."""
+    full = inspect.signature(target)
+    resources = Resources(opts.pop("num_cpus", 1.0), opts.pop("num_gpus", 0.0), opts.pop("concurrency", None))
+    _add(
+        StageDef(
+            name=name,
+            kind=kind,
+            factory=factory,
+            signature=_params_only(full, skip),
+            hints_of=target,
+            resources=resources,
+            doc=inspect.getdoc(target if kind != "batch" else factory) or "",
+            uses_llm="llm" in full.parameters,
+            **opts,
+        )
+    )
+
+
 def register_stage(
     name: str,
     *,
@@ -173,23 +195,12 @@ def register_stage(
     `obj(cuts, ctx)`) or any factory `(**params) -> callable(cuts, ctx)`."""
 
     def deco(factory):
-        target = factory.__init__ if inspect.isclass(factory) else factory
-        full = inspect.signature(target)
-        sig = _params_only(full, 1 if inspect.isclass(factory) else 0)
-        _add(
-            StageDef(
-                name=name,
-                kind="batch",
-                factory=factory,
-                signature=sig,
-                hints_of=target,
-                resources=Resources(num_cpus, num_gpus, concurrency),
-                version=version,
-                check=check,
-                doc=inspect.getdoc(factory) or "",
-                uses_llm="llm" in full.parameters,
-            )
-        )
+        is_class = inspect.isclass(factory)
+        target = factory.__init__ if is_class else factory
+        _define(
+            name, "batch", factory, target, 1 if is_class else 0,
+            version=version, num_cpus=num_cpus, num_gpus=num_gpus, concurrency=concurrency, check=check,
+        )  # fmt: skip
         return factory
 
     return deco
@@ -251,19 +262,10 @@ def per_cut_stage(
         def factory(**params: Any) -> BatchFn:
             return lambda cuts, ctx: apply_per_cut(fn, cuts, ctx if wants_ctx else None, params)
 
-        _add(
-            StageDef(
-                name=name,
-                kind="per_cut",
-                factory=factory,
-                signature=_params_only(inspect.signature(fn), 1),
-                hints_of=fn,
-                resources=Resources(num_cpus, num_gpus, concurrency),
-                version=version,
-                check=check,
-                doc=inspect.getdoc(fn) or "",
-            )
-        )
+        _define(
+            name, "per_cut", factory, fn, 1,
+            version=version, num_cpus=num_cpus, num_gpus=num_gpus, concurrency=concurrency, check=check,
+        )  # fmt: skip
         return fn
 
     return deco
@@ -275,18 +277,7 @@ def source_stage(name: str, *, version: int = 1, check: Callable[[dict[str, Any]
     output is the run's input, shard hashes included)."""
 
     def deco(fn: Callable[..., Iterable[Cut]]):
-        _add(
-            StageDef(
-                name=name,
-                kind="source",
-                factory=fn,
-                signature=_params_only(inspect.signature(fn), 0),
-                hints_of=fn,
-                version=version,
-                check=check,
-                doc=inspect.getdoc(fn) or "",
-            )
-        )
+        _define(name, "source", fn, fn, 0, version=version, check=check)
         return fn
 
     return deco

@@ -94,8 +94,9 @@ def run_demo(
     """Build the plan's inputs, run every pipeline of the plan, export; returns the summaries.
 
     `inputs:` names builders (`module:function`, called with the demo output folder and `--limit`,
-    writing under a folder of their own there and returning a cuts manifest); a run's `input:` is one of those names, or the name of an earlier run
-    (its kept cuts), or absent for a pipeline that makes its own input (a source stage).
+    writing under a folder of their own there and returning a cuts manifest); a run's `input:` is
+    one of those names, or the name of an earlier run (its kept cuts), or absent for a pipeline that
+    makes its own input (a source stage).
     """
     from osum_data.export.osum import export_osum
     from osum_data.run.config import load_pipeline

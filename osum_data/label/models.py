@@ -106,7 +106,7 @@ class ModelLabel:
         self,
         model: DirectoryPath,
         field: Field_,
-        name: str = "",
+        model_name: str = "",
         fill: bool = True,
         min_confidence: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0,
         label_map: dict[str, str] | None = None,
@@ -116,7 +116,7 @@ class ModelLabel:
         trust_remote_code: bool = False,
     ):
         self.field, self.fill, self.min_confidence = field, fill, min_confidence
-        self.name = name or Path(model).name
+        self.name = model_name or Path(model).name
         self.source = f"model:{self.name}"
         self.batch_size, self.max_seconds = batch_size, max_seconds
         self.labeler = load_labeler(model, device, trust_remote_code)

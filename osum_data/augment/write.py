@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
-from lhotse import Recording, SupervisionSegment
+from lhotse import AudioSource, Recording, SupervisionSegment
 from lhotse.cut import Cut, MonoCut
 from lhotse.utils import fastcopy
 
@@ -36,7 +36,14 @@ def write_flac(samples: np.ndarray, sampling_rate: int, files_dir: Path, cut_id:
     path = Path(files_dir) / f"{safe_file_name(cut_id)}.flac"
     with atomic_path(path) as tmp:
         sf.write(tmp, samples, sampling_rate, format="FLAC", subtype="PCM_16")
-    return Recording.from_file(path, recording_id=cut_id)
+    # What we wrote is known: no need to open the file again to describe it.
+    return Recording(
+        id=cut_id,
+        sources=[AudioSource(type="file", channels=[0], source=str(path))],
+        sampling_rate=sampling_rate,
+        num_samples=samples.shape[-1],
+        duration=samples.shape[-1] / sampling_rate,
+    )
 
 
 def derived_cut(

@@ -154,9 +154,7 @@ class EventComposite:
         alignment = None
         if sup.alignment:
             alignment = {
-                kind: [
-                    AlignmentItem(a.symbol, a.start + shift, a.duration, a.score) for a in items
-                ]
+                kind: [AlignmentItem(a.symbol, a.start + shift, a.duration, a.score) for a in items]
                 for kind, items in sup.alignment.items()
             }
         return fastcopy(sup, id=new_id, start=0.0, duration=duration, custom=custom, alignment=alignment)

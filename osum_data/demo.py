@@ -94,9 +94,11 @@ def run_demo(
     """Build the plan's inputs, run every pipeline of the plan, export; returns the summaries.
 
     `inputs:` names builders (`module:function`, called with the demo output folder and `--limit`,
-    writing under a folder of their own there and returning a cuts manifest); a run's `input:` is
-    one of those names, or the name of an earlier run (its kept cuts), or absent for a pipeline that
-    makes its own input (a source stage).
+    writing under a folder of their own there and returning a cuts manifest); a run's `input:` is one
+    of those names, or the name of an earlier run (its kept cuts), or a list of such names (their cuts
+    one after the other), or absent for a pipeline that makes its own input (a source stage). In a
+    run's `set:` values, `${name}` stands for the manifest of that input or run (a side input). Each
+    run leaves one listenable sample in `examples/<run>.wav` with its target in `examples/<run>.txt`.
     """
     from osum_data.export.osum import export_osum
     from osum_data.run.config import load_pipeline
@@ -109,17 +111,20 @@ def run_demo(
         manifests[name] = _builder(entry["builder"])(output, limit)
         results[f"input:{name}"] = {"cuts": sum(1 for _ in read_jsonl(manifests[name]))}
     for run in spec["runs"]:
-        config = load_pipeline(run["pipeline"], run.get("set", []))
-        source = run.get("input", "asterisk")
+        overrides = [expand_paths(s, manifests) for s in run.get("set", [])]
+        config = load_pipeline(run["pipeline"], overrides)
         res = run_pipeline(
             config,
-            manifests[source] if source else None,
+            run_input(run.get("input", "asterisk"), manifests, output / run["name"]),
             output / run["name"],
             workers=workers,
             progress=progress,
         )
         manifests[run["name"]] = output / run["name"] / "cuts.jsonl.gz"
         results[run["name"]] = res.summary
+        example = write_example(manifests[run["name"]], output / "examples", run["name"])
+        if example is not None:
+            print(f"[{run['name']}] listen: {example}")
         print(f"[{run['name']}] " + json.dumps({k: res.summary[k] for k in ("in", "out", "rejected")}))
         print(f"[{run['name']}] rejected by reason: {json.dumps(res.summary['rejected_by_reason'])}")
         print(
@@ -136,6 +141,57 @@ def run_demo(
             print(f"[{run['name']}] " + exp.summary())
             results[f"{run['name']}_export"] = {"exported": exp.exported, "rejected": exp.rejected}
     return results
+
+
+def expand_paths(override: str, manifests: dict[str, Path]) -> str:
+    """`key=${name}` -> `key=<manifest path of input or run name>`."""
+    for name, path in manifests.items():
+        override = override.replace("${" + name + "}", str(path))
+    if "${" in override:
+        raise ValueError(f"demo plan: {override!r} names no input or earlier run ({', '.join(manifests)})")
+    return override
+
+
+def run_input(source: str | list[str] | None, manifests: dict[str, Path], run_dir: Path) -> Path | None:
+    """The manifest a run reads: one input or run, or several concatenated into the run's folder."""
+    if not source:
+        return None
+    if isinstance(source, str):
+        return manifests[source]
+    from osum_data.manifest_io import write_jsonl
+
+    path = run_dir.parent / "inputs" / f"{run_dir.name}.jsonl.gz"
+    write_jsonl(path, (d for name in source for d in read_jsonl(manifests[name])))
+    return path
+
+
+def write_example(cuts: Path, out_dir: Path, name: str) -> Path | None:
+    """One sample of a run's output as a WAV to listen to, next to a .txt with its task, instruction
+    and target: the first sample made by the run (an augmented copy, a composite) if there is one,
+    else the first sample."""
+    import soundfile as sf
+    from lhotse.serialization import deserialize_item
+
+    first = None
+    for d in read_jsonl(cuts):
+        first = first or d
+        if (d.get("custom") or {}).get("source_cut_id"):
+            first = d
+            break
+    if first is None:
+        return None
+    cut = deserialize_item(first)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    audio = cut.load_audio()
+    sf.write(out_dir / f"{name}.wav", audio.mean(axis=0), cut.sampling_rate, subtype="PCM_16")
+    custom = cut.custom or {}
+    lines = [f"id: {cut.id}", f"task: {custom.get('task')}", f"instruction: {custom.get('instruction')}"]
+    lines += [f"target: {custom.get('target')}"]
+    for key in ("augment", "composite"):
+        if key in custom:
+            lines.append(f"{key}: {json.dumps(custom[key], ensure_ascii=False)}")
+    (out_dir / f"{name}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return out_dir / f"{name}.wav"
 
 
 def prompt_cut(name: str, text: str, cut_id: str | None = None):

@@ -4,22 +4,28 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # espeak-ng: synthetic voices of set pitch in tests. ffmpeg: torchcodec decodes MELD/RAVDESS mp4 and VoxCeleb2 m4a with it; tests make such files with its CLI.
-APT_PACKAGES=(asterisk-core-sounds-en-wav asterisk-core-sounds-en sox ffmpeg espeak-ng)
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
+# flite: the demo's second TTS engine (personas). hedgewars-data: real recorded laughs and coughs
+# (voice packs) and music excerpts for the VED/SGC/SAP demo, installed without its recommended game.
+APT_PACKAGES=(asterisk-core-sounds-en-wav asterisk-core-sounds-en sox ffmpeg espeak-ng flite)
+APT_DATA_ONLY=(hedgewars-data)
+apt_install() {  # apt_install [apt options] PACKAGE...: install those not installed yet
+  local opts=() missing=()
+  for p in "$@"; do
+    case "$p" in -*) opts+=("$p") ;; *) dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p") ;; esac
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" = 0 ]; then
     echo "installing Debian packages: ${missing[*]}"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${opts[@]}" "${missing[@]}" >/dev/null
   else
     echo "error: missing Debian packages: ${missing[*]}" >&2
-    echo "run as root, or: sudo apt-get install ${missing[*]}" >&2
+    echo "run as root, or: sudo apt-get install ${opts[*]} ${missing[*]}" >&2
     exit 1
   fi
-fi
+}
+apt_install "${APT_PACKAGES[@]}"
+apt_install --no-install-recommends "${APT_DATA_ONLY[@]}"
 
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import Counter
 
+import pytest
+import soundfile as sf
 from lhotse import CutSet
 from lhotse.qa import validate
 
@@ -15,8 +18,10 @@ from osum_data.tasks import parse_target, prompt_pool
 from tests.conftest import REPO
 
 
-def test_demo_builds_validated_asr_samples_and_an_osum_export(tmp_path):
-    out = tmp_path / "demo"
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """One `osum-data demo --limit 120` for the tests below (it runs every pipeline of demo.yaml)."""
+    out = tmp_path_factory.mktemp("demo") / "demo"
     proc = subprocess.run(
         [
             sys.executable,
@@ -35,6 +40,11 @@ def test_demo_builds_validated_asr_samples_and_an_osum_export(tmp_path):
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc
+
+
+def test_demo_builds_validated_asr_samples_and_an_osum_export(demo):
+    out, proc = demo
     assert "rejected by reason" in proc.stdout
 
     imported = list(read_jsonl(out / "import" / "cuts.jsonl.gz"))
@@ -68,3 +78,34 @@ def test_demo_builds_validated_asr_samples_and_an_osum_export(tmp_path):
         s = raw[cut.id]
         assert s.txt == cut.custom["target"] and s.task == "<TRANSCRIBE>" and s.gender == "female"
         assert s.sampling_rate == 16000 and abs(s.duration - cut.duration) < 1e-3
+
+
+def test_demo_runs_ved_ser_sgc_sap_and_leaves_one_example_of_each(demo):
+    out, proc = demo
+    expected_keys = {
+        "ved": {"<CAPTION>", "<TRANSCRIBE> <CAPTION>"},
+        "ser": {"<EMOTION>", "<TRANSCRIBE> <EMOTION>"},
+        "sgc": {"<TRANSCRIBE> <GENDER>", "<TRANSCRIBE> <AGE> <GENDER>", "<AGE> <GENDER>"},
+        "sap": {"<TRANSCRIBE> <AGE> <GENDER>", "<AGE> <GENDER>"},
+    }
+    for run, keys in expected_keys.items():
+        summary = json.loads((out / run / "summary.json").read_text())
+        assert summary["in"] == summary["out"] - summary["derived"] + summary["rejected"]
+        cuts = CutSet.from_file(out / run / "cuts.jsonl.gz")
+        tasks = Counter(c.custom["task"] for c in cuts)
+        assert keys <= set(tasks), (run, tasks)
+        for cut in cuts:
+            parse_target(cut.custom["task"], cut.custom["target"])
+        example = out / "examples" / f"{run}.wav"
+        audio, sr = sf.read(example)
+        assert sr == 16000 and audio.size > sr and f"[{run}] listen: {example}" in proc.stdout
+        text = (out / "examples" / f"{run}.txt").read_text()
+        assert "target: " in text and "instruction: " in text
+    assert "composite: " in (out / "examples" / "ved.txt").read_text()
+    assert "augment: " in (out / "examples" / "sgc.txt").read_text()
+    sgc = json.loads((out / "sgc" / "summary.json").read_text())
+    augment = next(st for st in sgc["stages"] if st["stage"] == "augment")
+    assert augment["derived"] == augment["in"] > 0 and augment["out"] == 2 * augment["in"]  # doubled
+    # Real laughs and coughs became X-only samples; each speech prompt was joined with one of them.
+    ved = CutSet.from_file(out / "ved" / "cuts.jsonl.gz")
+    assert {c.custom["target"] for c in ved if c.custom["task"] == "<CAPTION>"} == {"<LAUGH>", "<COUGH>"}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from lhotse.cut import Cut
 from pydantic import Field
@@ -35,9 +35,17 @@ def chars_per_second(cut: Cut) -> float:
 
 
 @per_cut_stage("filter_cps", check=_min_below_max("min_cps", "max_cps"))
-def filter_cps(cut: Cut, min_cps: NonNegative = 1.0, max_cps: NonNegative = 30.0) -> Cut:
+def filter_cps(
+    cut: Cut,
+    min_cps: NonNegative = 1.0,
+    max_cps: NonNegative = 30.0,
+    untranscribed: Literal["reject", "keep"] = "reject",
+) -> Cut:
     """Characters (without spaces) per second of audio. Far too many means the transcript covers
-    more than the audio; far too few means the audio holds speech the transcript lacks."""
+    more than the audio; far too few means the audio holds speech the transcript lacks.
+    `untranscribed: keep` passes cuts without any transcript (label-only clips) unchecked."""
+    if untranscribed == "keep" and not any((s.text or "").strip() for s in cut.supervisions):
+        return cut
     cps = chars_per_second(cut)
     if cps < min_cps:
         raise Reject("too_few_chars_per_second", f"{cps:.1f} chars/s < {min_cps}")

@@ -182,12 +182,16 @@ def normalize_text(
     angle_brackets: Literal["reject", "strip"] = "reject",
     lowercase: bool = False,
     join_cjk: bool = True,
+    untranscribed: Literal["reject", "keep"] = "reject",
 ) -> Cut:
     """Normalise every supervision's text by its language's rules; the raw text is kept in
-    custom.raw_text."""
+    custom.raw_text. `untranscribed: keep` lets a supervision without any text through unchanged
+    (event clips, VoxCeleb: label-only cuts that the template renders X-only)."""
     if not cut.supervisions:
         raise Reject("no_supervision", f"cut {cut.id} has no supervision")
     for sup in cut.supervisions:
+        if untranscribed == "keep" and not (sup.text or "").strip():
+            continue
         new = normalize_transcript(
             sup.text, sup.language, tuple(strip_brackets), angle_brackets, lowercase, join_cjk
         )

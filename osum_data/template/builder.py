@@ -51,7 +51,26 @@ def words_of(cut: Cut) -> list[Word]:
     return [Word(a.symbol, a.start, a.end) for a in ali]
 
 
-@per_cut_stage("template", version=2)
+def _check_multi_label(params: dict) -> None:
+    base = registry().task(params["task"])
+    for other in params["multi_label"]:
+        extra = registry().task(other)
+        if extra.format != "labels" or not set(base.labels) <= set(extra.labels):
+            raise ValueError(
+                f"multi_label task {other!r} ({extra.key}) does not carry every label of task "
+                f"{base.id!r} ({', '.join(base.labels) or 'none'})"
+            )
+
+
+def has_labels(cut: Cut, fields: tuple[str, ...]) -> bool:
+    try:
+        labels_of(cut, fields)
+    except Reject:
+        return False
+    return True
+
+
+@per_cut_stage("template", version=3, check=_check_multi_label)
 def template(
     cut: Cut,
     ctx: StageContext | None = None,
@@ -60,19 +79,33 @@ def template(
     instruction_language: Literal["auto", "zh", "en"] = "auto",
     default_language: PromptLanguage = "en",
     english_tags: bool = False,
+    multi_label: list[TaskId] = (),
 ) -> Cut:
     """Render the target of `task` for this cut; a share `x_only_ratio` of label tasks gets the
     X-only key and target (tags without the transcript). The X-only draw and the instruction are
-    fixed by the pipeline seed and the cut id."""
-    spec = registry().task(task)
+    fixed by the pipeline seed and the cut id.
+
+    `multi_label` lists tasks tried first, in order (e.g. `[ssr_sap_sgc, sap_sgc]` for SGC): the
+    first whose labels are all known on the cut is rendered instead, so a cut with age and gender
+    becomes a `<TRANSCRIBE> <AGE> <GENDER>` sample. A cut without a transcript (an event clip,
+    VoxCeleb) becomes an X-only sample where the task has that form.
+    """
     seed = ctx.seed if ctx is not None else 0  # called directly (not by the runner): seed 0
     if not cut.supervisions:
         raise Reject("no_supervision", f"cut {cut.id} has no supervision")
+    spec = registry().task(task)
+    for other in multi_label:
+        if has_labels(cut, registry().task(other).labels):
+            spec = registry().task(other)
+            break
     sup = cut.supervisions[0]
-    x_only = bool(spec.x_only_key) and unit_draw(seed, "x_only", cut.id) < x_only_ratio
+    untranscribed = not (sup.text or "").strip()
+    if untranscribed and spec.format in ("labels", "chat") and not spec.x_only_key:
+        raise Reject("empty_transcript", f"cut {cut.id}: no transcript and task {spec.id} has no X-only form")
+    x_only = bool(spec.x_only_key) and (untranscribed or unit_draw(seed, "x_only", cut.id) < x_only_ratio)
     try:
         target = render_target(
-            task,
+            spec.id,
             transcript=sup.text,
             labels=labels_of(cut, spec.labels) if spec.labels else None,
             words=words_of(cut) if spec.format == "timestamps" else None,

@@ -293,3 +293,14 @@ def load_pipeline_with_llm(tmp_path: Path, overrides: list[str]):
     path = tmp_path / "llm.yaml"
     path.write_text("name: l\nimports: [stages_for_tests]\nstages:\n  - stage: llm_title\n")
     return load_pipeline(path, overrides)
+
+
+def test_a_stage_cannot_take_a_parameter_named_like_an_entry_key():
+    """A parameter called `name` used to rename the entry in the workers' copy of the config."""
+    from osum_data.run.stage import per_cut_stage
+
+    with pytest.raises(ValueError, match="parameter 'name' clashes with the pipeline entry key"):
+
+        @per_cut_stage("has_name_param")
+        def has_name_param(cut, name: str = "x"):
+            return cut

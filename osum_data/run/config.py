@@ -33,10 +33,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from osum_data.run.params import ParamError, side_inputs, validate_params
-from osum_data.run.stage import Resources, get_stage, load_stage_modules
+from osum_data.run.stage import RESERVED, Resources, get_stage, load_stage_modules
 from osum_data.yaml_config import ConfigError, load_yaml, parse_override
 
-STAGE_KEYS = ("stage", "name", "resources")
+STAGE_KEYS = RESERVED
 
 
 class _TopLevel(BaseModel):

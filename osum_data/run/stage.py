@@ -153,6 +153,8 @@ def _add(defn: StageDef) -> None:
 # Arguments the runner supplies, never the pipeline YAML: the stage context, and `llm` (the resolved
 # LLM endpoint settings) for stages that talk to an LLM.
 INJECTED = ("ctx", "llm")
+# Keys of a pipeline's stage entry that are not parameters: a stage may not take these names.
+RESERVED = ("stage", "name", "resources")
 
 
 def _params_only(sig: inspect.Signature, drop: int) -> inspect.Signature:
@@ -166,6 +168,12 @@ def _define(
     """Register `factory` under `name`; its parameters are `target`'s, past the first `skip` and
     the injected ones."""
     full = inspect.signature(target)
+    clash = [p for p in RESERVED if p in full.parameters]
+    if clash:
+        raise ValueError(
+            f"stage {name!r}: parameter {clash[0]!r} clashes with the pipeline entry key of that "
+            "name; rename it"
+        )
     resources = Resources(opts.pop("num_cpus", 1.0), opts.pop("num_gpus", 0.0), opts.pop("concurrency", None))
     _add(
         StageDef(

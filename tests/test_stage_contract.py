@@ -268,9 +268,10 @@ def test_an_llm_stage_gets_the_embedded_server_and_reports_its_tokens(tmp_path, 
     answered from the cache (zero requests)."""
     for var in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "OPENAI_MODEL"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("OSUM_CACHE", str(tmp_path / "cache"))
     manifest = demo_like_manifest(tmp_path, 4)
-    cfg = build_config(_cfg([{"stage": "normalize_text"}, {"stage": "llm_title"}]))
+    # The cache goes through the config: Ray workers started earlier do not see a patched env.
+    llm = {"cache_dir": str(tmp_path / "cache")}
+    cfg = build_config(_cfg([{"stage": "normalize_text"}, {"stage": "llm_title"}], llm=llm))
     assert cfg.uses_llm
     notes: list[str] = []
     res = run_pipeline(cfg, manifest, tmp_path / "a", workers=1, progress=False, on_notice=notes.append)

@@ -24,7 +24,7 @@ from osum_data.label.timing_files import TimedWord, TimingFileError, read_ctm, r
 from osum_data.run.stage import Reject, register_stage
 
 Format = Literal["auto", "ctm", "textgrid"]
-SKIP_LABELS = ["", "sil", "sp", "spn", "<eps>", "<sil>", "<s>", "</s>", "#"]
+SKIP_LABELS = ("", "sil", "sp", "spn", "<eps>", "<sil>", "<s>", "</s>", "#")
 
 
 def _format_of(path: Path, fmt: Format) -> str:

@@ -71,9 +71,12 @@ def test_plan_segments_rules():
     regions = [(1.0, 3.0), (3.2, 5.0), (6.5, 9.0), (9.3, 12.0)]
     # pauses under 0.5 s join; 1.5 s pause splits; padding at most half a pause and inside the file
     assert plan_segments(regions, 12.05, 0.5, 20.0, 0.3) == [Segment(0.7, 5.3), Segment(6.2, 12.05)]
-    # one run of 11 s with max 6 s: split at its longest pause (1.5 s), then at 0.3 s
+    # one run of 11 s with max 6 s: split at its longest pause (1.5 s) only
     one = plan_segments(regions, 13.0, 2.0, 6.0, 0.0)
-    assert [(s.start, s.end) for s in one] == [(1.0, 5.0), (6.5, 9.0), (9.3, 12.0)]
+    assert [(s.start, s.end) for s in one] == [(1.0, 5.0), (6.5, 12.0)]
+    # max 5 s: the 5.5 s half is split again, at its own longest pause (0.3 s)
+    two = plan_segments(regions, 13.0, 2.0, 5.0, 0.0)
+    assert [(s.start, s.end) for s in two] == [(1.0, 5.0), (6.5, 9.0), (9.3, 12.0)]
 
 
 def test_diarize_without_a_pipeline_folder_says_what_to_download(tmp_path):
@@ -94,8 +97,8 @@ def test_annotation_to_turns_and_chunks():
     ann[PSegment(1.5, 3.0)] = "SPEAKER_01"
     turns = annotation_turns(ann, 10.0, "rec:c1:")
     assert turns == [Segment(10.5, 12.0, "rec:c1:SPEAKER_00"), Segment(11.5, 13.0, "rec:c1:SPEAKER_01")]
-    assert chunk_bounds(16000 * 10, 4.0) == [(0, 64000), (64000, 160000)]  # 2 s tail joins
-    assert chunk_bounds(16000 * 9, 4.0) == [(0, 64000), (64000, 128000), (128000, 144000)]
+    assert chunk_bounds(16000 * 10, 4.0) == [(0, 64000), (64000, 128000), (128000, 160000)]
+    assert chunk_bounds(136000, 4.0) == [(0, 64000), (64000, 136000)]  # a 0.5 s tail joins the chunk before
 
 
 def _save(model, folder: Path) -> None:
@@ -103,7 +106,13 @@ def _save(model, folder: Path) -> None:
     import torch
 
     folder.mkdir(parents=True, exist_ok=True)
-    ckpt = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
+    import lightning
+
+    ckpt = {
+        "state_dict": model.state_dict(),
+        "hyper_parameters": dict(model.hparams),
+        "pytorch-lightning_version": lightning.__version__,
+    }
     model.on_save_checkpoint(ckpt)
     torch.save(ckpt, folder / "pytorch_model.bin")
 
@@ -177,9 +186,7 @@ def test_diarize_plumbing_with_a_tiny_local_pipeline(tiny_pipeline, tmp_path):
         direct += annotation_turns(result.speaker_diarization, a / 16000, f"two:c{k}:")
     assert turns == sorted(direct, key=lambda t: (t.start, t.end))
     res = stage([cut], StageContext(0, 0, tmp_path, "segment"))
-    if not turns:
-        assert res.rejected[0][1].code == "no_segments"
-        return
+    assert turns, "the tiny model (seed 0) gives turns on this recording"
     assert len(res.kept) == len(turns) and res.counters["turns"] == len(turns)
     for c, t in zip(res.kept, turns, strict=True):
         assert c.supervisions[0].speaker == t.speaker and t.speaker.startswith("two:c")

@@ -11,6 +11,7 @@ last. Tokens without anything spoken ("...", "-") are not words and get no span.
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -316,18 +317,14 @@ def set_word_alignment(cut: Cut, words: list[RefWord], spans: list[Span], offset
     """Write `supervision.alignment["word"]` (times relative to the cut start, as lhotse keeps
     them) and record which aligner made it in `custom.label_source.alignment`."""
     sup = cut.supervisions[0]
-    sup.alignment = {
-        **(sup.alignment or {}),
-        "word": [
-            AlignmentItem(
-                symbol=w.text,
-                start=round(offset + s.start, 3),
-                duration=round(s.end - s.start, 3),
-                score=None if s.score is None else round(float(s.score), 4),
-            )
-            for w, s in zip(words, spans, strict=True)
-        ],
-    }
+    limit = math.floor(cut.duration * 1000) / 1000  # milliseconds, never past the cut's end
+    items = []
+    for w, s in zip(words, spans, strict=True):
+        start = min(round(offset + s.start, 3), limit)
+        end = min(round(offset + s.end, 3), limit)
+        score = None if s.score is None else round(float(s.score), 4)
+        items.append(AlignmentItem(symbol=w.text, start=start, duration=round(end - start, 3), score=score))
+    sup.alignment = {**(sup.alignment or {}), "word": items}
     custom = dict(sup.custom or {})
     custom["label_source"] = {**(custom.get("label_source") or {}), "alignment": source}
     sup.custom = custom

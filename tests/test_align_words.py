@@ -112,7 +112,9 @@ def test_zero_length_allowed_when_asked_and_frame_rounding_clipped():
 
 
 def _cut(text: str, language: str, duration: float = 3.0) -> MonoCut:
-    sup = SupervisionSegment(id="u1", recording_id="r1", start=0.0, duration=duration, text=text, language=language)
+    sup = SupervisionSegment(
+        id="u1", recording_id="r1", start=0.0, duration=duration, text=text, language=language
+    )
     return MonoCut(id="u1", start=0.0, duration=duration, channel=0, supervisions=[sup])
 
 
@@ -125,8 +127,12 @@ def _cut(text: str, language: str, duration: float = 3.0) -> MonoCut:
             [(0.0, 0.43), (0.5, 0.91)],
             "<0.0>Hello,<0.4> <0.5>world!<0.9>",
         ),
-        ("你好，世界", "zh", [(0.12, 0.3), (0.3, 0.55), (0.8, 1.0), (1.0, 1.26)], "<0.1>你<0.3> <0.3>好，<0.6> "
-         "<0.8>世<1.0> <1.0>界<1.3>"),
+        (
+            "你好，世界",
+            "zh",
+            [(0.12, 0.3), (0.3, 0.55), (0.8, 1.0), (1.0, 1.26)],
+            "<0.1>你<0.3> <0.3>好，<0.6> <0.8>世<1.0> <1.0>界<1.3>",
+        ),
     ],
 )
 def test_srwt_target_round_trip(text, language, spans, target):

@@ -111,14 +111,26 @@ def tiny_ctc(tmp_path_factory) -> Path:
     from transformers import Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC
 
     d = tmp_path_factory.mktemp("ctc")
-    vocab = {"<pad>": 0, "<unk>": 1, "|": 2, **{c: i + 3 for i, c in enumerate("abcdefghijklmnopqrstuvwxyz'")}}
+    vocab = {
+        "<pad>": 0,
+        "<unk>": 1,
+        "|": 2,
+        **{c: i + 3 for i, c in enumerate("abcdefghijklmnopqrstuvwxyz'")},
+    }
     (d / "vocab.json").write_text(json.dumps(vocab))
     Wav2Vec2CTCTokenizer(str(d / "vocab.json"), pad_token="<pad>", unk_token="<unk>").save_pretrained(d)
     Wav2Vec2FeatureExtractor(do_normalize=True).save_pretrained(d)
     config = Wav2Vec2Config(
-        vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-        conv_dim=(8,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, pad_token_id=0,
-    )  # fmt: skip
+        vocab_size=len(vocab),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        conv_dim=(8,) * 7,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        pad_token_id=0,
+    )
     torch.manual_seed(0)
     Wav2Vec2ForCTC(config).save_pretrained(d)
     return d

@@ -59,7 +59,9 @@ def test_vad_padding_stays_inside_pauses_and_long_runs_split_at_the_longest_paus
     for c, ref in zip(padded, reference, strict=True):
         assert ref["start"] - 0.3 <= c.custom["segment"]["start"] <= ref["start"]
     # joining everything (split_pause 3 s) but capping at 8 s: split only at pauses, none mid-speech
-    capped = SileroVAD(padding=0.0, min_duration=0.3, split_pause=3.0, max_duration=8.0)([cut], ctx(tmp_path)).kept
+    capped = SileroVAD(padding=0.0, min_duration=0.3, split_pause=3.0, max_duration=8.0)(
+        [cut], ctx(tmp_path)
+    ).kept
     assert len(capped) >= 2 and all(c.duration <= 8.0 for c in capped)
     edges = {round(r["start"], 1) for r in reference} | {round(r["end"], 1) for r in reference}
     for c in capped:
@@ -84,7 +86,9 @@ def test_diarize_without_a_pipeline_folder_says_what_to_download(tmp_path):
         "imports": ["osum_data.label.longform"],
         "stages": [{"stage": "diarize", "pipeline": str(tmp_path / "nothing")}],
     }
-    with pytest.raises(ConfigError, match=r"hf download pyannote/speaker-diarization-community-1 --local-dir"):
+    with pytest.raises(
+        ConfigError, match=r"hf download pyannote/speaker-diarization-community-1 --local-dir"
+    ):
         build_config(raw, "p.yaml")
 
 
@@ -134,13 +138,21 @@ def tiny_pipeline(tmp_path_factory) -> Path:
         linear={"hidden_size": 16, "num_layers": 1},
     )
     seg.specifications = Specifications(
-        problem=Problem.MONO_LABEL_CLASSIFICATION, resolution=Resolution.FRAME, duration=2.0, min_duration=2.0,
-        warm_up=(0.0, 0.0), classes=["a", "b", "c"], powerset_max_classes=2, permutation_invariant=True,
-    )  # fmt: skip
+        problem=Problem.MONO_LABEL_CLASSIFICATION,
+        resolution=Resolution.FRAME,
+        duration=2.0,
+        min_duration=2.0,
+        warm_up=(0.0, 0.0),
+        classes=["a", "b", "c"],
+        powerset_max_classes=2,
+        permutation_invariant=True,
+    )
     seg.setup()
     _save(seg, out / "segmentation")
     emb = XVectorSincNet(sincnet={"stride": 10}, dimension=32)
-    emb.specifications = Specifications(problem=Problem.REPRESENTATION, resolution=Resolution.CHUNK, duration=2.0)
+    emb.specifications = Specifications(
+        problem=Problem.REPRESENTATION, resolution=Resolution.CHUNK, duration=2.0
+    )
     emb.setup()
     _save(emb, out / "embedding")
     (out / "plda").mkdir()
@@ -192,6 +204,8 @@ def test_diarize_plumbing_with_a_tiny_local_pipeline(tiny_pipeline, tmp_path):
         assert c.supervisions[0].speaker == t.speaker and t.speaker.startswith("two:c")
         assert c.custom["source_cut_id"] == "two" and c.custom["segment"]["source"] == "diarize"
         assert c.custom["segment"]["start"] == pytest.approx(t.start, abs=1e-3)
-    dropped = Diarize(pipeline=str(tiny_pipeline), overlap="drop", min_duration=0.0, chunk_s=4.0)([cut], ctx(tmp_path))
+    dropped = Diarize(pipeline=str(tiny_pipeline), overlap="drop", min_duration=0.0, chunk_s=4.0)(
+        [cut], ctx(tmp_path)
+    )
     overlapped = sum(1 for c in res.kept if c.custom["segment"].get("overlap_s", 0) > 0)
     assert len(dropped.kept) == len(res.kept) - overlapped

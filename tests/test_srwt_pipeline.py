@@ -22,8 +22,12 @@ REPO = Path(__file__).resolve().parents[1]
 def test_srwt_contract_on_prepare_tsv_output(tmp_path, ray_session):
     build_asterisk_corpus(tmp_path / "corpus", limit=40)
     prepare("tsv", tmp_path / "corpus", tmp_path / "import")
-    cfg = load_pipeline(REPO / "pipelines/srwt.yaml", ["audio_policy.min_sampling_rate=8000", "shard_size=20"])
-    res = run_pipeline(cfg, tmp_path / "import" / "cuts.jsonl.gz", tmp_path / "out", workers=2, progress=False)
+    cfg = load_pipeline(
+        REPO / "pipelines/srwt.yaml", ["audio_policy.min_sampling_rate=8000", "shard_size=20"]
+    )
+    res = run_pipeline(
+        cfg, tmp_path / "import" / "cuts.jsonl.gz", tmp_path / "out", workers=2, progress=False
+    )
     s = res.summary
     assert s["in"] == 40 and s["in"] == s["out"] + s["rejected"]
     assert s["out"] >= 30, s["rejected_by_reason"]

@@ -132,7 +132,7 @@ def test_malformed_textgrids(tmp_path):
     bad = TEXTGRID_LONG.replace("xmax = 1.5\n            text", "xmax = oops\n            text")
     with pytest.raises(TimingFileError, match=r"u.TextGrid:26: expected an interval end, got 'world'"):
         read_textgrid(write(tmp_path, "u.TextGrid", bad))
-    backwards = TEXTGRID_SHORT.replace("1.2\n2.5\n\"world\"", "2.6\n2.5\n\"world\"")
+    backwards = TEXTGRID_SHORT.replace('1.2\n2.5\n"world"', '2.6\n2.5\n"world"')
     with pytest.raises(TimingFileError, match=r"s.TextGrid:16: interval end 2.5 is before its start 2.6"):
         read_textgrid(write(tmp_path, "s.TextGrid", backwards))
     with pytest.raises(TimingFileError, match="file ends while reading"):
@@ -184,7 +184,9 @@ def _prompt_cut(name: str, text: str, cut_id: str) -> MonoCut:
     cut = rec.to_cut()
     cut.id = cut_id
     cut.supervisions = [
-        SupervisionSegment(id=cut_id, recording_id=cut_id, start=0, duration=rec.duration, text=text, language="en")
+        SupervisionSegment(
+            id=cut_id, recording_id=cut_id, start=0, duration=rec.duration, text=text, language="en"
+        )
     ]
     return cut
 
@@ -216,7 +218,10 @@ def test_align_import_keeps_agreeing_and_rejects_disagreeing(tmp_path):
 
 def test_a_malformed_import_file_stops_the_pipeline_at_load_with_its_row(tmp_path):
     ctm = write(tmp_path, "a.ctm", "u 1 0 0.5 ok\nu 1 0.5 x ok\n")
-    raw = {"imports": ["osum_data.label.align"], "stages": [{"stage": "align_import", "name": "align", "path": str(ctm)}]}
+    raw = {
+        "imports": ["osum_data.label.align"],
+        "stages": [{"stage": "align_import", "name": "align", "path": str(ctm)}],
+    }
     with pytest.raises(ConfigError, match=r"stage 'align': .*a.ctm:2: duration 'x' is not a number"):
         build_config(raw, "p.yaml")
 

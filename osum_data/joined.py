@@ -10,6 +10,7 @@ the VAD tests, and the demo's long-form recording.
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from dataclasses import asdict, dataclass
@@ -45,6 +46,16 @@ def speech_extent(
     if not len(loud):
         raise ValueError("no frame above the threshold")
     return int(loud[0] * frame), int((loud[-1] + 1) * frame)
+
+
+def _has_speech(name: str) -> bool:
+    """False for prompts that are tones or too quiet to find speech in."""
+    audio, rate = sf.read(SOUNDS_DIR / f"{name}.wav", dtype="float32")
+    try:
+        speech_extent(audio, rate)
+    except ValueError:
+        return False
+    return True
 
 
 def join_prompts(
@@ -106,9 +117,12 @@ def longform_recording(out_dir: Path, n_prompts: int = 12, seed: int = 0) -> Pat
     rng = random.Random(seed)
     texts = asterisk_transcripts()
     sentences = sorted(
-        k for k, v in texts.items() if len(v.split()) >= 3 and (SOUNDS_DIR / f"{k}.wav").exists()
+        k
+        for k, v in texts.items()
+        if len(v.split()) >= 3 and "[" not in v and (SOUNDS_DIR / f"{k}.wav").exists()
     )
-    names = rng.sample(sentences, n_prompts)
+    rng.shuffle(sentences)
+    names = list(itertools.islice((k for k in sentences if _has_speech(k)), n_prompts))
     gaps = [round(rng.uniform(0.8, 2.0), 3) for _ in range(n_prompts + 1)]
     audio_dir = out_dir / "audio"
     pieces = join_prompts(names, gaps, audio_dir / "long_000.wav", seed=seed, texts=texts)

@@ -155,3 +155,20 @@ def test_ctc_aligner_loads_a_local_checkpoint_and_aligns_real_speech(joined, tin
 def test_ctc_aligner_without_checkpoint_says_what_is_missing(tmp_path):
     with pytest.raises(RuntimeError, match=r"holds no CTC checkpoint \(config.json\)"):
         CTCAligner(model_dir=str(tmp_path))
+
+
+def test_pocketsphinx_retries_with_wide_beams_where_default_beams_prune_the_word(tmp_path):
+    import librosa
+    import soundfile as sf
+
+    from osum_data.demo import SOUNDS_DIR
+
+    x, sr = sf.read(SOUNDS_DIR / "digits/6.wav", dtype="float32")
+    audio = librosa.resample(x, orig_sr=sr, target_sr=16000)  # with this resampling the default
+    stage = PocketSphinxAligner()  # beams find no alignment of "six"
+    pcm = (np.clip(audio, -1, 1) * 32767).astype(np.int16).tobytes()
+    assert stage._run(stage.decoder, ["six"], pcm) is None
+    from osum_data.demo import prompt_cut
+
+    spans = stage.align(audio, reference_words("six"), "en", prompt_cut("digits/6", "six"))
+    assert stage._wide is not None and 0.3 < spans[0].start < spans[0].end < 0.7

@@ -26,7 +26,7 @@ def shipped_model() -> tuple[str, str]:
     return get_model_path("en-us/en-us"), get_model_path("en-us/cmudict-en-us.dict")
 
 
-@register_stage("align_pocketsphinx", version=1, num_cpus=1)
+@register_stage("align_pocketsphinx", version=2, num_cpus=1)
 class PocketSphinxAligner(AlignerStage):
     """Word spans by PocketSphinx forced alignment; `model_dir`/`dictionary` default to the
     package's en-us model, `languages` are those the model can align."""
@@ -45,10 +45,24 @@ class PocketSphinxAligner(AlignerStage):
 
         hmm, dic = shipped_model()
         self.languages = tuple(languages)
-        self.decoder = Decoder(
+        settings = dict(
             hmm=model_dir or hmm, dict=dictionary or dic, lm=None, samprate=SAMPLE_RATE, loglevel="FATAL"
         )
+        self.decoder = Decoder(**settings)
+        self._settings = settings
+        self._wide = None  # built on first need: the retry with wide beams
         self.frame_rate = float(self.decoder.config["frate"])
+
+    def _run(self, decoder, tokens: list[str], pcm: bytes):
+        """Aligned segments of the tokens, or None when the search found no complete alignment."""
+        decoder.set_align_text(" ".join(tokens))
+        decoder.start_utt()
+        decoder.process_raw(pcm, full_utt=True)
+        decoder.end_utt()
+        if decoder.hyp() is None:
+            return None
+        segs = [s for s in decoder.seg() if not (s.word.startswith(("<", "[")) or s.word.endswith("]"))]
+        return segs if [_ALTERNATE.sub("", s.word) for s in segs] == tokens else None
 
     def align(self, audio: np.ndarray, words: list[RefWord], language: str, cut: Cut) -> list[Span | None]:
         tokens = [t for w in words for t in w.spoken]
@@ -58,19 +72,15 @@ class PocketSphinxAligner(AlignerStage):
                 "oov_word", f"cut {cut.id}: not in the pronunciation dictionary: {', '.join(missing)}"
             )
         pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16).tobytes()
-        d = self.decoder
-        d.set_align_text(" ".join(tokens))
-        d.start_utt()
-        d.process_raw(pcm, full_utt=True)
-        d.end_utt()
-        if d.hyp() is None:
-            raise Reject("align_failed", f"cut {cut.id}: pocketsphinx found no alignment of the transcript")
-        segs = [s for s in d.seg() if not (s.word.startswith(("<", "[")) or s.word.endswith("]"))]
-        got = [_ALTERNATE.sub("", s.word) for s in segs]
-        if got != tokens:
-            raise Reject(
-                "align_failed", f"cut {cut.id}: aligned words {got} differ from the transcript's {tokens}"
-            )
+        segs = self._run(self.decoder, tokens, pcm)
+        if segs is None:  # pruned away with the default beams: once more with wide ones (slower)
+            if self._wide is None:
+                from pocketsphinx import Decoder
+
+                self._wide = Decoder(**self._settings, beam=1e-100, wbeam=1e-80, pbeam=1e-100)
+            segs = self._run(self._wide, tokens, pcm)
+        if segs is None:
+            raise Reject("align_failed", f"cut {cut.id}: pocketsphinx found no alignment of every word")
         # seg() frames are inclusive: a word covering frames 33..45 spans 0.33-0.46 s.
         spans = [Span(s.start_frame / self.frame_rate, (s.end_frame + 1) / self.frame_rate) for s in segs]
         return word_spans_from_tokens(words, spans)

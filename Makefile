@@ -24,6 +24,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/train_padding.py
 	$(VENV)/bin/python bench/llm_rate.py
 	$(VENV)/bin/python bench/augment.py
+	$(VENV)/bin/python bench/align_fidelity.py
 
 clean:
 	rm -rf manifests/demo .pytest_cache

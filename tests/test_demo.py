@@ -53,6 +53,17 @@ def test_demo_builds_validated_asr_samples_and_an_osum_export(demo):
     assert summary["in"] == 120 == summary["out"] + summary["rejected"]
     assert summary["out"] >= 100  # the prompts are real speech; only a few are tones or silence
     assert summary["rejected_by_reason"]  # ... and those few are rejected with a reason
+
+    srwt = json.loads((out / "srwt" / "summary.json").read_text())
+    assert srwt["in"] == 120 == srwt["out"] + srwt["rejected"] and srwt["out"] >= 80
+    for cut in CutSet.from_file(out / "srwt" / "cuts.jsonl.gz"):
+        words = parse_target(cut.custom["task"], cut.custom["target"]).words
+        assert [w.text for w in words] == [a.symbol for a in cut.supervisions[0].alignment["word"]]
+    longform = json.loads((out / "longform" / "summary.json").read_text())
+    assert longform["in"] == 1 and longform["out"] >= 3  # one long recording -> segments
+    assert all(
+        c.custom["source_cut_id"] == "long_000" for c in CutSet.from_file(out / "longform" / "cuts.jsonl.gz")
+    )
     assert summary["hours_by_task"]["<TRANSCRIBE>"] > 0
 
     cuts = CutSet.from_file(out / "asr" / "cuts.jsonl.gz")

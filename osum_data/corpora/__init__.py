@@ -19,6 +19,7 @@ from osum_data.corpora.esd import prepare_esd
 from osum_data.corpora.iemocap import prepare_iemocap
 from osum_data.corpora.kespeech import prepare_kespeech
 from osum_data.corpora.librispeech import prepare_librispeech
+from osum_data.corpora.longform import prepare_longform
 from osum_data.corpora.meld import prepare_meld
 from osum_data.corpora.noise import prepare_musan, prepare_rirs_noises
 from osum_data.corpora.nonspeech7k import prepare_nonspeech7k
@@ -51,6 +52,8 @@ PREPARERS: dict[str, Callable[[Path, Path], ImportReport]] = {
     # noise / reverberation sources for augmentation (cuts without supervisions, custom.kind)
     "musan": prepare_musan,
     "rirs_noises": prepare_rirs_noises,
+    # long raw recordings (one cut per file, no supervision) for the long-form pipeline
+    "longform": prepare_longform,
 }
 
 

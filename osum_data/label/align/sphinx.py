@@ -1,0 +1,86 @@
+"""`align_pocketsphinx`: forced alignment with PocketSphinx's shipped US-English model (offline).
+
+The decoder searches only the reference word sequence (with optional silences between words), so
+every word gets a span unless the audio cannot be matched at all. Frames are 10 ms. Words missing
+from the pronunciation dictionary are rejected by name (`oov_word`) rather than guessed.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+from lhotse.cut import Cut
+
+from osum_data.label.align.base import SAMPLE_RATE, AlignerStage
+from osum_data.label.align.words import RefWord, Span, word_spans_from_tokens
+from osum_data.run.stage import Reject, register_stage
+
+_ALTERNATE = re.compile(r"\(\d+\)$")  # 'a(2)': the second pronunciation of 'a'
+
+
+def shipped_model() -> tuple[str, str]:
+    """(acoustic model dir, dictionary) of the en-us model inside the pocketsphinx package."""
+    from pocketsphinx import get_model_path
+
+    return get_model_path("en-us/en-us"), get_model_path("en-us/cmudict-en-us.dict")
+
+
+@register_stage("align_pocketsphinx", version=2, num_cpus=1)
+class PocketSphinxAligner(AlignerStage):
+    """Word spans by PocketSphinx forced alignment; `model_dir`/`dictionary` default to the
+    package's en-us model, `languages` are those the model can align."""
+
+    source = "model:pocketsphinx-en-us"
+
+    def __init__(
+        self,
+        model_dir: str | None = None,
+        dictionary: str | None = None,
+        languages: list[str] = ("en",),
+        allow_zero_length: bool = False,
+    ):
+        super().__init__(allow_zero_length)
+        from pocketsphinx import Decoder
+
+        hmm, dic = shipped_model()
+        self.languages = tuple(languages)
+        settings = dict(
+            hmm=model_dir or hmm, dict=dictionary or dic, lm=None, samprate=SAMPLE_RATE, loglevel="FATAL"
+        )
+        self.decoder = Decoder(**settings)
+        self._settings = settings
+        self._wide = None  # built on first need: the retry with wide beams
+        self.frame_rate = float(self.decoder.config["frate"])
+
+    def _run(self, decoder, tokens: list[str], pcm: bytes):
+        """Aligned segments of the tokens, or None when the search found no complete alignment."""
+        decoder.set_align_text(" ".join(tokens))
+        decoder.start_utt()
+        decoder.process_raw(pcm, full_utt=True)
+        decoder.end_utt()
+        if decoder.hyp() is None:
+            return None
+        segs = [s for s in decoder.seg() if not (s.word.startswith(("<", "[")) or s.word.endswith("]"))]
+        return segs if [_ALTERNATE.sub("", s.word) for s in segs] == tokens else None
+
+    def align(self, audio: np.ndarray, words: list[RefWord], language: str, cut: Cut) -> list[Span | None]:
+        tokens = [t for w in words for t in w.spoken]
+        missing = sorted({t for t in tokens if self.decoder.lookup_word(t) is None})
+        if missing:
+            raise Reject(
+                "oov_word", f"cut {cut.id}: not in the pronunciation dictionary: {', '.join(missing)}"
+            )
+        pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16).tobytes()
+        segs = self._run(self.decoder, tokens, pcm)
+        if segs is None:  # pruned away with the default beams: once more with wide ones (slower)
+            if self._wide is None:
+                from pocketsphinx import Decoder
+
+                self._wide = Decoder(**self._settings, beam=1e-100, wbeam=1e-80, pbeam=1e-100)
+            segs = self._run(self._wide, tokens, pcm)
+        if segs is None:
+            raise Reject("align_failed", f"cut {cut.id}: pocketsphinx found no alignment of every word")
+        # seg() frames are inclusive: a word covering frames 33..45 spans 0.33-0.46 s.
+        spans = [Span(s.start_frame / self.frame_rate, (s.end_frame + 1) / self.frame_rate) for s in segs]
+        return word_spans_from_tokens(words, spans)

@@ -105,7 +105,8 @@ def test_real_female_speech(tmp_path: Path) -> None:
     audio, text = speech("agent-pass", 16000)
     path = tmp_path / "agent-pass.wav"
     sf.write(path, audio, 16000)
-    cut = get_stage("acoustic_attributes")()([make_cut(path, text, gender="female")]).kept[0]
+    stage = get_stage("acoustic_attributes").factory()  # as a worker builds it
+    cut = stage([make_cut(path, text, gender="female")], None).kept[0]
     custom = cut.supervisions[0].custom
     assert 150 <= custom["pitch"]["f0_hz"] <= 260 and custom["pitch"]["level"] in ("low", "medium")
     assert custom["speed"]["unit"] == "syllables_per_s" and 2.0 < custom["speed"]["rate"] < 7.0

@@ -81,8 +81,8 @@ def test_resolve_endpoint_starts_the_embedded_server_when_nothing_is_configured(
         with urllib.request.urlopen(f"{resolved.base_url}/models", timeout=5) as r:
             assert r.status == 200
         port = int(resolved.base_url.split(":")[2].split("/")[0])
-    with socket.socket() as s:  # stopped: the port is free again
-        s.bind(("127.0.0.1", port))
+    with socket.socket() as s:  # stopped: nothing listens there any more
+        assert s.connect_ex(("127.0.0.1", port)) != 0
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
     with resolve_endpoint(LLMSettings(model="remote")) as resolved:  # configured: nothing started
         assert (resolved.base_url, resolved.model) == ("http://127.0.0.1:9/v1", "remote")

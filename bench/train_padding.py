@@ -44,7 +44,7 @@ def padding(sampler, fmt: PromptFormat) -> dict[str, float]:
             prefix, suffix = fmt.around_speech(c.custom["instruction"])
             n_frames = c.num_samples // HOP
             n_speech = int(speech_lengths(torch.tensor(n_frames)))
-            n_target = len(fmt._encode(c.custom["target"])) + 1
+            n_target = len(fmt.encode(c.custom["target"])) + 1
             f.append(n_frames)
             t.append(len(prefix) + n_speech + len(suffix) + n_target)
         frames += sum(f)

@@ -168,3 +168,47 @@ def test_cuts_that_are_not_task_samples_are_refused(fmt):
     cut.custom = {}
     with pytest.raises(ValueError, match="custom.task"):
         SpeechLLMDataset(fmt, DataConfig(), seed=0)[(Position(0, 1, 1), CutSet.from_cuts([cut]))]
+
+
+def long_task_cut(tmp_path, seconds: float = 31.0):
+    """A templated ASR cut of real speech longer than Whisper's 30 s window."""
+    import numpy as np
+    import soundfile as sf
+    from lhotse import Recording, SupervisionSegment
+
+    from osum_data.template.builder import template
+
+    audio, text = speech("activated")
+    path = tmp_path / "long.wav"
+    sf.write(path, np.resize(audio, int(seconds * 16000)), 16000)
+    cut = Recording.from_file(path, recording_id="long").to_cut()
+    cut.id = "long_31s"
+    sup = SupervisionSegment(id=cut.id, recording_id="long", start=0, duration=cut.duration, text=text,
+                             language="en", speaker="allison", gender="female")  # fmt: skip
+    cut.supervisions = [sup]
+    return template(cut, task="asr")
+
+
+def test_dev_cuts_over_30_s_are_skipped_and_listed(tmp_path, fmt):
+    """Bug 3 of issue 10: only the training set was length-filtered; a 31 s dev cut crashed the
+    encoder at the first evaluation."""
+    cuts = CutSet.from_cuts(list(demo_task_cuts(3)) + [long_task_cut(tmp_path)])
+    cfg = DataConfig(max_duration=100.0, num_workers=0, num_buckets=2)
+    loader = make_loader(cuts, fmt, cfg, seed=0, train=False, epochs=1)
+    seen = [i for b in loader for i in b["ids"]]
+    assert sorted(seen) == sorted(c.id for c in cuts if c.id != "long_31s")
+    assert all(b["mel"].shape[-1] <= 3000 for b in loader)
+    assert loader.cut_filter.counts == {"too_long": 1}
+    assert "longer than 30 s" in loader.cut_filter.ids["long_31s"]
+
+
+def test_dev_sets_smaller_than_the_bucket_count_are_batched_plainly(fmt):
+    """Bug 4 of issue 10: Lhotse's bucketing asserts num_buckets <= number of cuts."""
+    cuts = demo_task_cuts(3)
+    cfg = DataConfig(max_duration=100.0, num_workers=0, num_buckets=10, bucketing=True)
+    batches = list(make_loader(cuts, fmt, cfg, seed=0, train=False, epochs=1))
+    assert sorted(i for b in batches for i in b["ids"]) == sorted(c.id for c in cuts)
+    # a large enough set still gets duration buckets
+    assert type(make_sampler(demo_task_cuts(12), cfg.__class__(num_buckets=4), 0, 1, 0, False)).__name__ == (
+        "DynamicBucketingSampler"
+    )

@@ -123,6 +123,7 @@ class TrainConfig:
     eval_every: int = 0
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32
     distributed: str = "ddp"  # ddp | fsdp (only used when launched with torchrun)
+    dist_backend: str | None = None  # the accelerator's collective backend (default nccl; hccl on Ascend)
     log_cut_ids: bool = False  # write cut_ids.rank<R>.jsonl (audit which rank saw what)
 
 

@@ -11,9 +11,10 @@ Every random choice of a batch (SpecAugment, instruction redraw) comes from a ge
 from __future__ import annotations
 
 import hashlib
+import itertools
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +51,57 @@ def open_cuts(spec: str | Path) -> CutSet:
     return CutSet.from_jsonl_lazy(path)
 
 
-def _short_enough(max_duration: float, cut: Cut) -> bool:
-    return cut.duration <= max_duration
+class CutFilter:
+    """Keeps the cuts the model can take and counts the others by reason (nothing is dropped
+    silently): cuts longer than Whisper's 30 s window (`max_cut_duration`) and, when
+    `max_target_tokens` is set, targets longer than that many tokens with the eos (OSUM drops
+    targets over 200 tokens). `record_ids` also keeps the id and reason of every skipped cut (dev
+    and test sets, whose skipped cuts decoding lists)."""
+
+    def __init__(
+        self,
+        max_duration: float,
+        max_target_tokens: int | None = None,
+        fmt: PromptFormat | None = None,
+        record_ids: bool = False,
+    ):
+        if max_target_tokens is not None and fmt is None:
+            raise ValueError("a target token cap needs the prompt format's tokenizer")
+        self.max_duration = max_duration
+        self.max_target_tokens = max_target_tokens
+        self.fmt = fmt
+        self.counts: Counter[str] = Counter()
+        self.ids: dict[str, str] | None = {} if record_ids else None
+
+    def reason(self, cut: Cut) -> tuple[str, str] | None:
+        """(code, human reason) of a cut to skip, None for a cut to keep."""
+        if cut.duration > self.max_duration:
+            return "too_long", f"{cut.duration:.2f} s is longer than {self.max_duration:g} s"
+        if self.max_target_tokens is not None:
+            n = len(self.fmt.encode((cut.custom or {}).get("target") or "")) + 1
+            if n > self.max_target_tokens:
+                return "target_too_long", f"target of {n} tokens with eos exceeds {self.max_target_tokens}"
+        return None
+
+    def __call__(self, cut: Cut) -> bool:
+        why = self.reason(cut)
+        if why is None:
+            return True
+        if self.ids is None:
+            self.counts[why[0]] += 1
+        elif cut.id not in self.ids:  # a probe and the real pass both see the cut: count it once
+            self.ids[cut.id] = why[1]
+            self.counts[why[0]] += 1
+        return False
+
+    @property
+    def skipped(self) -> int:
+        return sum(self.counts.values())
+
+
+def has_at_least(cuts: CutSet, n: int) -> bool:
+    """Whether iterating `cuts` yields `n` cuts (reads at most n; a lazy set restarts on each pass)."""
+    return sum(1 for _ in itertools.islice(iter(cuts), n)) >= n
 
 
 def mix(specs: list[str], weights: list[float] | None, seed: int, max_cut_duration: float) -> CutSet:
@@ -60,7 +110,8 @@ def mix(specs: list[str], weights: list[float] | None, seed: int, max_cut_durati
     interleaves; once the small set is exhausted the mix would be the large one alone)."""
     if weights is not None and len(weights) != len(specs):
         raise ValueError(f"{len(specs)} training manifests but {len(weights)} weights")
-    sets = [open_cuts(s).filter(partial(_short_enough, max_cut_duration)) for s in specs]
+    keep = CutFilter(max_cut_duration)
+    sets = [open_cuts(s).filter(keep) for s in specs]
     if len(sets) == 1:
         return sets[0]
     return CutSet.mux(*[s.repeat() for s in sets], weights=weights or [1.0] * len(sets), seed=seed)
@@ -101,11 +152,15 @@ class TokenAwareConstraint(TimeConstraint):
         self.longest_tokens = 0.0
 
 
-def make_sampler(cuts: CutSet, cfg: DataConfig, seed: int, world_size: int, rank: int, shuffle: bool):
+def make_sampler(
+    cuts: CutSet, cfg: DataConfig, seed: int, world_size: int, rank: int, shuffle: bool, finite: bool = True
+):
+    """Duration-bucketed batches (`cfg.bucketing`), else random ones. A finite set with fewer cuts
+    than `num_buckets` cannot be split into buckets (Lhotse asserts): it is batched plainly."""
     constraint = TokenAwareConstraint(
         max_duration=cfg.max_duration, max_cuts=cfg.max_cuts, max_tokens=cfg.max_tokens
     )
-    if cfg.bucketing:
+    if cfg.bucketing and cfg.num_buckets > 1 and not (finite and not has_at_least(cuts, cfg.num_buckets)):
         return DynamicBucketingSampler(
             cuts,
             constraint=constraint,
@@ -152,6 +207,8 @@ class PositionedSampler:
                 index += 1
                 yield Position(epoch, n, index), cuts
             if n == 0:
+                if self.epochs is not None:
+                    return  # an empty dev/test set (or every cut skipped): nothing to evaluate
                 raise ValueError("the training manifest yields no batch (empty, or every cut filtered out)")
             epoch, skip = epoch + 1, 0
 
@@ -249,12 +306,28 @@ def make_loader(
     with_targets: bool = True,
     start: Position | None = None,
     epochs: int | None = None,
+    pin_memory: bool = False,
 ) -> torch.utils.data.DataLoader:
-    """`train`: shuffled, augmented, endless unless `epochs`; else one pass in manifest order.
-    `with_targets=False`: decoding batches."""
-    sampler = make_sampler(cuts, cfg, seed, world_size, rank, shuffle=train and cfg.shuffle)
+    """`train`: shuffled, augmented, endless unless `epochs`; else one pass in manifest order,
+    where cuts the model cannot take (over `max_cut_duration`) are skipped and listed in the
+    returned loader's `cut_filter` (dev sets are not filtered by the pipelines' training filters).
+    `with_targets=False`: decoding batches. `pin_memory`: page-locked batches, so that the copy
+    to a GPU with `non_blocking=True` really overlaps with compute."""
+    cut_filter = None
+    if not train:
+        cut_filter = CutFilter(cfg.max_cut_duration, record_ids=True)
+        cuts = cuts.filter(cut_filter)
+    sampler = make_sampler(
+        cuts,
+        cfg,
+        seed,
+        world_size,
+        rank,
+        shuffle=train and cfg.shuffle,
+        finite=not train or epochs is not None,
+    )
     dataset = SpeechLLMDataset(fmt, cfg, seed, train=train, with_targets=with_targets)
-    return torch.utils.data.DataLoader(
+    loader = torch.utils.data.DataLoader(
         dataset,
         sampler=PositionedSampler(sampler, start, epochs),
         batch_size=None,
@@ -262,4 +335,7 @@ def make_loader(
         # A private generator: creating the loader must not consume the global RNG (exact resume).
         generator=torch.Generator().manual_seed(seed),
         persistent_workers=False,
+        pin_memory=pin_memory,
     )
+    loader.cut_filter = cut_filter
+    return loader

@@ -35,6 +35,13 @@ def padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
     return torch.arange(max_len, device=lengths.device)[None, :] >= lengths[:, None]
 
 
+def zero_padding(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B, C, T) with the frames at and beyond each row's length set to 0: what a convolution's own
+    zero padding shows it when the utterance is alone, so a centred kernel at the last real frame
+    computes the same value whatever else is in the batch."""
+    return x.masked_fill(padding_mask(lengths.to(x.device), x.shape[-1])[:, None, :], 0.0)
+
+
 class ShortWhisperEncoder(WhisperEncoder):
     """HF's Whisper encoder with a forward that takes any length up to 30 s.
 
@@ -45,8 +52,10 @@ class ShortWhisperEncoder(WhisperEncoder):
     """
 
     def forward(self, input_features: torch.Tensor, lengths: torch.Tensor | None = None):  # type: ignore[override]
-        x = F.gelu(self.conv1(input_features))
-        x = F.gelu(self.conv2(x)).permute(0, 2, 1)
+        if lengths is None:
+            lengths = torch.full((input_features.shape[0],), input_features.shape[-1])
+        x = F.gelu(self.conv1(zero_padding(input_features, lengths)))
+        x = F.gelu(self.conv2(zero_padding(x, lengths))).permute(0, 2, 1)
         n = x.shape[1]
         if n > self.max_source_positions:
             raise ValueError(
@@ -55,7 +64,7 @@ class ShortWhisperEncoder(WhisperEncoder):
             )
         x = x + self.embed_positions.weight[:n].to(x.dtype)
         x = F.dropout(x, p=self.dropout, training=self.training)
-        out_lens = conv_out(lengths, 2) if lengths is not None else torch.full((x.shape[0],), n)
+        out_lens = conv_out(lengths, 2)
         mask = None
         pad = padding_mask(out_lens.to(x.device), n)
         if pad.any():
@@ -96,7 +105,7 @@ class Adapter(nn.Module):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = x.transpose(1, 2)
         for conv in self.convs:
-            x = F.gelu(conv(x))
+            x = F.gelu(conv(zero_padding(x, lengths)))
             lengths = conv_out(lengths, conv.stride[0])
         x = x.transpose(1, 2)
         if self.transformer is not None:

@@ -39,7 +39,7 @@ class PromptFormat:
             raise ValueError("data.chat_template is on but the tokenizer has no chat template")
         self._cache: dict[str, tuple[list[int], list[int]]] = {}
 
-    def _encode(self, text: str) -> list[int]:
+    def encode(self, text: str) -> list[int]:
         return self.tok(text, add_special_tokens=False)["input_ids"] if text else []
 
     def around_speech(self, instruction: str) -> tuple[list[int], list[int]]:
@@ -52,12 +52,12 @@ class PromptFormat:
                 before, after = text.split(SPEECH_MARK)
             else:
                 before, after = instruction, ""
-            self._cache[instruction] = (self._encode(before), self._encode(after))
+            self._cache[instruction] = (self.encode(before), self.encode(after))
         return self._cache[instruction]
 
     def sample(self, instruction: str, speech_len: int, target: str | None) -> Sample:
         prefix, suffix = self.around_speech(instruction)
-        tgt = [] if target is None else self._encode(target) + [self.eos_id]
+        tgt = [] if target is None else self.encode(target) + [self.eos_id]
         return Sample(prefix, speech_len, suffix, tgt)
 
     def decode(self, ids: list[int]) -> str:

@@ -26,9 +26,10 @@ import yaml
 from training.checkpoint import latest_checkpoint, load_checkpoint, load_trainable, save_checkpoint
 from training.config import Config, OptimConfig, load_config
 from training.data import Position, make_loader, mix, open_cuts
-from training.distributed import Dist, all_sum, no_sync, setup, teardown, wrap
+from training.distributed import Dist, no_sync, setup, teardown, wrap
 from training.model import build_model, count_parameters
 from training.sequence import PromptFormat
+from training.stats import Stats
 
 MODEL_KEYS = ("mel", "mel_lens", "input_ids", "speech_mask", "attention_mask", "labels")
 
@@ -60,50 +61,6 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: batch[k].to(device, non_blocking=True) for k in MODEL_KEYS}
 
 
-class Stats:
-    """Sums over micro-batches and ranks: one tensor, so one all_reduce per logged step."""
-
-    SCALARS = (
-        "loss_sum",
-        "target_tokens",
-        "audio_s",
-        "frames",
-        "padded_frames",
-        "tokens",
-        "padded_tokens",
-        "cuts",
-    )
-
-    def __init__(self, task_keys: list[str]):
-        self.keys = task_keys
-        self.v = torch.zeros(len(self.SCALARS) + 2 * len(task_keys), dtype=torch.float64)
-
-    def add(self, batch: dict[str, Any], out: dict[str, torch.Tensor]) -> None:
-        s = out["sample_loss_sum"].detach().double().cpu()
-        n = out["sample_tokens"].detach().double().cpu()
-        values = (s.sum(), n.sum(), batch["audio_seconds"], batch["audio_frames"], batch["padded_frames"],
-                  batch["tokens"], batch["padded_tokens"], len(batch["ids"]))  # fmt: skip
-        for i, x in enumerate(values):
-            self.v[i] += float(x)
-        base = len(self.SCALARS)
-        for task, loss_sum, count in zip(batch["tasks"], s, n, strict=True):
-            j = self.keys.index(task) if task in self.keys else None
-            if j is not None:
-                self.v[base + 2 * j] += loss_sum
-                self.v[base + 2 * j + 1] += count
-
-    def reduce(self) -> dict[str, Any]:
-        v = all_sum(self.v.clone()).tolist()
-        d = dict(zip(self.SCALARS, v[: len(self.SCALARS)], strict=True))
-        base = len(self.SCALARS)
-        by_task = {
-            k: v[base + 2 * j] / v[base + 2 * j + 1]
-            for j, k in enumerate(self.keys)
-            if v[base + 2 * j + 1] > 0
-        }
-        return {**d, "loss": d["loss_sum"] / max(1.0, d["target_tokens"]), "loss_by_task": by_task}
-
-
 def task_keys() -> list[str]:
     from osum_data.tasks import registry
 
@@ -113,14 +70,20 @@ def task_keys() -> list[str]:
 @torch.no_grad()
 def evaluate(wrapped: torch.nn.Module, loader, cfg: Config, d: Dist) -> dict[str, Any]:
     wrapped.eval()
-    stats = Stats(task_keys())
+    stats = Stats(task_keys(), d.device)
     for batch in loader:
         with autocast(cfg, d.device):
             out = wrapped(to_device(batch, d.device))
         stats.add(batch, out)
     wrapped.train()
     r = stats.reduce()
-    return {"dev_loss": r["loss"], "dev_loss_by_task": r["loss_by_task"], "dev_cuts": int(r["cuts"])}
+    return {
+        "dev_loss": r["loss"],
+        "dev_loss_by_task": r["loss_by_task"],
+        "dev_cuts": int(r["cuts"]),
+        # every rank reads the whole dev manifest and skips the same cuts: no reduction needed
+        "dev_skipped": dict(loader.cut_filter.counts),
+    }
 
 
 def truncate_log(path: Path, step: int) -> None:
@@ -129,6 +92,38 @@ def truncate_log(path: Path, step: int) -> None:
         line for line in path.read_text(encoding="utf-8").splitlines() if json.loads(line)["step"] <= step
     ]
     path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+
+def build_loaders(
+    cfg: Config,
+    fmt: PromptFormat,
+    train_specs: list[str],
+    weights: list[float] | None,
+    dev_spec: str | None,
+    d: Dist,
+    start: Position,
+):
+    """The training loader (from `start`) and the dev loader (None without `dev_spec`). Batches
+    for a GPU are pinned, so `to_device`'s non_blocking copies overlap with compute."""
+    pin = d.device.type == "cuda"
+    cuts = mix(train_specs, weights, cfg.data.mux_seed, cfg.data.max_cut_duration)
+    loader = make_loader(
+        cuts, fmt, cfg.data, cfg.seed, d.world, d.rank, train=True, start=start, pin_memory=pin
+    )
+    dev_loader = None
+    if dev_spec:
+        dev_loader = make_loader(
+            open_cuts(dev_spec),
+            fmt,
+            cfg.data,
+            cfg.seed,
+            d.world,
+            d.rank,
+            train=False,
+            epochs=1,
+            pin_memory=pin,
+        )
+    return loader, dev_loader
 
 
 class Logger:
@@ -162,7 +157,7 @@ def train(
     resume: bool = False,
     stop_after_steps: int | None = None,
 ) -> dict[str, Any]:
-    d = setup()
+    d = setup(cfg.train.dist_backend)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     ckpt = latest_checkpoint(output)
@@ -190,20 +185,15 @@ def train(
     step, start = 0, Position(0, 0, 0)
     if ckpt is not None:
         step, start = load_checkpoint(ckpt, model, optimizer, scheduler)
-        # Records written after that checkpoint (a run killed later) are about to be redone.
-        for log_file in [output / "train_log.jsonl", output / f"cut_ids.rank{d.rank}.jsonl"]:
-            if log_file.exists() and (d.main or log_file.name.startswith("cut_ids")):
-                truncate_log(log_file, step)
     else:
         torch.manual_seed(cfg.seed + d.rank)  # dropout differs per rank, same on every run
+    for log_file in (output / "train_log.jsonl", output / f"cut_ids.rank{d.rank}.jsonl"):
+        if log_file.exists() and (d.main or log_file.name.startswith("cut_ids")):
+            # Resumed: records written after the checkpoint (a run killed later) are about to be
+            # redone. Fresh: the records of a run that died before its first checkpoint go.
+            truncate_log(log_file, step)
     fmt = PromptFormat(tokenizer, cfg.data.chat_template, cfg.data.system_prompt)
-    cuts = mix(train_specs, weights, cfg.data.mux_seed, cfg.data.max_cut_duration)
-    loader = make_loader(cuts, fmt, cfg.data, cfg.seed, d.world, d.rank, train=True, start=start)
-    dev_loader = None
-    if dev_spec:
-        dev_loader = make_loader(
-            open_cuts(dev_spec), fmt, cfg.data, cfg.seed, d.world, d.rank, train=False, epochs=1
-        )
+    loader, dev_loader = build_loaders(cfg, fmt, train_specs, weights, dev_spec, d, start)
 
     log = Logger(output / "train_log.jsonl", d.main)
     ids_log = open(output / f"cut_ids.rank{d.rank}.jsonl", "a") if cfg.train.log_cut_ids else None
@@ -214,7 +204,13 @@ def train(
     last_step = o.max_steps if stop_after_steps is None else min(o.max_steps, step + stop_after_steps)
     batches = iter(loader)
     wrapped.train()
-    stats, t_log, data_time, position, record = Stats(task_keys()), time.perf_counter(), 0.0, start, {}
+    stats, t_log, data_time, position, record = (
+        Stats(task_keys(), d.device),
+        time.perf_counter(),
+        0.0,
+        start,
+        {},
+    )
     while step < last_step:
         for micro in range(o.grad_accum):
             t0 = time.perf_counter()
@@ -254,7 +250,7 @@ def train(
                 "elapsed_s": elapsed,
             }
             log(record)
-            stats, t_log, data_time = Stats(task_keys()), time.perf_counter(), 0.0
+            stats, t_log, data_time = Stats(task_keys(), d.device), time.perf_counter(), 0.0
         if dev_loader is not None and cfg.train.eval_every and step % cfg.train.eval_every == 0:
             log({"step": step, **evaluate(wrapped, dev_loader, cfg, d)})
         if step % cfg.train.save_every == 0 or step == last_step:

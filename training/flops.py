@@ -1,0 +1,145 @@
+"""Useful FLOPs of a training step, counted per part and per weight, and GPU peak FLOPS.
+
+MFU = useful FLOPs / time / peak. Useful means the work the step must do on the real (unpadded)
+audio frames and tokens, with backward counted only where it happens:
+
+- a matmul with a weight W (Linear, Conv1d, attention projections) costs 2|W| per output position
+  forward; backward costs 2|W| for the input gradient when anything upstream trains, and 2|W| for
+  the weight gradient when W itself trains. A trained part is therefore 6N, a frozen part that
+  gradients flow through (the LLM under LoRA, the encoder below a trained adapter... no: the
+  adapter above a trained encoder) 4N, and a frozen part with nothing trainable below it (a frozen
+  encoder) 2N: counting 6N there overstated MFU;
+- attention scores and their use cost 4·s²·d per layer forward (2·s²·d under a causal mask,
+  `causal_half`), twice that backward when gradients flow through;
+- the LM head runs on target positions only (the model computes logits there alone);
+- recomputation by gradient checkpointing is not useful work and is not counted.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+PEAKS_FILE = Path(__file__).with_name("gpu_peaks.yaml")
+
+
+@cache
+def peak_table() -> list[tuple[re.Pattern, float, str]]:
+    import yaml
+
+    rows = yaml.safe_load(PEAKS_FILE.read_text(encoding="utf-8"))["gpus"]
+    return [(re.compile(r["match"], re.IGNORECASE), float(r["bf16_tflops"]) * 1e12, r["name"]) for r in rows]
+
+
+def peak_flops(device_name: str) -> tuple[float, str] | None:
+    """(dense bf16 peak FLOPS, the table's name for it) of a `torch.cuda.get_device_name()`; the
+    first matching row wins (variants such as NVL and PCIe are listed before the SXM part)."""
+    for pattern, peak, name in peak_table():
+        if pattern.search(device_name):
+            return peak, name
+    return None
+
+
+@dataclass
+class Work:
+    """FLOPs of one step by part, plus the totals."""
+
+    by_part: dict[str, float]
+
+    @property
+    def total(self) -> float:
+        return sum(self.by_part.values())
+
+
+def _weights(module: nn.Module) -> list[tuple[int, bool]]:
+    """(elements, trainable) of each matmul weight in `module`: Linear and Conv1d weights and
+    nn.MultiheadAttention's packed input projection. Biases and norms are not matmuls."""
+    out = []
+    for m in module.modules():
+        if isinstance(m, nn.Linear | nn.Conv1d):
+            out.append((m.weight.numel(), m.weight.requires_grad))
+        elif isinstance(m, nn.MultiheadAttention) and m.in_proj_weight is not None:
+            out.append((m.in_proj_weight.numel(), m.in_proj_weight.requires_grad))
+    return out
+
+
+def _linear_flops(module: nn.Module, positions: float, input_grad: bool) -> tuple[float, bool]:
+    """Forward + backward FLOPs of every weight in `module` applied at `positions`; also whether
+    anything in it trains (so gradients flow below the next part)."""
+    total, trains = 0.0, False
+    for n, trainable in _weights(module):
+        total += 2 * n * positions * (1 + int(input_grad) + int(trainable))
+        trains |= trainable
+    return total, trains
+
+
+def _attention(layers: int, width: int, lengths: list[int], backward: bool, causal: bool) -> float:
+    fwd = layers * 4 * width * sum(s * s for s in lengths) * (0.5 if causal else 1.0)
+    return fwd * (3 if backward else 1)
+
+
+def step_flops(model: Any, batch: dict[str, Any], causal_half: bool = True) -> Work:
+    """Useful FLOPs of one forward + backward of `model` (a SpeechLLM) on `batch` (model inputs:
+    mel_lens, attention_mask, labels)."""
+    from training.model import conv_out
+
+    frames = [int(x) for x in batch["mel_lens"]]
+    enc = model.encoder
+    enc_pos = [int(conv_out(torch.tensor(f), 2)) for f in frames]
+    by_part: dict[str, float] = {}
+
+    # Encoder: conv1 at the mel frame rate, everything else at half of it.
+    conv1 = sum(2 * enc.conv1.weight.numel() * f for f in frames)
+    enc_train = enc.conv1.weight.requires_grad
+    enc_flops = conv1 * (1 + int(enc_train))  # conv1's input (the mel) needs no gradient
+    rest, rest_trains = _linear_flops(nn.ModuleList([enc.conv2, enc.layers]), sum(enc_pos), enc_train)
+    enc_train |= rest_trains
+    # Backward reaches a module when it or anything before it trains; approximated per part.
+    enc_flops = conv1 * (1 + int(enc.conv1.weight.requires_grad))
+    enc_flops += rest
+    enc_flops += _attention(len(enc.layers), enc.config.d_model, enc_pos, enc_train, causal=False)
+    by_part["encoder"] = enc_flops
+
+    # Adapter: its convs run at 1x, 1/2 and 1/4 of the encoder rate, the rest at 1/4 (12.5/s).
+    ad = model.adapter
+    grads_below = enc_train
+    ad_flops = 0.0
+    lens = list(enc_pos)
+    for conv in ad.convs:
+        lens = [int(conv_out(torch.tensor(n), conv.stride[0])) for n in lens]
+        f, t = _linear_flops(conv, sum(lens), grads_below)
+        ad_flops += f
+        grads_below |= t
+    speech = sum(lens)
+    f, t = _linear_flops(ad.post_conv_modules(), speech, grads_below)
+    ad_flops += f
+    ad_trains = t or any(p.requires_grad for p in ad.parameters())
+    ad_flops += _attention(ad.num_layers, ad.d_model, lens, grads_below or ad_trains, causal=False)
+    by_part["adapter"] = ad_flops
+    grads_below |= ad_trains
+
+    # LLM: every real token through the decoder layers; the LM head on target positions only.
+    lm = model.causal_lm
+    tokens = batch["attention_mask"].sum(1).tolist()
+    lm_trains = any(p.requires_grad for p in lm.parameters())
+    backward = grads_below or lm_trains
+    f, _ = _linear_flops(lm.get_decoder().layers, sum(tokens), backward)
+    c = lm.config
+    width = c.num_attention_heads * getattr(c, "head_dim", None) or c.hidden_size
+    f += _attention(c.num_hidden_layers, width, tokens, backward, causal=causal_half)
+    by_part["llm"] = f
+    targets = int((batch["labels"][:, 1:] != -100).sum())
+    head, _ = _linear_flops(lm.get_output_embeddings(), targets, backward)
+    by_part["lm_head"] = head
+    return Work(by_part)
+
+
+def mfu(flops: float, seconds: float, peak: float) -> float:
+    return flops / seconds / peak if peak and seconds > 0 and math.isfinite(flops) else float("nan")

@@ -220,9 +220,35 @@ def test_batches_for_a_gpu_are_pinned(tmp_path):
 
     manifest = tmp_path / "cuts.jsonl.gz"
     demo_task_cuts(4, max_duration=3.6).to_file(manifest)
-    cfg = load_config(TINY)
+    cfg = load_config(TINY, ["train.eval_decode_cuts=2"])
     fmt = PromptFormat(load_tokenizer(cfg.model.llm.tokenizer))
     for device, pinned in (("cuda", True), ("cpu", False)):
         d = Dist(device=torch.device(device))
         loaders = build_loaders(cfg, fmt, [str(manifest)], None, str(manifest), d, Position(0, 0, 0))
-        assert [ld.pin_memory for ld in loaders] == [pinned, pinned]
+        assert [ld.pin_memory for ld in loaders] == [pinned, pinned, pinned]
+
+
+def test_fast_resume_starts_at_the_saved_input_position_without_replay(tmp_path):
+    """train.resume_data=fast: the input restarts at the stream position of the checkpoint (the
+    manifest lines before it are skipped undecoded), so no cut is seen twice in the epoch and
+    every cut the resumed run trains on lies at or after that position."""
+    import torch
+
+    manifest = tmp_path / "cuts.jsonl.gz"
+    cuts = demo_task_cuts(40, tasks=("asr", "sgc"), max_duration=3.6)
+    cuts.to_file(manifest)
+    order = {c.id: i for i, c in enumerate(cuts)}
+    overrides = ["data.max_duration=6", "data.buffer_size=8", "data.num_buckets=2", "train.log_cut_ids=true",
+                 "train.resume_data=fast", "optim.max_steps=6", "train.log_every=1"]  # fmt: skip
+    cfg = load_config(TINY, overrides)
+    train(cfg, [str(manifest)], tmp_path / "run", stop_after_steps=3)
+    saved = torch.load(checkpoint_dirs(tmp_path / "run")[-1] / "rank-0.pt", weights_only=False)["position"]
+    assert saved.epoch == 0 and 0 < saved.stream.sources[0][1] < 40
+    train(cfg, [str(manifest)], tmp_path / "run", resume=True)
+    assert [r["step"] for r in read_log(tmp_path / "run" / "train_log.jsonl")] == list(range(1, 7))
+    ids = [json.loads(x) for x in (tmp_path / "run" / "cut_ids.rank0.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in ids] == list(range(1, 7))
+    epoch0 = [i for r in ids if r["epoch"] == 0 for i in r["ids"]]
+    assert len(epoch0) == len(set(epoch0))  # nothing twice within the epoch
+    resumed = [i for r in ids if r["step"] > 3 and r["epoch"] == 0 for i in r["ids"]]
+    assert resumed and min(order[i] for i in resumed) >= saved.stream.sources[0][1]

@@ -13,11 +13,11 @@ import torch.nn.functional as F  # noqa: E402
 from lhotse import CutSet  # noqa: E402
 
 from tests.conftest import REPO, speech  # noqa: E402
-from training.config import ConfigError, load_config  # noqa: E402
+from training.config import ConfigError, DecodeConfig, load_config  # noqa: E402
 from training.data import Position, SpeechLLMDataset  # noqa: E402
 from training.demo import demo_task_cuts  # noqa: E402
 from training.features import log_mel  # noqa: E402
-from training.model import ShortWhisperEncoder, build_model, speech_lengths  # noqa: E402
+from training.model import ShortWhisperEncoder, build_model, speech_boundary_tokens, speech_lengths  # noqa: E402
 from training.sequence import IGNORE, PromptFormat  # noqa: E402
 from training.weights import WeightsNotFound  # noqa: E402
 
@@ -214,10 +214,18 @@ def real_mels(frames: list[int]) -> list[torch.Tensor]:
     return [log_mel(np.resize(audio, n * 160 + 159))[:, :n] for n in frames]
 
 
-def test_an_utterance_embeds_the_same_alone_and_in_a_padded_batch(tiny_model):
+@pytest.fixture(scope="module")
+def tiny_osum_model():
+    cfg = load_config(TINY, ["model.adapter.type=osum"])
+    model, tok = build_model(cfg)
+    return cfg, model, tok
+
+
+@pytest.mark.parametrize("which", ["tiny_model", "tiny_osum_model"])
+def test_an_utterance_embeds_the_same_alone_and_in_a_padded_batch(which, request):
     """Bug 2 of issue 10: padded frames leaked into real frames through the centred convolutions
     (encoder conv2 at odd lengths, every adapter conv), by up to 0.14 on outputs of mean 0.48."""
-    _, model, _ = tiny_model
+    _, model, _ = request.getfixturevalue(which)
     model.eval()
     frames = [301, 257, 420, 300]
     mels = real_mels(frames)
@@ -233,15 +241,20 @@ def test_an_utterance_embeds_the_same_alone_and_in_a_padded_batch(tiny_model):
             assert alone.abs().mean() > 0.1  # real, non-trivial embeddings
 
 
-def test_batched_decoding_equals_decoding_one_by_one(tiny_model):
-    cfg, model, tok = tiny_model
+@pytest.mark.parametrize("which", ["tiny_model", "tiny_osum_model"])
+def test_batched_decoding_equals_decoding_one_by_one(which, request):
+    cfg, model, tok = request.getfixturevalue(which)
     model.eval()
     fmt = PromptFormat(tok)
     cuts = demo_task_cuts(4, tasks=("asr", "sgc"), max_duration=6.0)
-    ds = SpeechLLMDataset(fmt, cfg.data, seed=0, train=False, with_targets=False)
+    extra = speech_boundary_tokens(cfg)
+    ds = SpeechLLMDataset(fmt, cfg.data, seed=0, train=False, with_targets=False, boundary_tokens=extra)
     batch = ds[(Position(0, 1, 1), cuts)]
     assert len(set(batch["mel_lens"].tolist())) == 4  # really padded
-    together = model.generate(batch, 12, fmt.eos_id, fmt.pad_id)
+    opts = DecodeConfig(max_new_tokens=12)
+    together = model.generate(batch, opts, [fmt.eos_id], fmt.pad_id)
     for i, cut in enumerate(cuts):
-        alone = model.generate(ds[(Position(0, 1, 1), CutSet.from_cuts([cut]))], 12, fmt.eos_id, fmt.pad_id)
+        alone = model.generate(
+            ds[(Position(0, 1, 1), CutSet.from_cuts([cut]))], opts, [fmt.eos_id], fmt.pad_id
+        )
         assert alone[0] == together[i] and len(alone[0]) > 3, (i, alone[0], together[i])

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,26 +29,19 @@ from training.config import DataConfig
 from training.features import SAMPLING_RATE, log_mel, spec_augment
 from training.model import speech_lengths
 from training.sequence import PromptFormat, collate_tokens
+from training.stream import CutStream, Source, StreamState, mix_probabilities, resolve
 
 SPEECH_TOKENS_PER_SECOND = 12.5
 
 
 def open_cuts(spec: str | Path) -> CutSet:
-    """A lazy CutSet from a manifest file, a pipeline output directory (its cuts.jsonl.gz) or a
-    Lhotse Shar directory (cuts.NNNNNN.jsonl.gz + recording.NNNNNN.tar ...)."""
-    path = Path(spec)
-    if path.is_dir():
-        if (path / "cuts.jsonl.gz").exists():
-            path = path / "cuts.jsonl.gz"
-        elif sorted(path.glob("cuts.*.jsonl*")):
-            return CutSet.from_shar(in_dir=path)
-        else:
-            raise FileNotFoundError(
-                f"{path}: neither cuts.jsonl.gz nor Lhotse Shar shards (cuts.NNNNNN.jsonl.gz)"
-            )
-    if not path.exists():
-        raise FileNotFoundError(f"manifest not found: {path}")
-    return CutSet.from_jsonl_lazy(path)
+    """A lazy CutSet from a manifest file, a pipeline output directory (its cuts.jsonl.gz), a Lhotse
+    Shar directory (cuts.NNNNNN.jsonl.gz + recording.NNNNNN.tar ...) or a Shar fields file; local
+    or at any URL lhotse opens (http(s), s3://, gs://, ... through smart_open; see stream.resolve)."""
+    where = resolve(spec)
+    if where.manifest is not None:
+        return CutSet.from_jsonl_lazy(where.manifest)
+    return CutSet.from_shar(fields=where.shar)
 
 
 class CutFilter:
@@ -104,17 +97,30 @@ def has_at_least(cuts: CutSet, n: int) -> bool:
     return sum(1 for _ in itertools.islice(iter(cuts), n)) >= n
 
 
-def mix(specs: list[str], weights: list[float] | None, seed: int, max_cut_duration: float) -> CutSet:
-    """One manifest: itself (epochs). Several: each repeated forever and multiplexed with `weights`,
-    so a small task is seen in the given proportion for the whole run (CutSet.mux alone only
+def training_stream(
+    specs: list[str],
+    weights: list[float] | None,
+    seed: int,
+    keep: Callable[[Cut], bool] | None = None,
+    temperature: float | None = None,
+) -> CutStream:
+    """The training input (stream.py): one source read in epochs, or several mixed for the whole
+    run with `weights` (probabilities) or, with `temperature`, by their hours (CutSet.mux alone only
     interleaves; once the small set is exhausted the mix would be the large one alone)."""
-    if weights is not None and len(weights) != len(specs):
-        raise ValueError(f"{len(specs)} training manifests but {len(weights)} weights")
-    keep = CutFilter(max_cut_duration)
-    sets = [open_cuts(s).filter(keep) for s in specs]
-    if len(sets) == 1:
-        return sets[0]
-    return CutSet.mux(*[s.repeat() for s in sets], weights=weights or [1.0] * len(sets), seed=seed)
+    sources = [Source(s, seed=seed) for s in specs]
+    p = mix_probabilities(sources, weights, temperature) if len(sources) > 1 else None
+    return CutStream(sources, p, seed=seed, keep=keep)
+
+
+def mix(
+    specs: list[str],
+    weights: list[float] | None,
+    seed: int,
+    max_cut_duration: float,
+    temperature: float | None = None,
+) -> CutSet:
+    """The training stream as a CutSet (cuts over `max_cut_duration` skipped)."""
+    return CutSet(training_stream(specs, weights, seed, CutFilter(max_cut_duration), temperature))
 
 
 def estimate_tokens(cut: Cut, prompt_tokens: int = 32) -> float:
@@ -184,29 +190,51 @@ class Position:
     epoch: int
     in_epoch: int  # 1-based index of this batch within its epoch (on this rank)
     index: int  # global batch counter (on this rank), across epochs
+    stream: StreamState | None = None  # the input stream's state when the sampler made this batch
 
 
 class PositionedSampler:
     """Wraps a Lhotse sampler: endless epochs, each batch tagged with its Position, and a start
-    position to fast-forward to (only manifests are read while skipping, no audio)."""
+    position to go to. Exact (default): the sampler is replayed from the epoch's start up to it
+    (only manifests are read, no audio), giving the very same batches. `fast`: the input stream
+    restarts at the position's stream state (skipping at the source) with the sampler's buffers
+    empty: no replay, any number of ranks, but the cuts that sat in the sampler's buffer at the
+    checkpoint (at most data.buffer_size) are not seen in that epoch."""
 
-    def __init__(self, sampler: Any, start: Position | None = None, epochs: int | None = None):
+    def __init__(
+        self,
+        sampler: Any,
+        start: Position | None = None,
+        epochs: int | None = None,
+        stream: CutStream | None = None,
+        fast: bool = False,
+    ):
         self.sampler = sampler
         self.start = start or Position(0, 0, 0)
         self.epochs = epochs  # None: endless (training counts steps, not epochs)
+        self.stream = stream
+        self.fast = fast and stream is not None and self.start.stream is not None
 
     def __iter__(self) -> Iterator[tuple[Position, CutSet]]:
         epoch, skip, index = self.start.epoch, self.start.in_epoch, self.start.index
+        jump = self.fast
         while self.epochs is None or epoch < self.epochs:
+            n, resumed_mid_epoch = 0, False
+            if self.stream is not None:
+                if jump:
+                    self.stream.begin(self.start.stream)
+                    n, skip, jump, resumed_mid_epoch = skip, 0, False, True
+                else:
+                    self.stream.begin(epoch=epoch)
             self.sampler.set_epoch(epoch)
-            n = 0
+            first = n
             for cuts in self.sampler:
                 n += 1
                 if n <= skip:
                     continue
                 index += 1
-                yield Position(epoch, n, index), cuts
-            if n == 0:
+                yield Position(epoch, n, index, self.stream.snapshot() if self.stream else None), cuts
+            if n == first and not resumed_mid_epoch:  # (a resumed epoch's rest may well be empty)
                 if self.epochs is not None:
                     return  # an empty dev/test set (or every cut skipped): nothing to evaluate
                 raise ValueError("the training manifest yields no batch (empty, or every cut filtered out)")
@@ -227,11 +255,19 @@ def load_audio(cut: Cut) -> torch.Tensor:
 class SpeechLLMDataset(torch.utils.data.Dataset):
     """Map-style dataset whose 'index' is (Position, CutSet): one item is one padded batch.
 
-    `with_targets=False` builds decoding batches: left-padded, no target, no augmentation."""
+    `with_targets=False` builds decoding batches: left-padded, no target, no augmentation.
+    `boundary_tokens`: speech positions the adapter adds around each utterance (osum: 2)."""
 
     def __init__(
-        self, fmt: PromptFormat, cfg: DataConfig, seed: int, train: bool = True, with_targets: bool = True
+        self,
+        fmt: PromptFormat,
+        cfg: DataConfig,
+        seed: int,
+        train: bool = True,
+        with_targets: bool = True,
+        boundary_tokens: int = 0,
     ):
+        self.boundary_tokens = boundary_tokens
         self.fmt = fmt
         self.cfg = cfg
         self.seed = seed
@@ -266,7 +302,7 @@ class SpeechLLMDataset(torch.utils.data.Dataset):
             mel = log_mel(load_audio(cut), self.cfg.n_mels)
             if self.train and self.cfg.spec_augment is not None:
                 mel = spec_augment(mel, self.cfg.spec_augment, gen)
-            n_speech = int(speech_lengths(torch.tensor(mel.shape[1])))
+            n_speech = int(speech_lengths(torch.tensor(mel.shape[1]), self.boundary_tokens))
             target = custom["target"] if self.with_targets else None
             samples.append(self.fmt.sample(self.instruction(cut, gen), n_speech, target))
             mels.append(mel)
@@ -296,7 +332,7 @@ class SpeechLLMDataset(torch.utils.data.Dataset):
 
 
 def make_loader(
-    cuts: CutSet,
+    cuts: CutSet | CutStream,
     fmt: PromptFormat,
     cfg: DataConfig,
     seed: int,
@@ -307,12 +343,18 @@ def make_loader(
     start: Position | None = None,
     epochs: int | None = None,
     pin_memory: bool = False,
+    boundary_tokens: int = 0,
+    fast_resume: bool = False,
 ) -> torch.utils.data.DataLoader:
     """`train`: shuffled, augmented, endless unless `epochs`; else one pass in manifest order,
     where cuts the model cannot take (over `max_cut_duration`) are skipped and listed in the
     returned loader's `cut_filter` (dev sets are not filtered by the pipelines' training filters).
     `with_targets=False`: decoding batches. `pin_memory`: page-locked batches, so that the copy
-    to a GPU with `non_blocking=True` really overlaps with compute."""
+    to a GPU with `non_blocking=True` really overlaps with compute. A CutStream (training) is
+    positioned per epoch and can be resumed `fast_resume` (see PositionedSampler)."""
+    stream = cuts if isinstance(cuts, CutStream) else None
+    if stream is not None:
+        cuts = CutSet(stream)
     cut_filter = None
     if not train:
         cut_filter = CutFilter(cfg.max_cut_duration, record_ids=True)
@@ -324,12 +366,12 @@ def make_loader(
         world_size,
         rank,
         shuffle=train and cfg.shuffle,
-        finite=not train or epochs is not None,
+        finite=not (stream is not None and stream.endless),
     )
-    dataset = SpeechLLMDataset(fmt, cfg, seed, train=train, with_targets=with_targets)
+    dataset = SpeechLLMDataset(fmt, cfg, seed, train, with_targets, boundary_tokens)
     loader = torch.utils.data.DataLoader(
         dataset,
-        sampler=PositionedSampler(sampler, start, epochs),
+        sampler=PositionedSampler(sampler, start, epochs, stream, fast_resume),
         batch_size=None,
         num_workers=cfg.num_workers,
         # A private generator: creating the loader must not consume the global RNG (exact resume).

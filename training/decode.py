@@ -22,10 +22,10 @@ import torch
 from training.checkpoint import latest_checkpoint, load_trainable
 from training.config import Config, load_config
 from training.data import make_loader, open_cuts
+from training.evaluate import decode_rows
 from training.metrics import task_metrics
-from training.model import SpeechLLM, build_model
-from training.sequence import PromptFormat
-from training.train import autocast, to_device
+from training.model import SpeechLLM, build_model, speech_boundary_tokens
+from training.sequence import PromptFormat, prompt_format
 
 
 def resolve_checkpoint(path: Path) -> Path:
@@ -44,14 +44,11 @@ def generate_rows(
 ) -> tuple[list[dict], dict[str, str]]:
     """Hypotheses of every cut the model can take, and {cut id: reason} of the cuts it skipped."""
     data_cfg = dataclasses.replace(cfg.data, max_duration=cfg.decode.max_duration)
-    loader = make_loader(cuts, fmt, data_cfg, cfg.seed, train=False, with_targets=False, epochs=1)
-    rows = []
-    model.eval()
-    for batch in loader:
-        with autocast(cfg, device):
-            out = model.generate(to_device(batch, device), cfg.decode.max_new_tokens, fmt.eos_id, fmt.pad_id)
-        for cut_id, task, ref, ids in zip(batch["ids"], batch["tasks"], batch["targets"], out, strict=True):
-            rows.append({"id": cut_id, "task": task, "ref": ref, "hyp": fmt.decode(ids)})
+    loader = make_loader(
+        cuts, fmt, data_cfg, cfg.seed, train=False, with_targets=False, epochs=1,
+        boundary_tokens=speech_boundary_tokens(cfg),
+    )  # fmt: skip
+    rows = decode_rows(model, loader, fmt, cfg, device, synced=False)
     return rows, dict(loader.cut_filter.ids)
 
 
@@ -60,7 +57,7 @@ def decode(cfg: Config, checkpoint: Path, cuts_spec: str, output: Path) -> dict[
     model, tokenizer = build_model(cfg)
     load_trainable(model, resolve_checkpoint(checkpoint))
     model.to(device)
-    fmt = PromptFormat(tokenizer, cfg.data.chat_template, cfg.data.system_prompt)
+    fmt = prompt_format(cfg, tokenizer)
     rows, skipped = generate_rows(model, fmt, cfg, open_cuts(cuts_spec), device)
     metrics = task_metrics(rows)
     output = Path(output)

@@ -4,11 +4,10 @@ MFU = useful FLOPs / time / peak. Useful means the work the step must do on the 
 audio frames and tokens, with backward counted only where it happens:
 
 - a matmul with a weight W (Linear, Conv1d, attention projections) costs 2|W| per output position
-  forward; backward costs 2|W| for the input gradient when anything upstream trains, and 2|W| for
-  the weight gradient when W itself trains. A trained part is therefore 6N, a frozen part that
-  gradients flow through (the LLM under LoRA, the encoder below a trained adapter... no: the
-  adapter above a trained encoder) 4N, and a frozen part with nothing trainable below it (a frozen
-  encoder) 2N: counting 6N there overstated MFU;
+  forward; backward costs 2|W| for the input gradient when anything before it trains, and 2|W|
+  for the weight gradient when W itself trains. A trained part is therefore 6N, a frozen part
+  that gradients flow through (the LLM under LoRA) 4N, and a frozen part with nothing trainable
+  before it (a frozen encoder under a trained adapter) 2N: counting 6N there overstated MFU;
 - attention scores and their use cost 4·s²·d per layer forward (2·s²·d under a causal mask,
   `causal_half`), twice that backward when gradients flow through;
 - the LM head runs on target positions only (the model computes logits there alone);
@@ -85,59 +84,56 @@ def _attention(layers: int, width: int, lengths: list[int], backward: bool, caus
     return fwd * (3 if backward else 1)
 
 
+def _trains(module: nn.Module) -> bool:
+    return any(p.requires_grad for p in module.parameters())
+
+
 def step_flops(model: Any, batch: dict[str, Any], causal_half: bool = True) -> Work:
     """Useful FLOPs of one forward + backward of `model` (a SpeechLLM) on `batch` (model inputs:
-    mel_lens, attention_mask, labels)."""
+    mel_lens, attention_mask, labels). `causal_half`: count the LLM's causal attention as half a
+    full square (the work a causal kernel does); False counts the full square, as PyTorch's
+    FlopCounterMode does."""
     from training.model import conv_out
 
-    frames = [int(x) for x in batch["mel_lens"]]
-    enc = model.encoder
-    enc_pos = [int(conv_out(torch.tensor(f), 2)) for f in frames]
     by_part: dict[str, float] = {}
+    frames = [int(x) for x in batch["mel_lens"]]
 
-    # Encoder: conv1 at the mel frame rate, everything else at half of it.
-    conv1 = sum(2 * enc.conv1.weight.numel() * f for f in frames)
-    enc_train = enc.conv1.weight.requires_grad
-    enc_flops = conv1 * (1 + int(enc_train))  # conv1's input (the mel) needs no gradient
-    rest, rest_trains = _linear_flops(nn.ModuleList([enc.conv2, enc.layers]), sum(enc_pos), enc_train)
-    enc_train |= rest_trains
-    # Backward reaches a module when it or anything before it trains; approximated per part.
-    enc_flops = conv1 * (1 + int(enc.conv1.weight.requires_grad))
-    enc_flops += rest
-    enc_flops += _attention(len(enc.layers), enc.config.d_model, enc_pos, enc_train, causal=False)
-    by_part["encoder"] = enc_flops
+    # Encoder: conv1 at the mel frame rate (its input, the mel, needs no gradient), the rest at half.
+    enc = model.encoder
+    enc_trains = _trains(enc)
+    enc_pos = [int(conv_out(torch.tensor(f), 2)) for f in frames]
+    f1, _ = _linear_flops(enc.conv1, sum(frames), input_grad=False)
+    rest, _ = _linear_flops(nn.ModuleList([enc.conv2, enc.layers]), sum(enc_pos), input_grad=enc_trains)
+    attn = _attention(len(enc.layers), enc.config.d_model, enc_pos, enc_trains, causal=False)
+    by_part["encoder"] = f1 + rest + attn
+    grads = enc_trains  # whether gradients flow into what comes next
 
-    # Adapter: its convs run at 1x, 1/2 and 1/4 of the encoder rate, the rest at 1/4 (12.5/s).
+    # Adapter: its convs run at 1x, 1/2 and 1/4 of the encoder rate, everything after at 1/4.
     ad = model.adapter
-    grads_below = enc_train
-    ad_flops = 0.0
-    lens = list(enc_pos)
+    total, lens = 0.0, list(enc_pos)
     for conv in ad.convs:
         lens = [int(conv_out(torch.tensor(n), conv.stride[0])) for n in lens]
-        f, t = _linear_flops(conv, sum(lens), grads_below)
-        ad_flops += f
-        grads_below |= t
-    speech = sum(lens)
-    f, t = _linear_flops(ad.post_conv_modules(), speech, grads_below)
-    ad_flops += f
-    ad_trains = t or any(p.requires_grad for p in ad.parameters())
-    ad_flops += _attention(ad.num_layers, ad.d_model, lens, grads_below or ad_trains, causal=False)
-    by_part["adapter"] = ad_flops
-    grads_below |= ad_trains
+        f, t = _linear_flops(conv, sum(lens), input_grad=grads)
+        total, grads = total + f, grads or t
+    post = ad.post_conv_modules()
+    f, _ = _linear_flops(post, sum(lens), input_grad=grads)
+    total += f + _attention(ad.num_layers, ad.d_model, lens, grads or _trains(post), causal=False)
+    by_part["adapter"] = total
+    grads = grads or _trains(ad)
 
     # LLM: every real token through the decoder layers; the LM head on target positions only.
     lm = model.causal_lm
-    tokens = batch["attention_mask"].sum(1).tolist()
-    lm_trains = any(p.requires_grad for p in lm.parameters())
-    backward = grads_below or lm_trains
-    f, _ = _linear_flops(lm.get_decoder().layers, sum(tokens), backward)
+    backward = grads or _trains(lm)
+    tokens = [int(x) for x in batch["attention_mask"].sum(1)]
+    f, _ = _linear_flops(lm.get_decoder().layers, sum(tokens), input_grad=backward)
     c = lm.config
-    width = c.num_attention_heads * getattr(c, "head_dim", None) or c.hidden_size
-    f += _attention(c.num_hidden_layers, width, tokens, backward, causal=causal_half)
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    f += _attention(
+        c.num_hidden_layers, c.num_attention_heads * head_dim, tokens, backward, causal=causal_half
+    )
     by_part["llm"] = f
     targets = int((batch["labels"][:, 1:] != -100).sum())
-    head, _ = _linear_flops(lm.get_output_embeddings(), targets, backward)
-    by_part["lm_head"] = head
+    by_part["lm_head"], _ = _linear_flops(lm.get_output_embeddings(), targets, input_grad=backward)
     return Work(by_part)
 
 

@@ -190,3 +190,25 @@ def test_decoding_options_and_several_stop_tokens():
     ]
     with pytest.raises(ValueError, match="decode.stop_tokens"):
         fmt.stop_ids(["not one token at all"])
+
+
+def test_wandb_is_used_only_when_configured(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    from training.logs import RunLog
+
+    (tmp_path / "a").mkdir()
+    log = RunLog(tmp_path / "a", True, 0, tensorboard=False)
+    log({"step": 1, "loss": 1.0})
+    log.close()
+    assert "W&B" not in capsys.readouterr().out
+    (tmp_path / "b").mkdir()
+    if importlib.util.find_spec("wandb") is None:
+        with pytest.raises(ImportError, match="pip install wandb"):
+            RunLog(tmp_path / "b", True, 0, tensorboard=False, wandb_project="osum")
+    else:  # installed: an offline run writes its files locally
+        monkeypatch.setenv("WANDB_MODE", "offline")
+        log = RunLog(tmp_path / "b", True, 0, tensorboard=False, wandb_project="osum")
+        log({"step": 1, "loss": 1.0, "loss_by_task": {"<TRANSCRIBE>": 1.0}})
+        log.close()
+        assert list((tmp_path / "b").glob("wandb/*"))

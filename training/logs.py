@@ -8,6 +8,7 @@ Nested records ({"loss_by_task": {"<TRANSCRIBE>": 1.2}}) become slash-separated 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -79,7 +80,11 @@ class RunLog:
                     f"train.wandb_project is {wandb_project!r} but wandb is not installed: pip install wandb "
                     f"(and `wandb login`), or unset train.wandb_project"
                 ) from e
-            self.wandb = wandb.init(project=wandb_project, dir=str(output), config=config, resume="allow")
+            # One W&B run per output directory: a resumed run continues it.
+            run_id = hashlib.sha1(str(Path(output).resolve()).encode()).hexdigest()[:16]
+            self.wandb = wandb.init(
+                project=wandb_project, dir=str(output), config=config, id=run_id, resume="allow"
+            )
             where.append(f"W&B project {wandb_project}")
         print("logs: " + " | ".join(where), flush=True)
 

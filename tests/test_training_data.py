@@ -325,3 +325,11 @@ def test_shar_is_read_from_a_url(http_root, fmt):
     assert sorted(c.id for c in Source(f"{url}/shar/", seed=0).cuts(0)) == sorted(c.id for c in cuts)
     with pytest.raises(FileNotFoundError, match="neither cuts.jsonl.gz nor Lhotse Shar"):
         open_cuts(f"{url}/")
+
+
+def test_a_mixed_input_with_nothing_to_train_on_is_named(tmp_path):
+    asr = write_demo_manifest(tmp_path / "asr.jsonl.gz", 4, tasks=("asr",))
+    sgc = write_demo_manifest(tmp_path / "sgc.jsonl.gz", 4, tasks=("sgc",), offset=4)
+    mixed = mix([str(asr), str(sgc)], None, seed=0, max_cut_duration=0.1)  # every cut is longer
+    with pytest.raises(ValueError, match=r"(asr|sgc)\.jsonl\.gz has no cut to train on"):
+        next(iter(mixed))

@@ -99,10 +99,9 @@ def resolve(spec: str | Path) -> Resolved:
         return Resolved(manifest=s)
     if is_url(s):
         names = _list_url(s)
-        if not any(SHAR_FILE.match(n.rsplit("/", 1)[-1]) for n in names):
-            plain = [n for n in names if n.rsplit("/", 1)[-1] == "cuts.jsonl.gz"]
-            if plain:
-                return Resolved(manifest=plain[0])
+        plain = [n for n in names if n.rstrip("/").rsplit("/", 1)[-1] == "cuts.jsonl.gz"]
+        if plain:  # a pipeline output directory (its shard files are not Shar)
+            return Resolved(manifest=plain[0])
         return Resolved(shar=_shar_fields(names, s))
     path = Path(s)
     if not path.exists():
@@ -197,8 +196,9 @@ def mix_probabilities(
 
 class CutStream:
     """The iterable the sampler reads. One source: one epoch per pass (the sampler's epochs).
-    Several: an endless deterministic mix of endlessly repeated sources. `keep` filters cuts
-    after they are read (their positions count: skipping at the source stays exact)."""
+    Several: an endless deterministic mix of endlessly repeated sources, each draw one kept cut of
+    the chosen source. `keep` filters cuts after they are read (positions count every cut read, so
+    skipping at the source stays exact)."""
 
     def __init__(
         self,
@@ -252,14 +252,19 @@ class CutStream:
             return
 
         def endless(k: int) -> Iterator[Cut]:
+            """Source k's kept cuts, epoch after epoch (positions count every cut read)."""
+            kept_any = False
             while True:
-                read = 0
+                whole_epoch, kept = pos[k][1] == 0, 0
                 for cut in self.sources[k].cuts(*pos[k]):
                     pos[k][1] += 1
-                    read += 1
-                    yield cut
-                if read == 0 and pos[k][1] == 0:
-                    raise ValueError(f"training source {self.sources[k].spec} has no cuts")
+                    if self.keep is None or self.keep(cut):
+                        kept += 1
+                        yield cut
+                if whole_epoch and kept == 0 and not kept_any:
+                    raise ValueError(f"training source {self.sources[k].spec} has no cut to train on "
+                                     "(empty, or every cut filtered out)")  # fmt: skip
+                kept_any |= kept > 0
                 pos[k] = [pos[k][0] + 1, 0]
 
         iters = [endless(k) for k in range(len(self.sources))]
@@ -268,8 +273,7 @@ class CutStream:
             draws += 1
             cut = next(iters[k])
             publish()
-            if self.keep is None or self.keep(cut):
-                yield cut
+            yield cut
 
 
 def describe(sources: list[Source], p: list[float]) -> list[dict[str, Any]]:

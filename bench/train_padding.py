@@ -1,4 +1,5 @@
-"""Trainer data path: padding with duration bucketing vs random batching, and loader vs step rate.
+"""Trainer data path: padding with duration bucketing vs random batching, loader vs step rate, and
+the cost of resuming mid-epoch by replaying the sampler (exact) vs restarting the input (fast).
 
 1. One epoch of batches (same max_duration) from Lhotse's DynamicBucketingSampler and from a
    random-order DynamicCutSampler; padding = 1 - real / padded, for the audio (mel frames) and for
@@ -8,6 +9,9 @@
    steps of the tiny CPU model on the same batches, both as audio-seconds per second. Target: the
    loader >= 3x the step rate, so the accelerator never waits. (For a GPU run compare the loader
    rate to bench/train_gpu.py's audio-seconds/s; pass it with --step-audio-s-per-s.)
+3. Resume: a --resume-cuts manifest (cycled demo prompts, metadata only), a checkpoint position
+   halfway through its epoch; time to the first batch after it, replaying the bucketing sampler
+   (train.resume_data=exact) vs starting the input at the saved position (fast).
 
     .venv/bin/python bench/train_padding.py [--cuts manifests/demo/asr/cuts.jsonl.gz] [--workers 2]
 """
@@ -23,6 +27,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
+from lhotse import CutSet  # noqa: E402
 
 from training.config import load_config  # noqa: E402
 from training.data import make_loader, make_sampler, open_cuts  # noqa: E402
@@ -44,7 +49,7 @@ def padding(sampler, fmt: PromptFormat) -> dict[str, float]:
             prefix, suffix = fmt.around_speech(c.custom["instruction"])
             n_frames = c.num_samples // HOP
             n_speech = int(speech_lengths(torch.tensor(n_frames)))
-            n_target = len(fmt._encode(c.custom["target"])) + 1
+            n_target = len(fmt.encode(c.custom["target"])) + 1
             f.append(n_frames)
             t.append(len(prefix) + n_speech + len(suffix) + n_target)
         frames += sum(f)
@@ -70,6 +75,8 @@ def main() -> None:
     ap.add_argument("--buckets", type=int, default=10)
     ap.add_argument("--batches", type=int, default=30, help="batches timed for loader and step rates")
     ap.add_argument("--step-audio-s-per-s", type=float, help="a GPU step rate to compare the loader with")
+    ap.add_argument("--resume-cuts", type=int, default=20000, help="manifest size for the resume timing")
+    ap.add_argument("--resume-buffer", type=int, default=1000, help="data.buffer_size for the resume timing")
     args = ap.parse_args()
 
     manifest = args.cuts
@@ -139,6 +146,39 @@ def main() -> None:
     print(f"loader/step rate: {loader_rate / step_rate:.1f}x (target >= 3x)")
     if args.step_audio_s_per_s:
         print(f"loader/GPU step rate: {loader_rate / args.step_audio_s_per_s:.1f}x (target >= 3x)")
+    resume_cost(cfg, args.resume_cuts, args.max_duration, args.resume_buffer)
+
+
+def resume_cost(cfg, n: int, max_duration: float, buffer_size: int) -> None:
+    """Seconds to the first batch after a position halfway through an epoch, replaying the sampler
+    (exact) vs restarting the input at the saved position (fast), and the cuts of that epoch a fast
+    resume does not see (those in the sampler's buffer at the checkpoint)."""
+    from osum_data.demo import write_cycled_manifest
+    from training.data import CutFilter, PositionedSampler, training_stream
+
+    path = write_cycled_manifest(Path(f"/tmp/osum_bench_train/cycled_{n}.jsonl.gz"), n)
+    data = replace(cfg.data, max_duration=max_duration, num_buckets=10, buffer_size=buffer_size)
+
+    def sampler_from(start=None, fast=False, epochs=1):
+        stream = training_stream([str(path)], None, 0, CutFilter(data.max_cut_duration))
+        sampler = make_sampler(CutSet(stream), data, seed=0, world_size=1, rank=0, shuffle=True)
+        return PositionedSampler(sampler, start, epochs=epochs, stream=stream, fast=fast)
+
+    batches = [(pos, len(cuts)) for pos, cuts in sampler_from()]
+    k = len(batches) // 2
+    target, consumed = batches[k - 1][0], sum(size for _, size in batches[:k])
+    timings, rest = {}, {}
+    for name, fast in (("exact", False), ("fast", True)):
+        t0 = time.perf_counter()
+        it = iter(sampler_from(target, fast, epochs=2))
+        next(it)
+        timings[name] = time.perf_counter() - t0
+        rest[name] = sum(len(c) for p, c in sampler_from(target, fast, epochs=1))
+    exact, fast = timings["exact"], timings["fast"]
+    print(f"resume after batch {k} of {len(batches)} ({n} cuts, buffer {buffer_size}): first batch after "
+          f"{exact:.2f} s replaying (exact) vs {fast:.2f} s restarting the input (fast), "
+          f"{exact / fast:.1f}x; fast resume leaves {rest['exact'] - rest['fast']} of the epoch's remaining "
+          f"{rest['exact']} cuts unseen ({consumed} were consumed before)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -168,3 +168,168 @@ def test_cuts_that_are_not_task_samples_are_refused(fmt):
     cut.custom = {}
     with pytest.raises(ValueError, match="custom.task"):
         SpeechLLMDataset(fmt, DataConfig(), seed=0)[(Position(0, 1, 1), CutSet.from_cuts([cut]))]
+
+
+def long_task_cut(tmp_path, seconds: float = 31.0):
+    """A templated ASR cut of real speech longer than Whisper's 30 s window."""
+    import numpy as np
+    import soundfile as sf
+    from lhotse import Recording, SupervisionSegment
+
+    from osum_data.template.builder import template
+
+    audio, text = speech("activated")
+    path = tmp_path / "long.wav"
+    sf.write(path, np.resize(audio, int(seconds * 16000)), 16000)
+    cut = Recording.from_file(path, recording_id="long").to_cut()
+    cut.id = "long_31s"
+    sup = SupervisionSegment(id=cut.id, recording_id="long", start=0, duration=cut.duration, text=text,
+                             language="en", speaker="allison", gender="female")  # fmt: skip
+    cut.supervisions = [sup]
+    return template(cut, task="asr")
+
+
+def test_dev_cuts_over_30_s_are_skipped_and_listed(tmp_path, fmt):
+    """Bug 3 of issue 10: only the training set was length-filtered; a 31 s dev cut crashed the
+    encoder at the first evaluation."""
+    cuts = CutSet.from_cuts(list(demo_task_cuts(3)) + [long_task_cut(tmp_path)])
+    cfg = DataConfig(max_duration=100.0, num_workers=0, num_buckets=2)
+    loader = make_loader(cuts, fmt, cfg, seed=0, train=False, epochs=1)
+    seen = [i for b in loader for i in b["ids"]]
+    assert sorted(seen) == sorted(c.id for c in cuts if c.id != "long_31s")
+    assert all(b["mel"].shape[-1] <= 3000 for b in loader)
+    assert loader.cut_filter.counts == {"too_long": 1}
+    assert "longer than 30 s" in loader.cut_filter.ids["long_31s"]
+
+
+def test_dev_sets_smaller_than_the_bucket_count_are_batched_plainly(fmt):
+    """Bug 4 of issue 10: Lhotse's bucketing asserts num_buckets <= number of cuts."""
+    cuts = demo_task_cuts(3)
+    cfg = DataConfig(max_duration=100.0, num_workers=0, num_buckets=10, bucketing=True)
+    batches = list(make_loader(cuts, fmt, cfg, seed=0, train=False, epochs=1))
+    assert sorted(i for b in batches for i in b["ids"]) == sorted(c.id for c in cuts)
+    # a large enough set still gets duration buckets
+    assert type(make_sampler(demo_task_cuts(12), cfg.__class__(num_buckets=4), 0, 1, 0, False)).__name__ == (
+        "DynamicBucketingSampler"
+    )
+
+
+def test_stream_restarts_at_a_saved_position_by_skipping_at_the_source(tmp_path):
+    """Resume without replaying the sampler: from a snapshot, the stream yields exactly what it
+    yielded after that point, for a manifest, a Shar set and a mix of both; and resumed reading
+    decodes nothing before the position (manifest lines are skipped undecoded)."""
+    from training.stream import CutStream, Source
+
+    asr = write_demo_manifest(tmp_path / "asr.jsonl.gz", 12, tasks=("asr",))
+    (tmp_path / "shar").mkdir()
+    demo_task_cuts(10, tasks=("sgc",), offset=12).to_shar(
+        tmp_path / "shar", fields={"recording": "flac"}, shard_size=3
+    )
+
+    def stream(specs):
+        return CutStream(
+            [Source(s, seed=5) for s in specs], [0.6, 0.4][: len(specs)] if len(specs) > 1 else None, seed=5
+        )
+
+    for specs, n in (([asr], 12), ([tmp_path / "shar"], 10), ([asr, tmp_path / "shar"], 40)):
+        s = stream(specs)
+        seen, states = [], []
+        for cut in s:
+            seen.append(cut.id)
+            states.append(s.snapshot())
+            if len(seen) == n:
+                break
+        for k in (1, 4, 7):
+            again = stream(specs)
+            again.begin(states[k - 1])
+            assert [c.id for c, _ in zip(again, range(n - k), strict=False)] == seen[k:], (specs, k)
+    # A mix crosses epochs of both sources and keeps their proportions (deterministic draws).
+    mixed = seen
+    assert len(mixed) == 40 and mixed.count(mixed[0]) >= 2
+    assert (
+        0.45
+        < sum(i.startswith("asterisk") and i in {c.id for c in open_cuts(asr)} for i in mixed) / 40
+        < 0.75
+    )
+
+
+def test_shar_shards_are_shuffled_per_epoch_and_counted_for_skipping(tmp_path):
+    from training.stream import Source
+
+    (tmp_path / "shar").mkdir()
+    demo_task_cuts(12).to_shar(tmp_path / "shar", fields={"recording": "flac"}, shard_size=2)
+    src = Source(tmp_path / "shar", seed=1)
+    assert sorted(src.shard_order(0)) == list(range(6)) and src.shard_order(0) != src.shard_order(1)
+    epoch0 = [c.id for c in src.cuts(0)]
+    assert sorted(epoch0) == sorted(c.id for c in demo_task_cuts(12))
+    assert [c.id for c in src.cuts(0, offset=5)] == epoch0[5:]
+
+
+def test_temperature_mixing_follows_the_hours_of_each_input(tmp_path):
+    from training.stream import CutStream, Source, mix_probabilities
+
+    big = write_demo_manifest(tmp_path / "big.jsonl.gz", 30, tasks=("asr",))
+    small = write_demo_manifest(tmp_path / "small.jsonl.gz", 5, tasks=("sgc",), offset=30)
+    sources = [Source(big), Source(small)]
+    h = [s.hours for s in sources]
+    assert h[0] > 3 * h[1] > 0
+    assert mix_probabilities(sources, None, 1.0) == pytest.approx([h[0] / sum(h), h[1] / sum(h)])
+    flat = mix_probabilities(sources, None, 1e9)
+    assert flat == pytest.approx([0.5, 0.5], abs=1e-6)
+    t3 = mix_probabilities(sources, None, 3.0)
+    assert h[1] / sum(h) < t3[1] < 0.5  # a higher temperature gives the small task more
+    # Weights act as repetition factors under a temperature (OSUM's data list weights).
+    assert mix_probabilities(sources, [1.0, h[0] / h[1]], 1.0) == pytest.approx([0.5, 0.5])
+    draws = CutStream(sources, t3, seed=0)
+    tasks = Counter(c.custom["task"] for c, _ in zip(draws, range(2000), strict=False))
+    assert abs(tasks["<TRANSCRIBE> <GENDER>"] / 2000 - t3[1]) < 0.04
+
+
+@pytest.fixture
+def http_root(tmp_path):
+    """A real HTTP server on loopback serving tmp_path (directory listings included)."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield tmp_path, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_shar_is_read_from_a_url(http_root, fmt):
+    """Lhotse Shar over HTTP (smart_open; the directory listed with fsspec), as from object
+    storage: a directory URL and a fields file (Lhotse's own {field: [shard URLs]})."""
+    import yaml
+
+    root, url = http_root
+    cuts = demo_task_cuts(5)
+    (root / "shar").mkdir()
+    cuts.to_shar(root / "shar", fields={"recording": "flac"}, shard_size=2)
+    cfg = DataConfig(max_duration=100.0, num_workers=0, bucketing=False)
+    fields = {f: [f"{url}/shar/{f}.{i:06d}.{ext}" for i in range(3)] for f, ext in
+              (("cuts", "jsonl.gz"), ("recording", "tar"))}  # fmt: skip
+    (root / "fields.yaml").write_text(yaml.safe_dump(fields))
+    for spec in (f"{url}/shar/", str(root / "fields.yaml"), f"{url}/fields.yaml"):
+        batches = list(make_loader(open_cuts(spec), fmt, cfg, seed=0, train=False, epochs=1))
+        assert sorted(i for b in batches for i in b["ids"]) == sorted(c.id for c in cuts), spec
+        assert all(b["mel"].abs().sum() > 0 for b in batches)
+    # The training stream reads it too (shards shuffled per epoch, positions resumable).
+    from training.stream import Source
+
+    assert sorted(c.id for c in Source(f"{url}/shar/", seed=0).cuts(0)) == sorted(c.id for c in cuts)
+    with pytest.raises(FileNotFoundError, match="neither cuts.jsonl.gz nor Lhotse Shar"):
+        open_cuts(f"{url}/")
+
+
+def test_a_mixed_input_with_nothing_to_train_on_is_named(tmp_path):
+    asr = write_demo_manifest(tmp_path / "asr.jsonl.gz", 4, tasks=("asr",))
+    sgc = write_demo_manifest(tmp_path / "sgc.jsonl.gz", 4, tasks=("sgc",), offset=4)
+    mixed = mix([str(asr), str(sgc)], None, seed=0, max_cut_duration=0.1)  # every cut is longer
+    with pytest.raises(ValueError, match=r"(asr|sgc)\.jsonl\.gz has no cut to train on"):
+        next(iter(mixed))

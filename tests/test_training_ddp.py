@@ -65,3 +65,27 @@ def test_torchrun_two_ranks_see_disjoint_data_and_fsdp_matches_ddp(tmp_path):
     assert ddp_w.keys() == fsdp_w.keys() and len(ddp_w) > 10
     for k in ddp_w:
         torch.testing.assert_close(ddp_w[k], fsdp_w[k], atol=1e-4, rtol=1e-3, msg=k)
+
+
+@pytest.mark.slow
+def test_fast_resume_on_another_number_of_ranks(tmp_path):
+    """Two ranks train and stop; one process resumes (train.resume_data=fast) from their position."""
+    from training.config import load_config
+    from training.train import train
+
+    manifest = write_demo_manifest(tmp_path / "cuts.jsonl.gz", 24, tasks=("asr", "sgc"), max_duration=3.6)
+    fast = ["--set", "train.resume_data=fast", "--set", "data.buffer_size=6"]
+    torchrun(manifest, tmp_path / "run", "--stop-after-steps", "2", *fast)
+    seen = ids_by_rank(tmp_path / "run")
+    overrides = ["optim.max_steps=4", "data.max_duration=8", "train.log_cut_ids=true", "data.buffer_size=6",
+                 "train.log_every=1", "train.resume_data=fast"]  # fmt: skip
+    cfg = load_config(TINY, overrides)
+    with pytest.raises(ValueError, match="saved by 2 ranks"):
+        train(load_config(TINY, ["optim.max_steps=4"]), [str(manifest)], tmp_path / "run", resume=True)
+    train(cfg, [str(manifest)], tmp_path / "run", resume=True)
+    log = [json.loads(x) for x in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4]
+    later = [json.loads(x) for x in (tmp_path / "run" / "cut_ids.rank0.jsonl").read_text().splitlines()]
+    before = {i for r in seen.values() for rec in r for i in rec["ids"] if rec["epoch"] == 0}
+    after = {i for rec in later if rec["step"] > 2 and rec["epoch"] == 0 for i in rec["ids"]}
+    assert after and not before & after

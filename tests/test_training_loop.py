@@ -166,3 +166,89 @@ def test_staged_training_starts_from_the_previous_stage(tmp_path):
     for k, v in stage1.items():
         torch.testing.assert_close(stage2[k], v)
     assert any("lora_" in k for k in stage2) and "encoder.conv1.weight" in stage2
+
+
+def test_evaluation_and_decoding_skip_long_cuts_of_a_small_dev_set(tmp_path):
+    """Bugs 3 and 4 of issue 10 end to end: a 3-cut dev set (fewer than the 4 buckets) with one cut
+    over 30 s evaluates during training and decodes; the long cut is counted and listed."""
+    from tests.test_training_data import long_task_cut
+
+    manifest = tmp_path / "cuts.jsonl.gz"
+    demo_task_cuts(4, max_duration=3.6).to_file(manifest)
+    dev = tmp_path / "dev.jsonl.gz"
+    CutSet.from_cuts(list(demo_task_cuts(2, offset=4, max_duration=3.6)) + [long_task_cut(tmp_path)]).to_file(
+        dev
+    )
+    cfg = load_config(TINY, ["optim.max_steps=1", "data.max_duration=20", "train.eval_every=1"])
+    train(cfg, [str(manifest)], tmp_path / "run", dev_spec=str(dev))
+    evals = [
+        json.loads(x)
+        for x in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()
+        if "dev_loss" in x
+    ]
+    assert evals[0]["dev_cuts"] == 2 and evals[0]["dev_skipped"] == {"too_long": 1}
+    decode(cfg, tmp_path / "run", str(dev), tmp_path / "dec")
+    assert len((tmp_path / "dec" / "hyps.jsonl").read_text().splitlines()) == 2
+    skipped = [json.loads(x) for x in (tmp_path / "dec" / "skipped.jsonl").read_text().splitlines()]
+    assert [s["id"] for s in skipped] == ["long_31s"] and "longer than 30 s" in skipped[0]["reason"]
+
+
+def test_a_fresh_start_replaces_the_log_of_a_run_that_died_before_its_first_checkpoint(tmp_path):
+    """Bug 6 of issue 10: the new run's records were appended to the dead run's."""
+    manifest = tmp_path / "cuts.jsonl.gz"
+    demo_task_cuts(4, max_duration=3.6).to_file(manifest)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "train_log.jsonl").write_text(json.dumps({"step": 1, "loss": 99.0}) + "\n")
+    (tmp_path / "run" / "cut_ids.rank0.jsonl").write_text(json.dumps({"step": 7, "ids": ["x"]}) + "\n")
+    cfg = load_config(TINY, ["optim.max_steps=2", "data.max_duration=20", "train.log_cut_ids=true"])
+    train(cfg, [str(manifest)], tmp_path / "run")
+    log = read_log(tmp_path / "run" / "train_log.jsonl")
+    assert [r["step"] for r in log] == [1, 2] and all(r["loss"] != 99.0 for r in log)
+    ids = [json.loads(x) for x in (tmp_path / "run" / "cut_ids.rank0.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in ids] == [1, 2]
+
+
+def test_batches_for_a_gpu_are_pinned(tmp_path):
+    """Bug 6 of issue 10: `non_blocking=True` copies from pageable memory are synchronous."""
+    import torch
+
+    from training.data import Position
+    from training.distributed import Dist
+    from training.sequence import PromptFormat
+    from training.train import build_loaders
+    from training.weights import load_tokenizer
+
+    manifest = tmp_path / "cuts.jsonl.gz"
+    demo_task_cuts(4, max_duration=3.6).to_file(manifest)
+    cfg = load_config(TINY, ["train.eval_decode_cuts=2"])
+    fmt = PromptFormat(load_tokenizer(cfg.model.llm.tokenizer))
+    for device, pinned in (("cuda", True), ("cpu", False)):
+        d = Dist(device=torch.device(device))
+        loaders = build_loaders(cfg, fmt, [str(manifest)], None, str(manifest), d, Position(0, 0, 0))
+        assert [ld.pin_memory for ld in loaders] == [pinned, pinned, pinned]
+
+
+def test_fast_resume_starts_at_the_saved_input_position_without_replay(tmp_path):
+    """train.resume_data=fast: the input restarts at the stream position of the checkpoint (the
+    manifest lines before it are skipped undecoded), so no cut is seen twice in the epoch and
+    every cut the resumed run trains on lies at or after that position."""
+    import torch
+
+    manifest = tmp_path / "cuts.jsonl.gz"
+    cuts = demo_task_cuts(40, tasks=("asr", "sgc"), max_duration=3.6)
+    cuts.to_file(manifest)
+    order = {c.id: i for i, c in enumerate(cuts)}
+    overrides = ["data.max_duration=6", "data.buffer_size=8", "data.num_buckets=2", "train.log_cut_ids=true",
+                 "train.resume_data=fast", "optim.max_steps=6", "train.log_every=1"]  # fmt: skip
+    cfg = load_config(TINY, overrides)
+    train(cfg, [str(manifest)], tmp_path / "run", stop_after_steps=3)
+    saved = torch.load(checkpoint_dirs(tmp_path / "run")[-1] / "rank-0.pt", weights_only=False)["position"]
+    assert saved.epoch == 0 and 0 < saved.stream.sources[0][1] < 40
+    train(cfg, [str(manifest)], tmp_path / "run", resume=True)
+    assert [r["step"] for r in read_log(tmp_path / "run" / "train_log.jsonl")] == list(range(1, 7))
+    ids = [json.loads(x) for x in (tmp_path / "run" / "cut_ids.rank0.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in ids] == list(range(1, 7))
+    epoch0 = [i for r in ids if r["epoch"] == 0 for i in r["ids"]]
+    assert len(epoch0) == len(set(epoch0))  # nothing twice within the epoch
+    resumed = [i for r in ids if r["step"] > 3 and r["epoch"] == 0 for i in r["ids"]]
+    assert resumed and min(order[i] for i in resumed) >= saved.stream.sources[0][1]

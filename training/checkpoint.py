@@ -76,6 +76,7 @@ def save_checkpoint(
     position: Position,
     config: dict[str, Any],
     keep: int = 2,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
     """Collective under torchrun (every rank calls it); rank 0 writes the shared files."""
     path = Path(output) / "checkpoints" / f"step-{step:07d}"
@@ -88,7 +89,8 @@ def save_checkpoint(
         path.mkdir(parents=True)
         torch.save(model_sd, path / "model.pt")
         torch.save(optim_sd, path / "optimizer.pt")
-        torch.save({"step": step, "scheduler": scheduler.state_dict(), "config": config}, path / "trainer.pt")
+        trainer = {"step": step, "scheduler": scheduler.state_dict(), "config": config, "extra": extra or {}}
+        torch.save(trainer, path / "trainer.pt")
     barrier()
     torch.save({"rng": rng_state(), "position": position}, path / f"rank-{rank()}.pt")
     barrier()
@@ -108,27 +110,49 @@ def load_trainable(model: torch.nn.Module, path: Path) -> None:
     unknown = [k for k in sd if k not in own]
     if unknown:
         raise ValueError(f"{path}/model.pt has weights the model lacks (config mismatch?): {unknown[:5]}")
+    shapes = [
+        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in sd.items() if v.shape != own[k].shape
+    ]
+    if shapes:
+        raise ValueError(
+            f"{path}/model.pt: weights of another shape than the model's (config mismatch?): {shapes[:5]}"
+        )
     set_model_state_dict(model, sd, options=LOAD)
 
 
 def load_checkpoint(
-    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
-) -> tuple[int, Position]:
-    """Restore everything saved by save_checkpoint; returns (step, data position of this rank)."""
+    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, fast: bool = False
+) -> tuple[int, Position, dict[str, Any]]:
+    """Restore everything saved by save_checkpoint; returns (step, data position of this rank, the
+    loop's extra state).
+    `fast` (train.resume_data): any world size; every rank starts from rank 0's stream position
+    (the stream is the same on every rank) with fresh per-rank RNG seeds."""
     path = Path(path)
     load_trainable(model, path)
     optim_sd = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False)
     set_optimizer_state_dict(model, optimizer, optim_sd, options=LOAD)
     trainer = torch.load(path / "trainer.pt", map_location="cpu", weights_only=False)
     scheduler.load_state_dict(trainer["scheduler"])
-    mine = path / f"rank-{rank()}.pt"
-    if not mine.exists():
+    saved_world = len(list(path.glob("rank-*.pt")))
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    step, extra = int(trainer["step"]), trainer.get("extra", {})
+    if fast:
+        state = torch.load(path / "rank-0.pt", map_location="cpu", weights_only=False)
+        if saved_world == world:
+            state = torch.load(path / f"rank-{rank()}.pt", map_location="cpu", weights_only=False)
+            set_rng_state(state["rng"])
+        else:
+            seed = int(trainer["config"].get("seed", 0))
+            torch.manual_seed(seed + 1000003 * step + rank())
+        return step, state["position"], extra
+    if saved_world != world:
         raise ValueError(
-            f"{path} has no state for rank {rank()}: resume with the world size it was saved with"
+            f"{path} was saved by {saved_world} ranks, this run has {world}: an exact resume needs the same "
+            f"world size; --set train.resume_data=fast resumes with any"
         )
-    state = torch.load(mine, map_location="cpu", weights_only=False)
+    state = torch.load(path / f"rank-{rank()}.pt", map_location="cpu", weights_only=False)
     set_rng_state(state["rng"])
-    return int(trainer["step"]), state["position"]
+    return step, state["position"], extra
 
 
 def export_merged(model: torch.nn.Module, tokenizer: Any, config: dict[str, Any], out: Path) -> Path:

@@ -24,18 +24,36 @@ class EncoderConfig:
     path: str | None = None
     config: dict[str, Any] | None = None
     gradient_checkpointing: bool = False
+    # Residual and feed-forward dropout of the encoder layers (None: the checkpoint's config, 0.0
+    # for OpenAI's Whisper; OSUM trains its encoder with 0.1).
+    dropout: float | None = None
 
 
 @dataclass
 class AdapterConfig:
-    """Conv 4x downsampling (strides 1/2/2, GELU) + transformer layers + projection to the LLM width.
-    `d_model` None means the encoder's width."""
+    """Conv 4x downsampling (strides 1/2/2, GELU) + transformer layers + projection to the LLM width
+    (training/adapters.py). `type: osum` is OSUM's adapter exactly (causal convs, Linear + LayerNorm
+    input, sinusoidal positions, ReLU feed-forward, begin/end-of-speech embeddings) and loads its
+    released weights. Unset keys take the type's defaults: default 4 layers x 8 heads, FFN 4 x
+    d_model; osum 4 layers x 4 heads, FFN 2560; dropout 0.1; `d_model` the encoder's width."""
 
+    type: str = "default"  # default | osum
     d_model: int | None = None
-    layers: int = 4
-    heads: int = 8
-    ffn_dim: int | None = None  # default 4 * d_model
-    dropout: float = 0.1
+    layers: int | None = None
+    heads: int | None = None
+    ffn_dim: int | None = None
+    dropout: float | None = None
+
+    def resolved(self) -> AdapterConfig:
+        osum = self.type == "osum"
+        return AdapterConfig(
+            type=self.type,
+            d_model=self.d_model,
+            layers=4 if self.layers is None else self.layers,
+            heads=self.heads or (4 if osum else 8),
+            ffn_dim=self.ffn_dim or (2560 if osum else None),  # None: 4 x d_model
+            dropout=0.1 if self.dropout is None else self.dropout,
+        )
 
 
 @dataclass
@@ -75,10 +93,18 @@ class ModelConfig:
 
 @dataclass
 class SpecAugmentConfig:
+    """Masks drawn as WeNet/OSUM draw them: start uniform over the axis, width uniform in
+    [1, max], clipped at the end. 10 frequency bins at most per mask (OSUM): the LibriSpeech
+    policy's 27 of 80 bins can cover the low band where the pitch cues of gender and age live."""
+
     freq_masks: int = 2
-    freq_width: int = 27
+    freq_width: int = 10  # max mel bins per mask
     time_masks: int = 2
-    time_width: float = 0.05  # fraction of the utterance per mask
+    time_width: float = 0.05  # max fraction of the utterance per mask...
+    time_width_frames: int | None = None  # ...or max frames per mask (OSUM: 50)
+    fill: str = "mean"  # mean (of the utterance) | zero (OSUM)
+    sub_masks: int = 0  # spec-sub (U2++): spans replaced by earlier frames (OSUM: 3)
+    sub_width: int = 30  # max frames per spec-sub span (OSUM: 30)
 
 
 @dataclass
@@ -94,12 +120,19 @@ class DataConfig:
     buffer_size: int = 20000
     num_workers: int = 2
     max_cut_duration: float = 30.0  # Whisper's positional table covers 30 s
+    max_target_tokens: int | None = None  # skip (and count) training cuts with longer targets (OSUM 200)
     instruction: str = "stored"  # stored | pool (redraw from the task's prompt pool per sample)
     instruction_language: str = "auto"
     chat_template: bool = False
     system_prompt: str | None = None
+    # The token that ends every target (default: the tokenizer's eos). OSUM ends targets with
+    # Qwen2's <|endoftext|> and no chat template.
+    eos_token: str | None = None
     spec_augment: SpecAugmentConfig | None = None
     mux_seed: int = 0
+    # Several --train inputs: None mixes by --weights (probabilities); T > 0 by (weight x hours)^(1/T):
+    # 1 is in proportion to the data, larger flattens towards uniform (training/stream.py).
+    mix_temperature: float | None = None
 
 
 @dataclass
@@ -107,12 +140,20 @@ class OptimConfig:
     lr: float = 5e-5
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8  # AdamW's epsilon (OSUM: 1e-6)
     warmup_steps: int = 0
-    decay: str = "cosine"  # cosine | linear | constant
+    # After the linear warmup: cosine | linear (to min_lr_ratio at max_steps) | constant |
+    # inverse_sqrt (lr * sqrt(warmup / step): WeNet's WarmupLR, OSUM's schedule; no floor).
+    decay: str = "cosine"
     min_lr_ratio: float = 0.1
     max_steps: int = 1000
     grad_accum: int = 1
     clip: float = 1.0
+    # Updates whose gradient norm is NaN/inf are skipped (and counted in the log's skipped_steps),
+    # as are those above spike_factor x the running mean norm once spike_warmup updates were applied.
+    skip_nonfinite: bool = True
+    spike_factor: float | None = None
+    spike_warmup: int = 100
 
 
 @dataclass
@@ -121,15 +162,41 @@ class TrainConfig:
     save_every: int = 1000
     keep_checkpoints: int = 2
     eval_every: int = 0
+    # With --dev: also decode the first N dev cuts at every evaluation and log WER/CER, label
+    # accuracy (beside the majority baseline), timestamp error and answer F1 per task (0: off).
+    eval_decode_cuts: int = 0
+    tensorboard: bool = True  # DIR/tensorboard, besides train_log.jsonl
+    wandb_project: str | None = None  # log to Weights & Biases too (needs `pip install wandb`)
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32
     distributed: str = "ddp"  # ddp | fsdp (only used when launched with torchrun)
+    dist_backend: str | None = None  # the accelerator's collective backend (default nccl; hccl on Ascend)
     log_cut_ids: bool = False  # write cut_ids.rank<R>.jsonl (audit which rank saw what)
+    # --resume: exact replays the sampler to the checkpoint (the very same batches; same world size;
+    # costs a pass over the manifests up to there), fast restarts the input at its saved position
+    # (no replay, any world size; the cuts in the sampler's buffer at the checkpoint are skipped).
+    resume_data: str = "exact"
 
 
 @dataclass
 class DecodeConfig:
+    """transformers' `generate` options. Default greedy; OSUM decodes with beam sampling: num_beams
+    4, do_sample, top_p 0.9, top_k 5, repetition_penalty 1.05, max_new_tokens 400 (osum_qwen2_7b)."""
+
     max_new_tokens: int = 200
-    max_duration: float = 200.0
+    min_new_tokens: int = 0
+    max_duration: float = 200.0  # seconds of audio per decoding batch
+    num_beams: int = 1
+    do_sample: bool = False
+    top_p: float | None = None
+    top_k: int | None = None
+    temperature: float = 1.0
+    repetition_penalty: float = 1.0
+    length_penalty: float = 1.0
+    # Generation stops at the target's end token, the LLM's own end tokens (generation_config) and
+    # these: instruct models end a turn with one token and a text with another (<|im_end|>,
+    # <|endoftext|>).
+    stop_tokens: list[str] = field(default_factory=list)
+    seed: int = 0  # for sampling; drawn from a forked RNG, so training's RNG stream is untouched
 
 
 @dataclass
@@ -216,14 +283,20 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"{cfg.source}: model.llm.config (random init) needs model.llm.tokenizer")
     choices = {
         "data.instruction": (cfg.data.instruction, ("stored", "pool")),
-        "optim.decay": (cfg.optim.decay, ("cosine", "linear", "constant")),
+        "optim.decay": (cfg.optim.decay, ("cosine", "linear", "constant", "inverse_sqrt")),
         "train.precision": (cfg.train.precision, ("auto", "bf16", "fp32")),
         "train.distributed": (cfg.train.distributed, ("ddp", "fsdp")),
         "model.llm.dtype": (cfg.model.llm.dtype, ("float32", "bfloat16", "float16")),
+        "model.adapter.type": (cfg.model.adapter.type, ("default", "osum")),
+        "train.resume_data": (cfg.train.resume_data, ("exact", "fast")),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ConfigError(f"{cfg.source}: {key} must be one of {allowed}, got {value!r}")
+    if cfg.data.spec_augment is not None and cfg.data.spec_augment.fill not in ("mean", "zero"):
+        raise ConfigError(f"{cfg.source}: data.spec_augment.fill must be mean or zero")
+    if cfg.optim.decay == "inverse_sqrt" and cfg.optim.warmup_steps < 1:
+        raise ConfigError(f"{cfg.source}: optim.decay inverse_sqrt needs optim.warmup_steps >= 1")
     if cfg.optim.grad_accum < 1 or cfg.optim.max_steps < 1:
         raise ConfigError(f"{cfg.source}: optim.grad_accum and optim.max_steps must be >= 1")
     return cfg

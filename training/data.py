@@ -11,9 +11,10 @@ Every random choice of a batch (SpecAugment, instruction redraw) comes from a ge
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+import itertools
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,42 +29,98 @@ from training.config import DataConfig
 from training.features import SAMPLING_RATE, log_mel, spec_augment
 from training.model import speech_lengths
 from training.sequence import PromptFormat, collate_tokens
+from training.stream import CutStream, Source, StreamState, mix_probabilities, resolve
 
 SPEECH_TOKENS_PER_SECOND = 12.5
 
 
 def open_cuts(spec: str | Path) -> CutSet:
-    """A lazy CutSet from a manifest file, a pipeline output directory (its cuts.jsonl.gz) or a
-    Lhotse Shar directory (cuts.NNNNNN.jsonl.gz + recording.NNNNNN.tar ...)."""
-    path = Path(spec)
-    if path.is_dir():
-        if (path / "cuts.jsonl.gz").exists():
-            path = path / "cuts.jsonl.gz"
-        elif sorted(path.glob("cuts.*.jsonl*")):
-            return CutSet.from_shar(in_dir=path)
-        else:
-            raise FileNotFoundError(
-                f"{path}: neither cuts.jsonl.gz nor Lhotse Shar shards (cuts.NNNNNN.jsonl.gz)"
-            )
-    if not path.exists():
-        raise FileNotFoundError(f"manifest not found: {path}")
-    return CutSet.from_jsonl_lazy(path)
+    """A lazy CutSet from a manifest file, a pipeline output directory (its cuts.jsonl.gz), a Lhotse
+    Shar directory (cuts.NNNNNN.jsonl.gz + recording.NNNNNN.tar ...) or a Shar fields file; local
+    or at any URL lhotse opens (http(s), s3://, gs://, ... through smart_open; see stream.resolve)."""
+    where = resolve(spec)
+    if where.manifest is not None:
+        return CutSet.from_jsonl_lazy(where.manifest)
+    return CutSet.from_shar(fields=where.shar)
 
 
-def _short_enough(max_duration: float, cut: Cut) -> bool:
-    return cut.duration <= max_duration
+class CutFilter:
+    """Keeps the cuts the model can take and counts the others by reason (nothing is dropped
+    silently): cuts longer than Whisper's 30 s window (`max_cut_duration`) and, when
+    `max_target_tokens` is set, targets longer than that many tokens with the eos (OSUM drops
+    targets over 200 tokens). `record_ids` also keeps the id and reason of every skipped cut (dev
+    and test sets, whose skipped cuts decoding lists)."""
+
+    def __init__(
+        self,
+        max_duration: float,
+        max_target_tokens: int | None = None,
+        fmt: PromptFormat | None = None,
+        record_ids: bool = False,
+    ):
+        if max_target_tokens is not None and fmt is None:
+            raise ValueError("a target token cap needs the prompt format's tokenizer")
+        self.max_duration = max_duration
+        self.max_target_tokens = max_target_tokens
+        self.fmt = fmt
+        self.counts: Counter[str] = Counter()
+        self.ids: dict[str, str] | None = {} if record_ids else None
+
+    def reason(self, cut: Cut) -> tuple[str, str] | None:
+        """(code, human reason) of a cut to skip, None for a cut to keep."""
+        if cut.duration > self.max_duration:
+            return "too_long", f"{cut.duration:.2f} s is longer than {self.max_duration:g} s"
+        if self.max_target_tokens is not None:
+            n = len(self.fmt.encode((cut.custom or {}).get("target") or "")) + 1
+            if n > self.max_target_tokens:
+                return "target_too_long", f"target of {n} tokens with eos exceeds {self.max_target_tokens}"
+        return None
+
+    def __call__(self, cut: Cut) -> bool:
+        why = self.reason(cut)
+        if why is None:
+            return True
+        if self.ids is None:
+            self.counts[why[0]] += 1
+        elif cut.id not in self.ids:  # a probe and the real pass both see the cut: count it once
+            self.ids[cut.id] = why[1]
+            self.counts[why[0]] += 1
+        return False
+
+    @property
+    def skipped(self) -> int:
+        return sum(self.counts.values())
 
 
-def mix(specs: list[str], weights: list[float] | None, seed: int, max_cut_duration: float) -> CutSet:
-    """One manifest: itself (epochs). Several: each repeated forever and multiplexed with `weights`,
-    so a small task is seen in the given proportion for the whole run (CutSet.mux alone only
+def has_at_least(cuts: CutSet, n: int) -> bool:
+    """Whether iterating `cuts` yields `n` cuts (reads at most n; a lazy set restarts on each pass)."""
+    return sum(1 for _ in itertools.islice(iter(cuts), n)) >= n
+
+
+def training_stream(
+    specs: list[str],
+    weights: list[float] | None,
+    seed: int,
+    keep: Callable[[Cut], bool] | None = None,
+    temperature: float | None = None,
+) -> CutStream:
+    """The training input (stream.py): one source read in epochs, or several mixed for the whole
+    run with `weights` (probabilities) or, with `temperature`, by their hours (CutSet.mux alone only
     interleaves; once the small set is exhausted the mix would be the large one alone)."""
-    if weights is not None and len(weights) != len(specs):
-        raise ValueError(f"{len(specs)} training manifests but {len(weights)} weights")
-    sets = [open_cuts(s).filter(partial(_short_enough, max_cut_duration)) for s in specs]
-    if len(sets) == 1:
-        return sets[0]
-    return CutSet.mux(*[s.repeat() for s in sets], weights=weights or [1.0] * len(sets), seed=seed)
+    sources = [Source(s, seed=seed) for s in specs]
+    p = mix_probabilities(sources, weights, temperature) if len(sources) > 1 else None
+    return CutStream(sources, p, seed=seed, keep=keep)
+
+
+def mix(
+    specs: list[str],
+    weights: list[float] | None,
+    seed: int,
+    max_cut_duration: float,
+    temperature: float | None = None,
+) -> CutSet:
+    """The training stream as a CutSet (cuts over `max_cut_duration` skipped)."""
+    return CutSet(training_stream(specs, weights, seed, CutFilter(max_cut_duration), temperature))
 
 
 def estimate_tokens(cut: Cut, prompt_tokens: int = 32) -> float:
@@ -101,11 +158,15 @@ class TokenAwareConstraint(TimeConstraint):
         self.longest_tokens = 0.0
 
 
-def make_sampler(cuts: CutSet, cfg: DataConfig, seed: int, world_size: int, rank: int, shuffle: bool):
+def make_sampler(
+    cuts: CutSet, cfg: DataConfig, seed: int, world_size: int, rank: int, shuffle: bool, finite: bool = True
+):
+    """Duration-bucketed batches (`cfg.bucketing`), else random ones. A finite set with fewer cuts
+    than `num_buckets` cannot be split into buckets (Lhotse asserts): it is batched plainly."""
     constraint = TokenAwareConstraint(
         max_duration=cfg.max_duration, max_cuts=cfg.max_cuts, max_tokens=cfg.max_tokens
     )
-    if cfg.bucketing:
+    if cfg.bucketing and cfg.num_buckets > 1 and not (finite and not has_at_least(cuts, cfg.num_buckets)):
         return DynamicBucketingSampler(
             cuts,
             constraint=constraint,
@@ -129,29 +190,53 @@ class Position:
     epoch: int
     in_epoch: int  # 1-based index of this batch within its epoch (on this rank)
     index: int  # global batch counter (on this rank), across epochs
+    stream: StreamState | None = None  # the input stream's state when the sampler made this batch
 
 
 class PositionedSampler:
     """Wraps a Lhotse sampler: endless epochs, each batch tagged with its Position, and a start
-    position to fast-forward to (only manifests are read while skipping, no audio)."""
+    position to go to. Exact (default): the sampler is replayed from the epoch's start up to it
+    (only manifests are read, no audio), giving the very same batches. `fast`: the input stream
+    restarts at the position's stream state (skipping at the source) with the sampler's buffers
+    empty: no replay, any number of ranks, but the cuts that sat in the sampler's buffer at the
+    checkpoint (at most data.buffer_size) are not seen in that epoch."""
 
-    def __init__(self, sampler: Any, start: Position | None = None, epochs: int | None = None):
+    def __init__(
+        self,
+        sampler: Any,
+        start: Position | None = None,
+        epochs: int | None = None,
+        stream: CutStream | None = None,
+        fast: bool = False,
+    ):
         self.sampler = sampler
         self.start = start or Position(0, 0, 0)
         self.epochs = epochs  # None: endless (training counts steps, not epochs)
+        self.stream = stream
+        self.fast = fast and stream is not None and self.start.stream is not None
 
     def __iter__(self) -> Iterator[tuple[Position, CutSet]]:
         epoch, skip, index = self.start.epoch, self.start.in_epoch, self.start.index
+        jump = self.fast
         while self.epochs is None or epoch < self.epochs:
+            n, resumed_mid_epoch = 0, False
+            if self.stream is not None:
+                if jump:
+                    self.stream.begin(self.start.stream)
+                    n, skip, jump, resumed_mid_epoch = skip, 0, False, True
+                else:
+                    self.stream.begin(epoch=epoch)
             self.sampler.set_epoch(epoch)
-            n = 0
+            first = n
             for cuts in self.sampler:
                 n += 1
                 if n <= skip:
                     continue
                 index += 1
-                yield Position(epoch, n, index), cuts
-            if n == 0:
+                yield Position(epoch, n, index, self.stream.snapshot() if self.stream else None), cuts
+            if n == first and not resumed_mid_epoch:  # (a resumed epoch's rest may well be empty)
+                if self.epochs is not None:
+                    return  # an empty dev/test set (or every cut skipped): nothing to evaluate
                 raise ValueError("the training manifest yields no batch (empty, or every cut filtered out)")
             epoch, skip = epoch + 1, 0
 
@@ -170,11 +255,19 @@ def load_audio(cut: Cut) -> torch.Tensor:
 class SpeechLLMDataset(torch.utils.data.Dataset):
     """Map-style dataset whose 'index' is (Position, CutSet): one item is one padded batch.
 
-    `with_targets=False` builds decoding batches: left-padded, no target, no augmentation."""
+    `with_targets=False` builds decoding batches: left-padded, no target, no augmentation.
+    `boundary_tokens`: speech positions the adapter adds around each utterance (osum: 2)."""
 
     def __init__(
-        self, fmt: PromptFormat, cfg: DataConfig, seed: int, train: bool = True, with_targets: bool = True
+        self,
+        fmt: PromptFormat,
+        cfg: DataConfig,
+        seed: int,
+        train: bool = True,
+        with_targets: bool = True,
+        boundary_tokens: int = 0,
     ):
+        self.boundary_tokens = boundary_tokens
         self.fmt = fmt
         self.cfg = cfg
         self.seed = seed
@@ -209,7 +302,7 @@ class SpeechLLMDataset(torch.utils.data.Dataset):
             mel = log_mel(load_audio(cut), self.cfg.n_mels)
             if self.train and self.cfg.spec_augment is not None:
                 mel = spec_augment(mel, self.cfg.spec_augment, gen)
-            n_speech = int(speech_lengths(torch.tensor(mel.shape[1])))
+            n_speech = int(speech_lengths(torch.tensor(mel.shape[1]), self.boundary_tokens))
             target = custom["target"] if self.with_targets else None
             samples.append(self.fmt.sample(self.instruction(cut, gen), n_speech, target))
             mels.append(mel)
@@ -239,7 +332,7 @@ class SpeechLLMDataset(torch.utils.data.Dataset):
 
 
 def make_loader(
-    cuts: CutSet,
+    cuts: CutSet | CutStream,
     fmt: PromptFormat,
     cfg: DataConfig,
     seed: int,
@@ -249,17 +342,42 @@ def make_loader(
     with_targets: bool = True,
     start: Position | None = None,
     epochs: int | None = None,
+    pin_memory: bool = False,
+    boundary_tokens: int = 0,
+    fast_resume: bool = False,
 ) -> torch.utils.data.DataLoader:
-    """`train`: shuffled, augmented, endless unless `epochs`; else one pass in manifest order.
-    `with_targets=False`: decoding batches."""
-    sampler = make_sampler(cuts, cfg, seed, world_size, rank, shuffle=train and cfg.shuffle)
-    dataset = SpeechLLMDataset(fmt, cfg, seed, train=train, with_targets=with_targets)
-    return torch.utils.data.DataLoader(
+    """`train`: shuffled, augmented, endless unless `epochs`; else one pass in manifest order,
+    where cuts the model cannot take (over `max_cut_duration`) are skipped and listed in the
+    returned loader's `cut_filter` (dev sets are not filtered by the pipelines' training filters).
+    `with_targets=False`: decoding batches. `pin_memory`: page-locked batches, so that the copy
+    to a GPU with `non_blocking=True` really overlaps with compute. A CutStream (training) is
+    positioned per epoch and can be resumed `fast_resume` (see PositionedSampler)."""
+    stream = cuts if isinstance(cuts, CutStream) else None
+    if stream is not None:
+        cuts = CutSet(stream)
+    cut_filter = None
+    if not train:
+        cut_filter = CutFilter(cfg.max_cut_duration, record_ids=True)
+        cuts = cuts.filter(cut_filter)
+    sampler = make_sampler(
+        cuts,
+        cfg,
+        seed,
+        world_size,
+        rank,
+        shuffle=train and cfg.shuffle,
+        finite=not (stream is not None and stream.endless),
+    )
+    dataset = SpeechLLMDataset(fmt, cfg, seed, train, with_targets, boundary_tokens)
+    loader = torch.utils.data.DataLoader(
         dataset,
-        sampler=PositionedSampler(sampler, start, epochs),
+        sampler=PositionedSampler(sampler, start, epochs, stream, fast_resume),
         batch_size=None,
         num_workers=cfg.num_workers,
         # A private generator: creating the loader must not consume the global RNG (exact resume).
         generator=torch.Generator().manual_seed(seed),
         persistent_workers=False,
+        pin_memory=pin_memory,
     )
+    loader.cut_filter = cut_filter
+    return loader

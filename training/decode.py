@@ -2,8 +2,10 @@
 
     osum-decode --config CFG.yaml --checkpoint RUN_DIR|CHECKPOINT_DIR --cuts CUTS --output DIR
 
-Writes DIR/hyps.jsonl (id, task, ref, hyp) and DIR/metrics.json (per task key: WER/CER, label
-accuracy, timestamp error; see training.metrics). Each cut is prompted with its stored instruction.
+Writes DIR/hyps.jsonl (id, task, ref, hyp), DIR/metrics.json (per task key: WER/CER, label
+accuracy, timestamp error; see training.metrics) and DIR/skipped.jsonl (id, reason) of the cuts the
+model cannot take (longer than data.max_cut_duration). Each cut is prompted with its stored
+instruction.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ import torch
 from training.checkpoint import latest_checkpoint, load_trainable
 from training.config import Config, load_config
 from training.data import make_loader, open_cuts
+from training.evaluate import decode_rows
 from training.metrics import task_metrics
-from training.model import SpeechLLM, build_model
-from training.sequence import PromptFormat
-from training.train import autocast, to_device
+from training.model import SpeechLLM, build_model, speech_boundary_tokens
+from training.sequence import PromptFormat, prompt_format
 
 
 def resolve_checkpoint(path: Path) -> Path:
@@ -37,17 +39,17 @@ def resolve_checkpoint(path: Path) -> Path:
     return latest
 
 
-def generate_rows(model: SpeechLLM, fmt: PromptFormat, cfg: Config, cuts, device: torch.device) -> list[dict]:
+def generate_rows(
+    model: SpeechLLM, fmt: PromptFormat, cfg: Config, cuts, device: torch.device
+) -> tuple[list[dict], dict[str, str]]:
+    """Hypotheses of every cut the model can take, and {cut id: reason} of the cuts it skipped."""
     data_cfg = dataclasses.replace(cfg.data, max_duration=cfg.decode.max_duration)
-    loader = make_loader(cuts, fmt, data_cfg, cfg.seed, train=False, with_targets=False, epochs=1)
-    rows = []
-    model.eval()
-    for batch in loader:
-        with autocast(cfg, device):
-            out = model.generate(to_device(batch, device), cfg.decode.max_new_tokens, fmt.eos_id, fmt.pad_id)
-        for cut_id, task, ref, ids in zip(batch["ids"], batch["tasks"], batch["targets"], out, strict=True):
-            rows.append({"id": cut_id, "task": task, "ref": ref, "hyp": fmt.decode(ids)})
-    return rows
+    loader = make_loader(
+        cuts, fmt, data_cfg, cfg.seed, train=False, with_targets=False, epochs=1,
+        boundary_tokens=speech_boundary_tokens(cfg),
+    )  # fmt: skip
+    rows = decode_rows(model, loader, fmt, cfg, device, synced=False)
+    return rows, dict(loader.cut_filter.ids)
 
 
 def decode(cfg: Config, checkpoint: Path, cuts_spec: str, output: Path) -> dict[str, Any]:
@@ -55,14 +57,19 @@ def decode(cfg: Config, checkpoint: Path, cuts_spec: str, output: Path) -> dict[
     model, tokenizer = build_model(cfg)
     load_trainable(model, resolve_checkpoint(checkpoint))
     model.to(device)
-    fmt = PromptFormat(tokenizer, cfg.data.chat_template, cfg.data.system_prompt)
-    rows = generate_rows(model, fmt, cfg, open_cuts(cuts_spec), device)
+    fmt = prompt_format(cfg, tokenizer)
+    rows, skipped = generate_rows(model, fmt, cfg, open_cuts(cuts_spec), device)
     metrics = task_metrics(rows)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     with open(output / "hyps.jsonl", "w", encoding="utf-8") as f:
         for r in rows:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    with open(output / "skipped.jsonl", "w", encoding="utf-8") as f:
+        for cut_id, reason in skipped.items():
+            f.write(json.dumps({"id": cut_id, "reason": reason}, ensure_ascii=False) + "\n")
+    if skipped:
+        print(f"skipped {len(skipped)} cuts the model cannot take (listed in {output / 'skipped.jsonl'})")
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False), encoding="utf-8")
     return metrics
 

@@ -1,7 +1,9 @@
 """torchrun plumbing: process group, device, DDP or FSDP wrapping, and summing stats over ranks.
 
-Launched plainly, everything here is a no-op (world size 1). Under torchrun: NCCL on GPUs, gloo
-on CPU (the tests run two CPU ranks).
+Launched plainly, everything here is a no-op (world size 1). Under torchrun the process group
+serves CPU tensors (gloo) and, on GPUs, CUDA tensors (NCCL, or `train.dist_backend`, e.g. hccl):
+a device-only group fails on the first collective that touches a CPU tensor ("No backend type
+associated with device type cpu"), so both are always registered.
 """
 
 from __future__ import annotations
@@ -27,7 +29,15 @@ class Dist:
         return self.rank == 0
 
 
-def setup() -> Dist:
+def process_group_backend(device_type: str, device_backend: str | None = None) -> str:
+    """The `init_process_group` backend string: gloo for CPU tensors always, plus the accelerator's
+    own backend for its tensors (default nccl)."""
+    if device_type == "cpu":
+        return "gloo"
+    return f"cpu:gloo,{device_type}:{device_backend or 'nccl'}"
+
+
+def setup(device_backend: str | None = None) -> Dist:
     """Join the torchrun process group if launched by torchrun."""
     cuda = torch.cuda.is_available()
     if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:
@@ -36,7 +46,7 @@ def setup() -> Dist:
     if cuda:
         torch.cuda.set_device(local)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
+        dist.init_process_group(process_group_backend("cuda" if cuda else "cpu", device_backend))
     device = torch.device("cuda", local) if cuda else torch.device("cpu")
     return Dist(dist.get_rank(), dist.get_world_size(), local, device)
 

@@ -54,21 +54,31 @@ def num_frames(num_samples: int) -> int:
 
 
 def spec_augment(mel: torch.Tensor, cfg: SpecAugmentConfig, generator: torch.Generator) -> torch.Tensor:
-    """Frequency and time masks (filled with the utterance mean) on one (n_mels, T) feature."""
+    """Time masks, frequency masks, then spec-sub on one (n_mels, T) feature, as WeNet (OSUM's
+    toolkit) applies them: a mask starts anywhere on its axis, is 1 to max wide and is clipped at
+    the end; a spec-sub span is overwritten by the frames a random distance before it."""
     out = mel.clone()
     n_mels, frames = out.shape
-    fill = out.mean()
+    fill = out.mean() if cfg.fill == "mean" else 0.0
 
-    def draw(high: int) -> int:
-        return int(torch.randint(0, max(1, high), (1,), generator=generator))
+    def draw(low: int, high: int) -> int:
+        """Uniform integer in [low, high]."""
+        return int(torch.randint(low, max(low, high) + 1, (1,), generator=generator))
 
-    for _ in range(cfg.freq_masks):
-        width = draw(cfg.freq_width + 1)
-        start = draw(n_mels - width + 1)
-        out[start : start + width, :] = fill
-    max_t = int(cfg.time_width * frames)
-    for _ in range(cfg.time_masks):
-        width = draw(max_t + 1)
-        start = draw(frames - width + 1)
-        out[:, start : start + width] = fill
+    max_t = cfg.time_width_frames if cfg.time_width_frames is not None else int(cfg.time_width * frames)
+    if max_t >= 1:
+        for _ in range(cfg.time_masks):
+            start = draw(0, frames - 1)
+            out[:, start : start + draw(1, max_t)] = fill
+    if cfg.freq_width >= 1:
+        for _ in range(cfg.freq_masks):
+            start = draw(0, n_mels - 1)
+            out[start : start + draw(1, cfg.freq_width), :] = fill
+    if cfg.sub_width >= 1:
+        source = out.clone()
+        for _ in range(cfg.sub_masks):
+            start = draw(0, frames - 1)
+            end = min(frames, start + draw(1, cfg.sub_width))
+            back = draw(0, start)
+            out[:, start:end] = source[:, start - back : end - back]
     return out

@@ -16,23 +16,21 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
+from training.adapters import ADAPTERS, Adapter, OsumAdapter, conv_out, padding_mask, zero_padding
 from training.config import Config
 
-
-def conv_out(lengths: torch.Tensor, stride: int) -> torch.Tensor:
-    """Output length of Conv1d(kernel 3, padding 1, stride)."""
-    return (lengths - 1) // stride + 1
+__all__ = ["Adapter", "OsumAdapter", "SpeechLLM", "build_model", "conv_out", "padding_mask", "speech_lengths"]
 
 
-def speech_lengths(mel_lens: torch.Tensor) -> torch.Tensor:
+def speech_lengths(mel_lens: torch.Tensor, boundary_tokens: int = 0) -> torch.Tensor:
     """Number of speech embeddings the model makes from `mel_lens` frames: Whisper's conv2 (/2),
-    then the adapter's convs (/2, /2): 100 frames/s -> 12.5 embeddings/s, as in OSUM."""
-    return conv_out(conv_out(conv_out(mel_lens, 2), 2), 2)
+    then the adapter's convs (/2, /2): 100 frames/s -> 12.5 embeddings/s, as in OSUM; plus the
+    adapter's begin/end-of-speech embeddings (`boundary_tokens`: 2 for the osum adapter)."""
+    return conv_out(conv_out(conv_out(mel_lens, 2), 2), 2) + boundary_tokens
 
 
-def padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
-    """(B, max_len) True at padded positions."""
-    return torch.arange(max_len, device=lengths.device)[None, :] >= lengths[:, None]
+def speech_boundary_tokens(cfg: Config) -> int:
+    return ADAPTERS[cfg.model.adapter.type].boundary_tokens
 
 
 class ShortWhisperEncoder(WhisperEncoder):
@@ -45,8 +43,10 @@ class ShortWhisperEncoder(WhisperEncoder):
     """
 
     def forward(self, input_features: torch.Tensor, lengths: torch.Tensor | None = None):  # type: ignore[override]
-        x = F.gelu(self.conv1(input_features))
-        x = F.gelu(self.conv2(x)).permute(0, 2, 1)
+        if lengths is None:
+            lengths = torch.full((input_features.shape[0],), input_features.shape[-1])
+        x = F.gelu(self.conv1(zero_padding(input_features, lengths)))
+        x = F.gelu(self.conv2(zero_padding(x, lengths))).permute(0, 2, 1)
         n = x.shape[1]
         if n > self.max_source_positions:
             raise ValueError(
@@ -55,7 +55,7 @@ class ShortWhisperEncoder(WhisperEncoder):
             )
         x = x + self.embed_positions.weight[:n].to(x.dtype)
         x = F.dropout(x, p=self.dropout, training=self.training)
-        out_lens = conv_out(lengths, 2) if lengths is not None else torch.full((x.shape[0],), n)
+        out_lens = conv_out(lengths, 2)
         mask = None
         pad = padding_mask(out_lens.to(x.device), n)
         if pad.any():
@@ -69,43 +69,8 @@ class ShortWhisperEncoder(WhisperEncoder):
         return self.layer_norm(x), out_lens
 
 
-class Adapter(nn.Module):
-    """OSUM's adapter: 3 Conv1d (strides 1/2/2, GELU) for 4x downsampling, transformer layers,
-    and a linear projection to the LLM's hidden size."""
-
-    def __init__(
-        self, in_dim: int, d_model: int, out_dim: int, layers: int, heads: int, ffn_dim: int, dropout: float
-    ):
-        super().__init__()
-        self.convs = nn.ModuleList(
-            [
-                nn.Conv1d(in_dim, d_model, 3, stride=1, padding=1),
-                nn.Conv1d(d_model, d_model, 3, stride=2, padding=1),
-                nn.Conv1d(d_model, d_model, 3, stride=2, padding=1),
-            ]
-        )
-        layer = nn.TransformerEncoderLayer(
-            d_model, heads, ffn_dim, dropout, activation="gelu", batch_first=True, norm_first=True
-        )
-        self.transformer = (
-            nn.TransformerEncoder(layer, layers, enable_nested_tensor=False) if layers else None
-        )
-        self.norm = nn.LayerNorm(d_model)
-        self.proj = nn.Linear(d_model, out_dim)
-
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = x.transpose(1, 2)
-        for conv in self.convs:
-            x = F.gelu(conv(x))
-            lengths = conv_out(lengths, conv.stride[0])
-        x = x.transpose(1, 2)
-        if self.transformer is not None:
-            x = self.transformer(x, src_key_padding_mask=padding_mask(lengths.to(x.device), x.shape[1]))
-        return self.proj(self.norm(x)), lengths
-
-
 class SpeechLLM(nn.Module):
-    def __init__(self, encoder: ShortWhisperEncoder, adapter: Adapter, llm: nn.Module):
+    def __init__(self, encoder: ShortWhisperEncoder, adapter: Adapter | OsumAdapter, llm: nn.Module):
         super().__init__()
         self.encoder = encoder
         self.adapter = adapter
@@ -153,39 +118,40 @@ class SpeechLLM(nn.Module):
 
     @torch.no_grad()
     def generate(
-        self, batch: dict[str, Any], max_new_tokens: int, eos_id: int, pad_id: int
+        self, batch: dict[str, Any], options: Any, stop_ids: list[int], pad_id: int, synced: bool = False
     ) -> list[list[int]]:
-        """Greedy decoding of a left-padded batch ([pad][prefix][speech][suffix]) with a KV cache."""
-        lm = self.causal_lm
-        decoder, head, emb = lm.get_decoder(), lm.get_output_embeddings(), lm.get_input_embeddings()
+        """Token ids generated for a left-padded batch ([pad][prefix][speech][suffix]) by transformers'
+        `generate` on the speech-filled `inputs_embeds`: greedy, beam search or sampling as `options`
+        (a DecodeConfig) says; each row ends before its first stop token. `synced`: keep stepping
+        until every rank is done (FSDP: every rank must join every forward)."""
+        from transformers import GenerationConfig
+
+        o = options
+        sampling = dict(top_p=o.top_p, top_k=o.top_k, temperature=o.temperature) if o.do_sample else {}
+        gen = GenerationConfig(
+            max_new_tokens=o.max_new_tokens,
+            min_new_tokens=o.min_new_tokens,
+            num_beams=o.num_beams,
+            do_sample=o.do_sample,
+            repetition_penalty=o.repetition_penalty,
+            length_penalty=o.length_penalty,
+            eos_token_id=list(stop_ids),
+            pad_token_id=pad_id,
+            use_cache=True,  # even when training turned it off for gradient checkpointing
+            **sampling,
+        )
         embeds = self.embed(batch)
-        mask = batch["attention_mask"]
-        pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
-        out = decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=True)
-        cache, last = out.past_key_values, out.last_hidden_state[:, -1]
-        pos = pos[:, -1:]
-        done = torch.zeros(mask.shape[0], dtype=torch.bool, device=mask.device)
-        tokens = []
-        for _ in range(max_new_tokens):
-            nxt = head(last).argmax(-1)
-            nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
-            tokens.append(nxt)
-            done |= nxt == eos_id
-            if bool(done.all()):
-                break
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            pos = pos + 1
-            out = decoder(
-                inputs_embeds=emb(nxt[:, None]),
-                attention_mask=mask,
-                position_ids=pos,
-                past_key_values=cache,
-                use_cache=True,
-            )
-            cache, last = out.past_key_values, out.last_hidden_state[:, -1]
+        out = self.causal_lm.generate(
+            inputs_embeds=embeds,
+            attention_mask=batch["attention_mask"],
+            generation_config=gen,
+            synced_gpus=synced,
+        )
+        stops = set(stop_ids)
         result = []
-        for row in torch.stack(tokens, 1).tolist() if tokens else [[] for _ in range(mask.shape[0])]:
-            result.append(row[: row.index(eos_id)] if eos_id in row else row)
+        for row in out.tolist():
+            end = next((i for i, t in enumerate(row) if t in stops), len(row))
+            result.append(row[:end])
         return result
 
 
@@ -199,6 +165,8 @@ def build_model(cfg: Config, with_tokenizer: bool = True) -> tuple[SpeechLLM, An
     m = cfg.model
     torch.manual_seed(cfg.seed)
     enc_cfg, enc_state = load_whisper_encoder(m.encoder.path, m.encoder.config)
+    if m.encoder.dropout is not None:
+        enc_cfg.dropout = enc_cfg.activation_dropout = m.encoder.dropout
     if enc_cfg.num_mel_bins != cfg.data.n_mels:
         raise ValueError(f"encoder has {enc_cfg.num_mel_bins} mel bins, data.n_mels is {cfg.data.n_mels}")
     encoder = ShortWhisperEncoder(enc_cfg)
@@ -220,15 +188,16 @@ def build_model(cfg: Config, with_tokenizer: bool = True) -> tuple[SpeechLLM, An
         llm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         llm.config.use_cache = False
 
-    d_model = m.adapter.d_model or enc_cfg.d_model
-    adapter = Adapter(
+    a = m.adapter.resolved()
+    d_model = a.d_model or enc_cfg.d_model
+    adapter = ADAPTERS[a.type](
         enc_cfg.d_model,
         d_model,
         llm.config.hidden_size,
-        m.adapter.layers,
-        m.adapter.heads,
-        m.adapter.ffn_dim or 4 * d_model,
-        m.adapter.dropout,
+        a.layers,
+        a.heads,
+        a.ffn_dim or 4 * d_model,
+        a.dropout,
     )
     if m.lora is not None and "lora" in m.train:
         from peft import LoraConfig, get_peft_model

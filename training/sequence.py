@@ -29,17 +29,38 @@ class Sample:
 
 
 class PromptFormat:
-    def __init__(self, tokenizer: Any, chat_template: bool = False, system_prompt: str | None = None):
+    def __init__(
+        self,
+        tokenizer: Any,
+        chat_template: bool = False,
+        system_prompt: str | None = None,
+        eos_token: str | None = None,
+    ):
         self.tok = tokenizer
         self.chat = chat_template
         self.system = system_prompt
-        self.eos_id = tokenizer.eos_token_id
+        self.eos_id = (
+            tokenizer.eos_token_id if eos_token is None else self.token_id(eos_token, "data.eos_token")
+        )
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
         if chat_template and not getattr(tokenizer, "chat_template", None):
             raise ValueError("data.chat_template is on but the tokenizer has no chat template")
         self._cache: dict[str, tuple[list[int], list[int]]] = {}
 
-    def _encode(self, text: str) -> list[int]:
+    def token_id(self, token: str, what: str) -> int:
+        """The id of a single token of the vocabulary (special tokens included)."""
+        ids = self.tok(token, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            raise ValueError(f"{what}: {token!r} is not one token of the tokenizer (it splits into {ids})")
+        return ids[0]
+
+    def stop_ids(self, extra: list[str], model_eos: int | list[int] | None = None) -> list[int]:
+        """Ids that end generation: the target's end token, the LLM's own end tokens, `extra`."""
+        own = [model_eos] if isinstance(model_eos, int) else list(model_eos or [])
+        ids = [self.eos_id, *own, *(self.token_id(t, "decode.stop_tokens") for t in extra)]
+        return list(dict.fromkeys(ids))
+
+    def encode(self, text: str) -> list[int]:
         return self.tok(text, add_special_tokens=False)["input_ids"] if text else []
 
     def around_speech(self, instruction: str) -> tuple[list[int], list[int]]:
@@ -52,12 +73,12 @@ class PromptFormat:
                 before, after = text.split(SPEECH_MARK)
             else:
                 before, after = instruction, ""
-            self._cache[instruction] = (self._encode(before), self._encode(after))
+            self._cache[instruction] = (self.encode(before), self.encode(after))
         return self._cache[instruction]
 
     def sample(self, instruction: str, speech_len: int, target: str | None) -> Sample:
         prefix, suffix = self.around_speech(instruction)
-        tgt = [] if target is None else self._encode(target) + [self.eos_id]
+        tgt = [] if target is None else self.encode(target) + [self.eos_id]
         return Sample(prefix, speech_len, suffix, tgt)
 
     def decode(self, ids: list[int]) -> str:
@@ -87,3 +108,9 @@ def collate_tokens(samples: list[Sample], pad_id: int, left_pad: bool = False) -
         out["attention_mask"][i, sl] = 1
         out["labels"][i, sl] = torch.tensor(labels)
     return out
+
+
+def prompt_format(cfg: Any, tokenizer: Any) -> PromptFormat:
+    """The PromptFormat a Config asks for."""
+    d = cfg.data
+    return PromptFormat(tokenizer, d.chat_template, d.system_prompt, d.eos_token)

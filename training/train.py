@@ -5,18 +5,24 @@
                [--set optim.lr=1e-4]
     torchrun --nproc_per_node 8 -m training.train ...        (DDP; train.distributed=fsdp for FSDP)
 
+--train/--dev take a CutSet manifest, a pipeline output directory, a Lhotse Shar directory or a
+Shar fields file, locally or at any URL lhotse opens (https://, s3://, gs://, ...).
+
 Writes DIR/train_log.jsonl (one record per logged step: loss overall and per task, lr, grad norm,
-tokens/s, audio-seconds/s, padding ratios, time waiting for data) and DIR/checkpoints/.
+tokens/s, audio-seconds/s, padding ratios, time waiting for data, skipped steps, peak memory; dev
+loss and generation metrics), the same to TensorBoard (DIR/tensorboard) and W&B when configured,
+DIR/eval/step-N.jsonl (dev hypotheses) and DIR/checkpoints/.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
+import resource
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,22 +31,32 @@ import yaml
 
 from training.checkpoint import latest_checkpoint, load_checkpoint, load_trainable, save_checkpoint
 from training.config import Config, OptimConfig, load_config
-from training.data import Position, make_loader, mix, open_cuts
-from training.distributed import Dist, all_sum, no_sync, setup, teardown, wrap
-from training.model import build_model, count_parameters
-from training.sequence import PromptFormat
+from training.data import CutFilter, Position, make_loader, open_cuts, training_stream
+from training.distributed import Dist, no_sync, setup, teardown, wrap
+from training.evaluate import autocast, dev_loss, generation_eval, summary_lines, task_keys, to_device
+from training.logs import RunLog, truncate_log
+from training.model import build_model, count_parameters, speech_boundary_tokens
+from training.sequence import PromptFormat, prompt_format
+from training.stats import Stats
+from training.stream import describe
 
-MODEL_KEYS = ("mel", "mel_lens", "input_ids", "speech_mask", "attention_mask", "labels")
+# A skipped update (StepGuard) still advances the schedule: step counts are data, not updates.
+warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler.step\(\)` before `optimizer.step\(\)`")
+
+__all__ = ["autocast", "build_loaders", "lr_lambda", "main", "to_device", "train"]
 
 
 def lr_lambda(o: OptimConfig):
-    """Linear warmup, then cosine or linear decay to min_lr_ratio at max_steps (or constant)."""
+    """Linear warmup, then cosine or linear decay to min_lr_ratio at max_steps, constant, or
+    inverse square root (WeNet's WarmupLR: lr * min(s / w, sqrt(w / s)) at step s = step + 1)."""
 
     def f(step: int) -> float:
         if step < o.warmup_steps:
             return (step + 1) / o.warmup_steps
         if o.decay == "constant":
             return 1.0
+        if o.decay == "inverse_sqrt":
+            return math.sqrt(o.warmup_steps / (step + 1))
         progress = min(1.0, (step - o.warmup_steps) / max(1, o.max_steps - o.warmup_steps))
         shape = 0.5 * (1 + math.cos(math.pi * progress)) if o.decay == "cosine" else 1 - progress
         return o.min_lr_ratio + (1 - o.min_lr_ratio) * shape
@@ -48,109 +64,95 @@ def lr_lambda(o: OptimConfig):
     return f
 
 
-def autocast(cfg: Config, device: torch.device):
-    """bf16 autocast on GPU (no loss scaling needed, unlike fp16's NaNs); fp32 on CPU by default."""
-    p = cfg.train.precision
-    if p == "bf16" or (p == "auto" and device.type == "cuda"):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: batch[k].to(device, non_blocking=True) for k in MODEL_KEYS}
-
-
-class Stats:
-    """Sums over micro-batches and ranks: one tensor, so one all_reduce per logged step."""
-
-    SCALARS = (
-        "loss_sum",
-        "target_tokens",
-        "audio_s",
-        "frames",
-        "padded_frames",
-        "tokens",
-        "padded_tokens",
-        "cuts",
+def build_loaders(
+    cfg: Config,
+    fmt: PromptFormat,
+    train_specs: list[str],
+    weights: list[float] | None,
+    dev_spec: str | None,
+    d: Dist,
+    start: Position,
+):
+    """The training loader (from `start`), the dev loss loader and the dev generation loader (the
+    first train.eval_decode_cuts dev cuts); None without `dev_spec`. Batches for a GPU are pinned,
+    so `to_device`'s non_blocking copies overlap with compute."""
+    common = dict(pin_memory=d.device.type == "cuda", boundary_tokens=speech_boundary_tokens(cfg))
+    c = cfg.data
+    keep = CutFilter(c.max_cut_duration, c.max_target_tokens, fmt)
+    stream = training_stream(train_specs, weights, c.mux_seed, keep, c.mix_temperature)
+    if d.main and len(train_specs) > 1:
+        print("training mix:", json.dumps(describe(stream.sources, stream.p)), flush=True)
+    fast = cfg.train.resume_data == "fast"
+    loader = make_loader(
+        stream, fmt, c, cfg.seed, d.world, d.rank, train=True, start=start, fast_resume=fast, **common
     )
+    loader.cut_filter = keep
+    dev_loader = gen_loader = None
+    if dev_spec:
+        dev = open_cuts(dev_spec)
+        dev_loader = make_loader(dev, fmt, c, cfg.seed, d.world, d.rank, train=False, epochs=1, **common)
+        if cfg.train.eval_decode_cuts:
+            import dataclasses
 
-    def __init__(self, task_keys: list[str]):
-        self.keys = task_keys
-        self.v = torch.zeros(len(self.SCALARS) + 2 * len(task_keys), dtype=torch.float64)
-
-    def add(self, batch: dict[str, Any], out: dict[str, torch.Tensor]) -> None:
-        s = out["sample_loss_sum"].detach().double().cpu()
-        n = out["sample_tokens"].detach().double().cpu()
-        values = (s.sum(), n.sum(), batch["audio_seconds"], batch["audio_frames"], batch["padded_frames"],
-                  batch["tokens"], batch["padded_tokens"], len(batch["ids"]))  # fmt: skip
-        for i, x in enumerate(values):
-            self.v[i] += float(x)
-        base = len(self.SCALARS)
-        for task, loss_sum, count in zip(batch["tasks"], s, n, strict=True):
-            j = self.keys.index(task) if task in self.keys else None
-            if j is not None:
-                self.v[base + 2 * j] += loss_sum
-                self.v[base + 2 * j + 1] += count
-
-    def reduce(self) -> dict[str, Any]:
-        v = all_sum(self.v.clone()).tolist()
-        d = dict(zip(self.SCALARS, v[: len(self.SCALARS)], strict=True))
-        base = len(self.SCALARS)
-        by_task = {
-            k: v[base + 2 * j] / v[base + 2 * j + 1]
-            for j, k in enumerate(self.keys)
-            if v[base + 2 * j + 1] > 0
-        }
-        return {**d, "loss": d["loss_sum"] / max(1.0, d["target_tokens"]), "loss_by_task": by_task}
+            dc = dataclasses.replace(c, max_duration=cfg.decode.max_duration)
+            subset = dev.subset(first=cfg.train.eval_decode_cuts)
+            gen_loader = make_loader(
+                subset,
+                fmt,
+                dc,
+                cfg.seed,
+                d.world,
+                d.rank,
+                train=False,
+                with_targets=False,
+                epochs=1,
+                **common,
+            )
+    return loader, dev_loader, gen_loader
 
 
-def task_keys() -> list[str]:
-    from osum_data.tasks import registry
-
-    return list(registry().all_keys)
-
-
-@torch.no_grad()
-def evaluate(wrapped: torch.nn.Module, loader, cfg: Config, d: Dist) -> dict[str, Any]:
-    wrapped.eval()
-    stats = Stats(task_keys())
-    for batch in loader:
-        with autocast(cfg, d.device):
-            out = wrapped(to_device(batch, d.device))
-        stats.add(batch, out)
-    wrapped.train()
-    r = stats.reduce()
-    return {"dev_loss": r["loss"], "dev_loss_by_task": r["loss_by_task"], "dev_cuts": int(r["cuts"])}
+def peak_memory(device: torch.device) -> dict[str, float]:
+    """Peak accelerator memory allocated by tensors (GiB) and peak resident memory of this process."""
+    out = {"peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+    if device.type == "cuda":
+        out["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    return out
 
 
-def truncate_log(path: Path, step: int) -> None:
-    """Keep the JSON-lines records of steps <= `step`."""
-    kept = [
-        line for line in path.read_text(encoding="utf-8").splitlines() if json.loads(line)["step"] <= step
-    ]
-    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+class StepGuard:
+    """Decides whether an update is applied: not when the gradient norm is NaN/inf
+    (`optim.skip_nonfinite`), nor when it exceeds `optim.spike_factor` times its running mean
+    (after `optim.spike_warmup` steps). Skipped updates are counted and logged. The norm is that
+    of the synchronised gradients, so every rank takes the same decision."""
 
+    def __init__(self, o: OptimConfig, state: dict[str, Any] | None = None):
+        self.o = o
+        state = state or {}
+        self.skipped = int(state.get("skipped", 0))
+        self.mean = state.get("mean")  # running mean of applied steps' norms
+        self.seen = int(state.get("seen", 0))
 
-class Logger:
-    def __init__(self, path: Path, active: bool):
-        self.active = active
-        self.f = open(path, "a", encoding="utf-8") if active else None
+    def allow(self, norm: float) -> bool:
+        o = self.o
+        if not math.isfinite(norm):
+            if o.skip_nonfinite:
+                self.skipped += 1
+                return False
+            return True
+        if (
+            o.spike_factor
+            and self.mean is not None
+            and self.seen >= o.spike_warmup
+            and norm > o.spike_factor * self.mean
+        ):
+            self.skipped += 1
+            return False
+        self.seen += 1
+        self.mean = norm if self.mean is None else 0.98 * self.mean + 0.02 * norm
+        return True
 
-    def __call__(self, record: dict[str, Any]) -> None:
-        if not self.active:
-            return
-        self.f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self.f.flush()
-        parts = [
-            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-            for k, v in record.items()
-            if k != "loss_by_task"
-        ]
-        print(" ".join(parts), flush=True)
-
-    def close(self) -> None:
-        if self.f:
-            self.f.close()
+    def state(self) -> dict[str, Any]:
+        return {"skipped": self.skipped, "mean": self.mean, "seen": self.seen}
 
 
 def train(
@@ -162,7 +164,7 @@ def train(
     resume: bool = False,
     stop_after_steps: int | None = None,
 ) -> dict[str, Any]:
-    d = setup()
+    d = setup(cfg.train.dist_backend)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     ckpt = latest_checkpoint(output)
@@ -184,37 +186,46 @@ def train(
     if not params:
         raise ValueError("nothing to train: model.train names no part with parameters")
     o = cfg.optim
-    optimizer = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+    optimizer = torch.optim.AdamW(
+        params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(o))
 
-    step, start = 0, Position(0, 0, 0)
+    step, start, extra = 0, Position(0, 0, 0), {}
     if ckpt is not None:
-        step, start = load_checkpoint(ckpt, model, optimizer, scheduler)
-        # Records written after that checkpoint (a run killed later) are about to be redone.
-        for log_file in [output / "train_log.jsonl", output / f"cut_ids.rank{d.rank}.jsonl"]:
-            if log_file.exists() and (d.main or log_file.name.startswith("cut_ids")):
-                truncate_log(log_file, step)
+        step, start, extra = load_checkpoint(
+            ckpt, model, optimizer, scheduler, cfg.train.resume_data == "fast"
+        )
     else:
         torch.manual_seed(cfg.seed + d.rank)  # dropout differs per rank, same on every run
-    fmt = PromptFormat(tokenizer, cfg.data.chat_template, cfg.data.system_prompt)
-    cuts = mix(train_specs, weights, cfg.data.mux_seed, cfg.data.max_cut_duration)
-    loader = make_loader(cuts, fmt, cfg.data, cfg.seed, d.world, d.rank, train=True, start=start)
-    dev_loader = None
-    if dev_spec:
-        dev_loader = make_loader(
-            open_cuts(dev_spec), fmt, cfg.data, cfg.seed, d.world, d.rank, train=False, epochs=1
-        )
+    ids_path = output / f"cut_ids.rank{d.rank}.jsonl"
+    if ids_path.exists():  # records after the checkpoint (or of a run that died before one) go
+        truncate_log(ids_path, step)
+    log = RunLog(output, d.main, step, cfg.train.tensorboard, cfg.train.wandb_project, cfg.to_dict())
+    fmt = prompt_format(cfg, tokenizer)
+    loader, dev_loader, gen_loader = build_loaders(cfg, fmt, train_specs, weights, dev_spec, d, start)
 
-    log = Logger(output / "train_log.jsonl", d.main)
-    ids_log = open(output / f"cut_ids.rank{d.rank}.jsonl", "a") if cfg.train.log_cut_ids else None
+    ids_log = open(ids_path, "a") if cfg.train.log_cut_ids else None
     if d.main:
-        print(f"params {count_parameters(model)} | world {d.world} on {d.device} | "
-              f"{'resumed from ' + str(ckpt) if ckpt else 'fresh start'}", flush=True)  # fmt: skip
+        how = "fresh start" if ckpt is None else f"resumed ({cfg.train.resume_data}) from {ckpt}"
+        print(f"params {count_parameters(model)} | world {d.world} on {d.device} | {how}", flush=True)
+        if ckpt is not None and cfg.train.resume_data == "fast":
+            n = cfg.data.buffer_size
+            print(f"fast resume: the input restarts at its saved position; up to data.buffer_size={n} "
+                  "cuts buffered at the checkpoint are not seen this epoch", flush=True)  # fmt: skip
 
+    guard = StepGuard(o, extra.get("guard"))
     last_step = o.max_steps if stop_after_steps is None else min(o.max_steps, step + stop_after_steps)
     batches = iter(loader)
     wrapped.train()
-    stats, t_log, data_time, position, record = Stats(task_keys()), time.perf_counter(), 0.0, start, {}
+    stats, t_log, data_time, position, record = (
+        Stats(task_keys(), d.device),
+        time.perf_counter(),
+        0.0,
+        start,
+        {},
+    )
+    skipped_at_log = guard.skipped
     while step < last_step:
         for micro in range(o.grad_accum):
             t0 = time.perf_counter()
@@ -228,9 +239,10 @@ def train(
                 out = wrapped(to_device(batch, d.device))
                 (out["loss"] / o.grad_accum).backward()
             stats.add(batch, out)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, o.clip) if o.clip > 0 else torch.tensor(0.0)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, o.clip if o.clip > 0 else math.inf))
         lr = scheduler.get_last_lr()[0]
-        optimizer.step()
+        if guard.allow(grad_norm):
+            optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
@@ -244,7 +256,7 @@ def train(
                 "loss": r["loss"],
                 "loss_by_task": r["loss_by_task"],
                 "lr": lr,
-                "grad_norm": float(grad_norm),
+                "grad_norm": grad_norm,
                 "tokens_per_s": r["tokens"] / elapsed,
                 "audio_s_per_s": r["audio_s"] / elapsed,
                 "pad_ratio_audio": 1 - r["frames"] / max(1.0, r["padded_frames"]),
@@ -252,14 +264,28 @@ def train(
                 "cuts": int(r["cuts"]),
                 "data_wait_s": data_time,
                 "elapsed_s": elapsed,
+                "skipped_steps": guard.skipped,  # updates not applied (non-finite or spiking gradients)
+                "skipped_cuts": dict(loader.cut_filter.counts),  # read but too long (audio/target)
+                **peak_memory(d.device),
             }
+            if guard.skipped > skipped_at_log and d.main:
+                n = guard.skipped - skipped_at_log
+                print(f"step {step}: {n} update(s) skipped (last grad norm {grad_norm:.4g})", flush=True)
+            skipped_at_log = guard.skipped
             log(record)
-            stats, t_log, data_time = Stats(task_keys()), time.perf_counter(), 0.0
+            stats, t_log, data_time = Stats(task_keys(), d.device), time.perf_counter(), 0.0
         if dev_loader is not None and cfg.train.eval_every and step % cfg.train.eval_every == 0:
-            log({"step": step, **evaluate(wrapped, dev_loader, cfg, d)})
+            ev = {"step": step, **dev_loss(wrapped, dev_loader, cfg, d)}
+            if gen_loader is not None:
+                ev.update(generation_eval(model, gen_loader, fmt, cfg, d, step, output))
+                if d.main:
+                    print(
+                        "\n".join([f"step {step} dev generation:"] + summary_lines(ev["dev_gen"])), flush=True
+                    )
+            log(ev)
         if step % cfg.train.save_every == 0 or step == last_step:
             save_checkpoint(output, step, model, optimizer, scheduler, position, cfg.to_dict(),
-                            cfg.train.keep_checkpoints)  # fmt: skip
+                            cfg.train.keep_checkpoints, extra={"guard": guard.state()})  # fmt: skip
     if ids_log:
         ids_log.close()
     log.close()
@@ -273,10 +299,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--config", required=True, help="trainer YAML (training/configs/*.yaml)")
     ap.add_argument(
-        "--train", action="append", required=True, help="CutSet jsonl.gz, pipeline output dir or Shar dir"
+        "--train",
+        action="append",
+        required=True,
+        help="manifest, pipeline output dir, Shar dir/fields file, or URL",
     )
     ap.add_argument("--weights", type=float, nargs="+", help="mixing weights, one per --train")
-    ap.add_argument("--dev", help="dev manifest: teacher-forced loss per task every train.eval_every steps")
+    ap.add_argument(
+        "--dev", help="dev manifest: loss per task (and generation metrics) every train.eval_every steps"
+    )
     ap.add_argument("--output", required=True, type=Path)
     ap.add_argument("--max-steps", type=int, help="overrides optim.max_steps (the LR schedule's length)")
     ap.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output")

@@ -125,7 +125,8 @@ def run_demo(
         example = write_example(manifests[run["name"]], output / "examples", run["name"])
         if example is not None:
             print(f"[{run['name']}] listen: {example}")
-        print(f"[{run['name']}] " + json.dumps({k: res.summary[k] for k in ("in", "out", "rejected", "derived")}))
+        counts = {k: res.summary[k] for k in ("in", "out", "rejected", "derived")}
+        print(f"[{run['name']}] " + json.dumps(counts))
         print(f"[{run['name']}] rejected by reason: {json.dumps(res.summary['rejected_by_reason'])}")
         print(
             f"[{run['name']}] hours out: {res.summary['hours_out']:.4f}, by task: "

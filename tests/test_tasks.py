@@ -40,9 +40,14 @@ DESIGN_KEYS = {
 }
 
 
-def test_registry_has_exactly_the_design_keys():
-    assert set(registry().all_keys) == DESIGN_KEYS
-    assert len(registry().all_keys) == len(DESIGN_KEYS)
+# LTU-style QA (beyond OSUM): each sample brings its own instruction (the question), so no prompt pool.
+QA_KEYS = {"<QA_CLOSED>", "<QA_OPEN>"}
+
+
+def test_registry_has_exactly_the_design_keys_plus_qa():
+    assert set(registry().all_keys) == DESIGN_KEYS | QA_KEYS
+    assert len(registry().all_keys) == len(DESIGN_KEYS) + len(QA_KEYS)
+    assert set(registry().pool_keys) == DESIGN_KEYS
 
 
 def test_design_examples_render_exactly():
@@ -71,6 +76,8 @@ SAMPLES = [
     ("sgc", dict(transcript="hi", labels={"gender": "female"})),
     ("sap", dict(transcript="hi", labels={"age": "old"})),
     ("sttc", dict(transcript="what time is it", answer="It is three o'clock.")),
+    ("qa_closed", dict(answer="The speaker is female.")),
+    ("qa_open", dict(answer="She asks about the weather, and sounds cheerful.")),
     ("sap_sgc", dict(transcript="hi", labels={"age": "child", "gender": "male"})),
     (
         "ssr_sap_sgc",
@@ -151,8 +158,11 @@ def test_corpus_label_maps_are_data_and_fail_loudly():
 def test_prompt_pools_are_complete_and_valid():
     for lang in ("zh", "en"):
         pool = prompt_pool(lang)
-        assert set(pool) == DESIGN_KEYS
-        assert all(len(v) >= MIN_PER_KEY for v in pool.values())
+        assert set(pool) == DESIGN_KEYS | QA_KEYS
+        assert all(len(pool[k]) >= MIN_PER_KEY for k in DESIGN_KEYS)
+        assert all(pool[k] == () for k in QA_KEYS)  # questions are per sample
+        with pytest.raises(PromptPoolError, match="bring their own instruction"):
+            draw_instruction("<QA_OPEN>", lang, "cut1")
     zh = prompt_pool("zh")["<TRANSCRIBE>"]
     assert any("\u4e00" <= ch <= "\u9fff" for ch in zh[0])
 
@@ -179,6 +189,10 @@ def test_prompt_validation_catches_each_rule():
     bad = copy.deepcopy(good)
     bad["<GENDER>"] = bad["<GENDER>"][:10]
     with pytest.raises(PromptPoolError, match="need >="):
+        validate_pool("en", bad)
+    bad = copy.deepcopy(good)
+    bad["<QA_OPEN>"] = list(bad["<GENDER>"])
+    with pytest.raises(PromptPoolError, match="take no pool"):
         validate_pool("en", bad)
 
 

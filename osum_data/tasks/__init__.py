@@ -1,6 +1,6 @@
 """Task registry: tags, label vocabularies, prompt pools, target renderers and parsers."""
 
-from osum_data.tasks.formats import FormatError, Parsed, Word, parse_target, render_target
+from osum_data.tasks.formats import FormatError, Parsed, Word, insert_reasoning, parse_target, render_target
 from osum_data.tasks.prompts import draw_instruction, prompt_language, prompt_pool
 from osum_data.tasks.registry import LabelError, NoLabel, registry
 
@@ -11,6 +11,7 @@ __all__ = [
     "Parsed",
     "Word",
     "draw_instruction",
+    "insert_reasoning",
     "parse_target",
     "prompt_language",
     "prompt_pool",

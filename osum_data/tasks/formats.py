@@ -3,6 +3,11 @@
 Every format we write we can read back: `parse_target(key, render_target(...))` returns what went
 in. Transcripts and answers may not contain '<' or '>' (the tag delimiters); rendering one that
 does is a FormatError rather than a target no parser can split.
+
+Label, chat and answer targets take an optional reasoning span (label chain-of-thought: EChat's
+"dual thinking", C2SER), written between the registry's reasoning marks right before what it reasons
+towards: `transcript<think>...</think><HAPPY>`, `<think>...</think><HAPPY>` (X-only),
+`question<think>...</think><开始回答>answer`. The parser returns it as `Parsed.reasoning`.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ class Parsed:
     labels: dict[str, str | list[str]] = field(default_factory=dict)
     words: list[Word] | None = None
     answer: str | None = None
+    reasoning: str | None = None
 
 
 def check_plain(text: str, what: str = "text") -> str:
@@ -78,14 +84,48 @@ _TRAILING_TAGS = re.compile(r"((?:<[^<>]+>)+)$")
 _TAG = re.compile(r"<[^<>]+>")
 
 
+def reasoning_span(reasoning: str | None, reg: Registry | None = None) -> str:
+    """The reasoning text between the reasoning marks ('' for None)."""
+    if reasoning is None:
+        return ""
+    if not reasoning.strip():
+        raise FormatError("empty reasoning")
+    opening, closing = (reg or registry()).reasoning_marks
+    return opening + check_plain(reasoning, "reasoning") + closing
+
+
+def split_reasoning(text: str, reg: Registry | None = None) -> tuple[str | None, int, int]:
+    """(reasoning, start, end) of the one reasoning span in `text`, or (None, -1, -1) without one.
+    Marks are matched case-insensitively (OSUM lowercases targets)."""
+    opening, closing = (reg or registry()).reasoning_marks
+    folded = text.casefold()
+    start = folded.find(opening.casefold())
+    if start < 0:
+        if closing.casefold() in folded:
+            raise FormatError(f"{closing!r} without {opening!r} in {text!r}")
+        return None, -1, -1
+    body = start + len(opening)
+    stop = folded.find(closing.casefold(), body)
+    if stop < 0:
+        raise FormatError(f"{opening!r} without {closing!r} in {text!r}")
+    if opening.casefold() in folded[body:]:
+        raise FormatError(f"more than one reasoning span in {text!r}")
+    reasoning = text[body:stop]
+    if not reasoning.strip():
+        raise FormatError(f"empty reasoning span in {text!r}")
+    return check_plain(reasoning, "reasoning"), start, stop + len(closing)
+
+
 def render_labels(
     transcript: str | None,
     labels: dict[str, str | list[str]],
     fields: tuple[str, ...],
     reg: Registry | None = None,
     english_tags: bool = False,
+    reasoning: str | None = None,
 ) -> str:
-    """Transcript followed by the tags of `fields` in order; transcript None gives the X-only form."""
+    """Transcript followed by the tags of `fields` in order; transcript None gives the X-only form;
+    a reasoning span goes between them."""
     reg = reg or registry()
     tags = []
     for f in fields:
@@ -94,7 +134,7 @@ def render_labels(
         values = labels[f] if isinstance(labels[f], list) else [labels[f]]
         tags += [reg.vocabulary(f).render(v, english_tags) for v in values]
     head = "" if transcript is None else check_plain(transcript, "transcript")
-    return head + "".join(tags)
+    return head + reasoning_span(reasoning, reg) + "".join(tags)
 
 
 def parse_labels(text: str, fields: tuple[str, ...], x_only: bool, reg: Registry | None = None) -> Parsed:
@@ -117,12 +157,15 @@ def parse_labels(text: str, fields: tuple[str, ...], x_only: bool, reg: Registry
     return Parsed(transcript=None if x_only else transcript, labels=labels)
 
 
-def render_chat(transcript: str | None, answer: str, reg: Registry | None = None) -> str:
+def render_chat(
+    transcript: str | None, answer: str, reg: Registry | None = None, reasoning: str | None = None
+) -> str:
     sep = (reg or registry()).chat_separator
     check_plain(answer, "answer")
+    span = reasoning_span(reasoning, reg)
     if transcript is None:
-        return answer
-    return check_plain(transcript, "transcript") + sep + answer
+        return span + answer
+    return check_plain(transcript, "transcript") + span + sep + answer
 
 
 def parse_chat(text: str, x_only: bool, reg: Registry | None = None) -> Parsed:
@@ -144,12 +187,16 @@ def render_target(
     answer: str | None = None,
     x_only: bool = False,
     english_tags: bool = False,
+    reasoning: str | None = None,
 ) -> str:
-    """Render the target text of one sample of `task_id` (x_only picks the tag-only variant)."""
+    """Render the target text of one sample of `task_id` (x_only picks the tag-only variant;
+    `reasoning` adds a reasoning span to label, chat and answer targets)."""
     reg = registry()
     task = reg.task(task_id)
     if x_only and not task.x_only_key:
         raise FormatError(f"task {task_id} has no X-only form")
+    if reasoning is not None and task.format in ("transcript", "timestamps"):
+        raise FormatError(f"task {task_id} ({task.format}) takes no reasoning span")
     if task.format == "transcript":
         if not transcript:
             raise FormatError("empty transcript")
@@ -161,13 +208,19 @@ def render_target(
     if task.format == "labels":
         if not x_only and not transcript:
             raise FormatError("empty transcript")
-        return render_labels(None if x_only else transcript, labels or {}, task.labels, reg, english_tags)
+        return render_labels(
+            None if x_only else transcript, labels or {}, task.labels, reg, english_tags, reasoning
+        )
     if task.format == "chat":
         if not answer:
             raise FormatError("empty answer")
         if not x_only and not transcript:
             raise FormatError("empty transcript")
-        return render_chat(None if x_only else transcript, answer, reg)
+        return render_chat(None if x_only else transcript, answer, reg, reasoning)
+    if task.format == "answer":
+        if not answer or not answer.strip():
+            raise FormatError("empty answer")
+        return reasoning_span(reasoning, reg) + check_plain(answer, "answer")
     raise FormatError(f"unknown format {task.format!r}")
 
 
@@ -180,6 +233,56 @@ def parse_target(key: str, text: str) -> Parsed:
     if task.format == "timestamps":
         words = parse_timestamps(text)
         return Parsed(transcript=" ".join(w.text for w in words), words=words)
+    reasoning, start, end = split_reasoning(text, reg)
+    if reasoning is not None:
+        _check_reasoning_place(task.format, x_only, text, start, end, reg)
+        text = text[:start] + text[end:]
     if task.format == "labels":
-        return parse_labels(text, task.labels, x_only, reg)
-    return parse_chat(text, x_only, reg)
+        parsed = parse_labels(text, task.labels, x_only, reg)
+    elif task.format == "answer":
+        parsed = Parsed(answer=check_plain(text, "answer"))
+    else:
+        parsed = parse_chat(text, x_only, reg)
+    parsed.reasoning = reasoning
+    return parsed
+
+
+def insert_reasoning(key: str, text: str, reasoning: str) -> str:
+    """`text` (a target written under `key`) with a reasoning span put where the parser expects it;
+    the result is checked by parsing it back."""
+    reg = registry()
+    task, x_only = reg.task_for_key(key)
+    if task.format not in ("labels", "chat", "answer"):
+        raise FormatError(f"{key} ({task.format}) takes no reasoning span")
+    if split_reasoning(text, reg)[0] is not None:
+        raise FormatError(f"target already has a reasoning span: {text!r}")
+    span = reasoning_span(reasoning, reg)
+    if task.format == "labels":
+        m = _TRAILING_TAGS.search(text)
+        if not m:
+            raise FormatError(f"no label tags at the end of {text!r}")
+        at = m.start()
+    elif task.format == "chat" and not x_only:
+        at = text.find(reg.chat_separator)
+        if at < 0:
+            raise FormatError(f"chat target without {reg.chat_separator!r}: {text!r}")
+    else:
+        at = 0
+    out = text[:at] + span + text[at:]
+    before, after = parse_target(key, text), parse_target(key, out)
+    if (after.labels, after.answer, after.transcript) != (before.labels, before.answer, before.transcript):
+        raise FormatError(f"reasoning span changed what {text!r} says")
+    return out
+
+
+def _check_reasoning_place(fmt: str, x_only: bool, text: str, start: int, end: int, reg: Registry) -> None:
+    """The span must sit right before what it leads to: the tags, the chat separator, the answer."""
+    after = text[end:]
+    if fmt == "labels":
+        ok = bool(re.fullmatch(r"(?:<[^<>]+>)+", after))
+    elif fmt == "chat" and not x_only:
+        ok = after.startswith(reg.chat_separator)
+    else:
+        ok = start == 0
+    if not ok:
+        raise FormatError(f"reasoning span out of place in {text!r}")

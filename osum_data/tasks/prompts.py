@@ -68,12 +68,15 @@ def validate_pool(lang: str, pool: dict[str, list[str]], reg: Registry | None = 
     """Raise PromptPoolError naming the key and instruction that break a rule."""
     reg = reg or registry()
     problems = []
-    missing = [k for k in reg.all_keys if k not in pool]
+    missing = [k for k in reg.pool_keys if k not in pool]
     if missing:
         problems.append(f"keys without a pool: {missing}")
     unknown = [k for k in pool if k not in reg.all_keys]
     if unknown:
         problems.append(f"keys that are no task key: {unknown}")
+    per_sample = [k for k in pool if k in reg.all_keys and k not in reg.pool_keys]
+    if per_sample:
+        problems.append(f"keys whose samples bring their own instruction take no pool: {per_sample}")
     leaks = _leak_patterns(reg, lang)
     seen: dict[str, str] = {}
     for key, items in pool.items():
@@ -92,19 +95,23 @@ def validate_pool(lang: str, pool: dict[str, list[str]], reg: Registry | None = 
 
 @cache
 def prompt_pool(lang: str) -> dict[str, tuple[str, ...]]:
-    """The validated pool for `lang` ('zh' or 'en')."""
+    """The validated pool for `lang` ('zh' or 'en'). Keys whose samples bring their own instruction
+    (QA: the question) map to an empty tuple, so every task key is present."""
     if lang not in LANGUAGES:
         raise PromptPoolError(f"no prompt pool for language {lang!r}; have {LANGUAGES}")
     with open(PROMPT_DIR / f"{lang}.yaml", encoding="utf-8") as f:
         pool = yaml.safe_load(f)
     validate_pool(lang, pool)
-    return {k: tuple(v) for k, v in pool.items()}
+    reg = registry()
+    return {k: tuple(pool[k]) if k in reg.pool_keys else () for k in reg.all_keys}
 
 
 def draw_instruction(key: str, lang: str, cut_id: str, seed: int = 0) -> str:
     """A prompt for `key` chosen by a hash of (seed, cut id): the same cut always gets the same one,
     whatever worker or shard handles it."""
     items = prompt_pool(lang)[key]
+    if not items:
+        raise PromptPoolError(f"{key}: samples of this key bring their own instruction; there is no pool")
     digest = hashlib.sha256(f"{seed}\x00{key}\x00{cut_id}".encode()).digest()
     return items[int.from_bytes(digest[:8], "big") % len(items)]
 

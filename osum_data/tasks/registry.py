@@ -74,9 +74,12 @@ class Vocabulary:
 class Task:
     id: str
     key: str
-    format: str  # transcript | timestamps | labels | chat
+    format: str  # transcript | timestamps | labels | chat | answer
     x_only_key: str | None = None
     labels: tuple[str, ...] = field(default_factory=tuple)
+    # "pool": the instruction is drawn from the prompt pool of the key; "sample": every sample brings
+    # its own (the question of a QA sample), so the key has no pool.
+    instruction: str = "pool"
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -91,6 +94,7 @@ class Registry:
     age_buckets: tuple[tuple[str, float | None], ...]
     chat_separator: str
     timestamp_resolution: float
+    reasoning_marks: tuple[str, str] = ("<think>", "</think>")  # around a reasoning span in a target
 
     def task(self, task_id: str) -> Task:
         try:
@@ -110,6 +114,11 @@ class Registry:
     @property
     def all_keys(self) -> list[str]:
         return [k for t in self.tasks.values() for k in t.keys]
+
+    @property
+    def pool_keys(self) -> list[str]:
+        """Keys whose instructions come from the prompt pools (all but per-sample-instruction tasks)."""
+        return [k for t in self.tasks.values() if t.instruction == "pool" for k in t.keys]
 
     def vocabulary(self, name: str) -> Vocabulary:
         try:
@@ -197,7 +206,10 @@ def registry() -> Registry:
             format=spec["format"],
             x_only_key=spec.get("x_only_key"),
             labels=tuple(spec.get("labels", [])),
+            instruction=spec.get("instruction", "pool"),
         )
+        if tasks[tid].instruction not in ("pool", "sample"):
+            raise ValueError(f"task {tid}: instruction must be 'pool' or 'sample'")
     maps = {
         field_name: {
             corpus: {
@@ -216,4 +228,5 @@ def registry() -> Registry:
         age_buckets=buckets,
         chat_separator=t["chat_separator"],
         timestamp_resolution=float(t["timestamp_resolution"]),
+        reasoning_marks=(t["reasoning"]["open"], t["reasoning"]["close"]),
     )

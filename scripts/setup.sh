@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # espeak-ng: synthetic voices of set pitch in tests. ffmpeg: torchcodec decodes MELD/RAVDESS mp4 and VoxCeleb2 m4a with it; tests make such files with its CLI.
-# flite: the demo's second TTS engine (personas). hedgewars-data: real recorded laughs and coughs
+# flite: the demo's second TTS engine (personas) and a backend of LLM persona speech (osum_data/synth). hedgewars-data: real recorded laughs and coughs
 # (voice packs) and music excerpts for the VED/SGC/SAP demo, installed without its recommended game.
 APT_PACKAGES=(asterisk-core-sounds-en-wav asterisk-core-sounds-en sox ffmpeg espeak-ng flite)
 APT_DATA_ONLY=(hedgewars-data)

@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 from osum_data.demo import prompt_cut
@@ -31,8 +32,9 @@ CHAT_ANSWERS = {
     "brackets": "Just use the <b> tag for bold text in your page.",
     "dupone": "Sounds like a plan to me, let us do that.",
     "duptwo": "Sounds like a plan to me, let us do that.",
+    "parrot": "You said: please parrot back every word I say here.",
 }
-# The filter code each keyword must end in (None: kept).
+# The filter code each keyword must end in (None: kept); "parrot" copies the utterance.
 CHAT_CODES = {
     "weather": None,
     "refuse": "refusal",
@@ -44,6 +46,7 @@ CHAT_CODES = {
     "brackets": "angle_brackets",
     "dupone": None,
     "duptwo": "duplicate",
+    "parrot": "echo",
 }
 _WORDS = "apple river lamp garden window pencil mountain candle ticket violin harbor blanket".split()
 
@@ -65,7 +68,8 @@ def scripted_reply(text: str, body: dict) -> str:
         return json.dumps({"answerable": "nothing to answer" not in text})
     if name == "ChatAnswer":
         key = next((k for k in CHAT_ANSWERS if k in text.lower()), None)
-        return json.dumps({"answer": CHAT_ANSWERS[key] if key else f"Thanks for telling me: {text[:60]}"})
+        fallback = f"Good question, let me look that up in note {zlib.crc32(text.encode()) % 100_000}."
+        return json.dumps({"answer": CHAT_ANSWERS[key] if key else fallback})
     if name == "Utterance":
         m = re.search(r"about (.+?), feeling (\w+)", text)
         topic, feeling = (m.group(1), m.group(2)) if m else ("things", "fine")

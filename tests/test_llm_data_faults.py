@@ -9,6 +9,7 @@ the server but appears in no file the toolkit wrote."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -43,63 +44,6 @@ SSR_ROWS = [
 COMMON = ['normalize_text.strip_brackets=["()"]', "audio_policy.min_sampling_rate=8000"]
 
 
-def _env(tmp_path: Path) -> dict[str, str]:
-    return {"OPENAI_API_KEY": SENTINEL_KEY, "OPENAI_BASE_URL": "", "OSUM_CACHE": str(tmp_path / "user-cache")}
-
-
-def _check_conservation(summary: dict, out: Path, manifest: Path) -> None:
-    assert summary["in"] == summary["out"] + summary["rejected"]
-    kept = [c["id"] for c in read_jsonl(out / "cuts.jsonl.gz")]
-    rejects = list(read_jsonl(out / "rejects.jsonl.gz"))
-    assert sorted(kept + [c["id"] for c in rejects]) == sorted(c["id"] for c in read_jsonl(manifest))
-    assert all(c["custom"]["reject"]["reason"] for c in rejects)
-
-
-def test_ssr_with_self_consistency_survives_faults_and_reruns_from_the_cache(tmp_path):
-    manifest = prompt_manifest(tmp_path / "in.jsonl.gz", SSR_ROWS)
-    with FaultServer(timeout_sleep_s=1.5, reply_fn=scripted_reply) as srv:
-        sets = COMMON + fast_llm_overrides(srv.base_url, tmp_path / "llm-cache") + ["llm_style.samples=3"]
-        # Two runs, the second into a new folder; the server counts what reaches it.
-        jobs = [dict(pipeline="ssr.yaml", input=manifest, output=tmp_path / d, sets=sets) for d in "ab"]
-        summary, again = run_pipelines(jobs, _env(tmp_path))
-        sent = srv.requests
-        assert srv.auth_headers == {f"Bearer {SENTINEL_KEY}"}  # the key from the environment was used
-        # Bounded: 3 samples x (max_retries + 1) x (malformed_retries + 1) attempts per prompt at most.
-        assert max(srv.attempts.values()) <= 3 * 4 * 2
-        assert srv.faults["429"] == 2 and srv.faults["500"] == 2 and srv.faults["timeout"] == 1
-
-        _check_conservation(summary, tmp_path / "a", manifest)
-        assert summary["rejected_by_reason"] == {"llm_style:malformed": 1, "llm_style:refusal": 1}
-        rejects = {c["id"]: c["custom"]["reject"] for c in read_jsonl(tmp_path / "a" / "rejects.jsonl.gz")}
-        assert '{"answer": "unterminated' in rejects["p06"]["reason"]  # the raw answer is in the reason
-        row = stage_row(summary, "llm_style")
-        # Every request the server saw was the first run's: the second sent none.
-        assert row["counters"]["requests"] == sent and row["counters"]["retries"] >= 2 + 2 + 1 + 1 + 1
-        assert row["counters"]["completion_tokens"] > 0
-
-        cuts = CutSet.from_file(tmp_path / "a" / "cuts.jsonl.gz")
-        assert len(cuts) == 8
-        for cut in cuts:
-            sup = cut.supervisions[0]
-            parsed = parse_target(cut.custom["task"], cut.custom["target"])
-            assert parsed.labels == {"style": sup.custom["style"]}
-            assert cut.custom["task"] in registry().task("ssr").keys
-            assert sup.custom["label_source"]["style"] == "llm:fault-model"
-            # Three samples at temperature 0.7: seeds 0, 1 agree, seed 2 says "other": 2 of 3.
-            assert sum(sup.custom["style_votes"].values()) == 3
-            assert sup.custom["confidence"]["style"] == pytest.approx(2 / 3, abs=1e-3)
-        styles = {c.id: c.supervisions[0].custom["style"] for c in cuts}
-        assert styles["p01"] == "customer_service" and styles["p04"] == "daily_speech"
-
-        # The second run, into a new folder: all from the cache, nothing sent, the same samples.
-        row = stage_row(again, "llm_style")
-        assert row["counters"]["requests"] == 0 and row["counters"]["cache_hits"] == 3 * 10
-        assert (tmp_path / "a" / "cuts.jsonl.gz").read_bytes() == (
-            tmp_path / "b" / "cuts.jsonl.gz"
-        ).read_bytes()
-    assert files_containing(tmp_path, SENTINEL_KEY) == []
-
-
 STTC_ROWS = [
     ("vm-savefolder", "What will the weather be like tomorrow?"),
     ("agent-pass", "Please refuse this request for me."),
@@ -112,45 +56,144 @@ STTC_ROWS = [
     ("vm-msgsaved", "Shall we go dupone for lunch?"),
     ("pls-hold-while-try", "Shall we go duptwo for dinner?"),
     ("vm-passchanged", "There is nothing to answer here."),
+    ("vm-tooshort", "Please parrot back every word I say here."),
     ("demo-thanks", "What time is it now? [[fault:429x2]]"),
     ("number-not-answering", "Why is the number not answering? [[fault:500x2]]"),
 ]
 
 
-def test_sttc_judge_answers_and_filters_end_every_utterance_with_a_reason(tmp_path):
-    manifest = prompt_manifest(tmp_path / "in.jsonl.gz", STTC_ROWS)
-    with FaultServer(timeout_sleep_s=1.5, reply_fn=scripted_reply) as srv:
-        sets = (
-            COMMON + fast_llm_overrides(srv.base_url, tmp_path / "llm-cache") + ["template.x_only_ratio=0.5"]
+@dataclass
+class Served:
+    """What one pipeline's two runs (into `a`, then a new folder `b`) did, and what its server saw."""
+
+    manifest: Path
+    summary: dict
+    again: dict
+    requests: int
+    attempts: dict
+    faults: dict
+    auth_headers: set
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory) -> dict[str, Served]:
+    """SSR (3 samples each) and STTC, each against its own fault server, each run twice: all four runs
+    in one subprocess (one Ray start) whose environment holds the API key."""
+    root = tmp_path_factory.mktemp("llm-data-faults")
+    plans = {
+        "ssr": (SSR_ROWS, ["llm_style.samples=3"]),
+        "sttc": (STTC_ROWS, ["template.x_only_ratio=0.5"]),
+    }
+    with FaultServer(timeout_sleep_s=1.5, reply_fn=scripted_reply) as ssr_srv:
+        with FaultServer(timeout_sleep_s=1.5, reply_fn=scripted_reply) as sttc_srv:
+            servers = {"ssr": ssr_srv, "sttc": sttc_srv}
+            jobs, manifests = [], {}
+            for name, (rows, extra) in plans.items():
+                manifests[name] = prompt_manifest(root / f"{name}.jsonl.gz", rows)
+                sets = COMMON + fast_llm_overrides(servers[name].base_url, root / "llm-cache") + extra
+                jobs += [
+                    dict(pipeline=f"{name}.yaml", input=manifests[name], output=root / name / d, sets=sets)
+                    for d in "ab"
+                ]
+            env = {
+                "OPENAI_API_KEY": SENTINEL_KEY,
+                "OPENAI_BASE_URL": "",
+                "OSUM_CACHE": str(root / "user-cache"),
+            }
+            ssr_a, ssr_b, sttc_a, sttc_b = run_pipelines(jobs, env)
+    summaries = {"ssr": (ssr_a, ssr_b), "sttc": (sttc_a, sttc_b)}
+    out = {
+        name: Served(
+            manifests[name],
+            *summaries[name],
+            srv.requests,
+            dict(srv.attempts),
+            dict(srv.faults),
+            set(srv.auth_headers),
         )
-        jobs = [dict(pipeline="sttc.yaml", input=manifest, output=tmp_path / d, sets=sets) for d in "ab"]
-        summary, again = run_pipelines(jobs, _env(tmp_path))
-        sent = srv.requests
-        assert max(srv.attempts.values()) <= 4 * 2
-        _check_conservation(summary, tmp_path / "a", manifest)
-        expected = {f"llm_answer:{c}": 1 for c in CHAT_CODES.values() if c}
-        assert summary["rejected_by_reason"] == {**expected, "llm_answerable:not_answerable": 1}
+        for name, srv in servers.items()
+    }
+    out["root"] = root
+    return out
 
-        cuts = CutSet.from_file(tmp_path / "a" / "cuts.jsonl.gz")
-        assert sorted(c.id for c in cuts) == ["p00", "p08", "p11", "p12"]
-        keys = {c.custom["task"] for c in cuts}
-        assert keys <= {"<TRANSCRIBE> <S2TCHAT>", "<S2TCHAT>"}
-        for cut in cuts:
-            sup = cut.supervisions[0]
-            parsed = parse_target(cut.custom["task"], cut.custom["target"])
-            assert parsed.answer == sup.custom["answer"]
-            if cut.custom["task"] == "<TRANSCRIBE> <S2TCHAT>":
-                assert cut.custom["target"] == f"{sup.text}<开始回答>{sup.custom['answer']}"
-                assert parsed.transcript == sup.text
-            assert sup.custom["label_source"]["answer"] == "llm:fault-model"
-        assert "sunny" in next(c for c in cuts if c.id == "p00").supervisions[0].custom["answer"]
 
-        assert (
-            stage_row(summary, "llm_answerable")["counters"]["requests"]
-            + stage_row(summary, "llm_answer")["counters"]["requests"]
-            == sent
-        )  # the second run sent none of the server's requests
-        assert stage_row(again, "llm_answerable")["counters"]["requests"] == 0
-        assert stage_row(again, "llm_answer")["counters"]["requests"] == 0
-        assert again["rejected_by_reason"] == summary["rejected_by_reason"]
-    assert files_containing(tmp_path, SENTINEL_KEY) == []
+def _check_conservation(summary: dict, out: Path, manifest: Path) -> None:
+    assert summary["in"] == summary["out"] + summary["rejected"]
+    kept = [c["id"] for c in read_jsonl(out / "cuts.jsonl.gz")]
+    rejects = list(read_jsonl(out / "rejects.jsonl.gz"))
+    assert sorted(kept + [c["id"] for c in rejects]) == sorted(c["id"] for c in read_jsonl(manifest))
+    assert all(c["custom"]["reject"]["reason"] for c in rejects)
+
+
+def test_the_api_key_reaches_the_servers_and_no_written_file(served):
+    assert served["ssr"].auth_headers == served["sttc"].auth_headers == {f"Bearer {SENTINEL_KEY}"}
+    root = served["root"]
+    assert (root / "llm-cache").is_dir() and (root / "ssr" / "a" / "pipeline.yaml").is_file()
+    assert files_containing(root, SENTINEL_KEY) == []  # outputs, resolved pipelines, cache, batch-free
+
+
+def test_ssr_with_self_consistency_survives_faults_and_reruns_from_the_cache(served):
+    run = served["ssr"]
+    out = served["root"] / "ssr"
+    # Bounded: 3 samples x (max_retries + 1) x (malformed_retries + 1) attempts per prompt at most.
+    assert max(run.attempts.values()) <= 3 * 4 * 2
+    assert run.faults["429"] == 2 and run.faults["500"] == 2 and run.faults["timeout"] == 1
+
+    summary = run.summary
+    _check_conservation(summary, out / "a", run.manifest)
+    assert summary["rejected_by_reason"] == {"llm_style:malformed": 1, "llm_style:refusal": 1}
+    rejects = {c["id"]: c["custom"]["reject"] for c in read_jsonl(out / "a" / "rejects.jsonl.gz")}
+    assert '{"answer": "unterminated' in rejects["p06"]["reason"]  # the raw answer is in the reason
+    row = stage_row(summary, "llm_style")
+    # Every request the server saw was the first run's: the second sent none.
+    assert row["counters"]["requests"] == run.requests and row["counters"]["retries"] >= 2 + 2 + 1 + 1 + 1
+    assert row["counters"]["completion_tokens"] > 0
+
+    cuts = CutSet.from_file(out / "a" / "cuts.jsonl.gz")
+    assert len(cuts) == 8
+    for cut in cuts:
+        sup = cut.supervisions[0]
+        parsed = parse_target(cut.custom["task"], cut.custom["target"])
+        assert parsed.labels == {"style": sup.custom["style"]}
+        assert cut.custom["task"] in registry().task("ssr").keys
+        assert sup.custom["label_source"]["style"] == "llm:fault-model"
+        # Three samples at temperature 0.7: seeds 0, 1 agree, seed 2 says "other": 2 of 3.
+        assert sum(sup.custom["style_votes"].values()) == 3
+        assert sup.custom["confidence"]["style"] == pytest.approx(2 / 3, abs=1e-3)
+    styles = {c.id: c.supervisions[0].custom["style"] for c in cuts}
+    assert styles["p01"] == "customer_service" and styles["p04"] == "daily_speech"
+
+    # The second run, into a new folder: all from the cache, nothing sent, the same samples.
+    row = stage_row(run.again, "llm_style")
+    assert row["counters"]["requests"] == 0 and row["counters"]["cache_hits"] == 3 * 10
+    assert (out / "a" / "cuts.jsonl.gz").read_bytes() == (out / "b" / "cuts.jsonl.gz").read_bytes()
+
+
+def test_sttc_judge_answers_and_filters_end_every_utterance_with_a_reason(served):
+    run = served["sttc"]
+    out = served["root"] / "sttc"
+    summary = run.summary
+    assert max(run.attempts.values()) <= 4 * 2
+    _check_conservation(summary, out / "a", run.manifest)
+    expected = {f"llm_answer:{c}": 1 for c in CHAT_CODES.values() if c}
+    assert summary["rejected_by_reason"] == {**expected, "llm_answerable:not_answerable": 1}
+
+    cuts = CutSet.from_file(out / "a" / "cuts.jsonl.gz")
+    assert sorted(c.id for c in cuts) == ["p00", "p08", "p12", "p13"]
+    assert {c.custom["task"] for c in cuts} <= {"<TRANSCRIBE> <S2TCHAT>", "<S2TCHAT>"}
+    for cut in cuts:
+        sup = cut.supervisions[0]
+        parsed = parse_target(cut.custom["task"], cut.custom["target"])
+        assert parsed.answer == sup.custom["answer"]
+        if cut.custom["task"] == "<TRANSCRIBE> <S2TCHAT>":
+            assert cut.custom["target"] == f"{sup.text}<开始回答>{sup.custom['answer']}"
+            assert parsed.transcript == sup.text
+        assert sup.custom["label_source"]["answer"] == "llm:fault-model"
+    assert "sunny" in next(c for c in cuts if c.id == "p00").supervisions[0].custom["answer"]
+
+    judge, answer = stage_row(summary, "llm_answerable"), stage_row(summary, "llm_answer")
+    assert judge["counters"]["requests"] + answer["counters"]["requests"] == run.requests  # none from run b
+    assert stage_row(run.again, "llm_answerable")["counters"]["requests"] == 0
+    assert stage_row(run.again, "llm_answer")["counters"]["requests"] == 0
+    assert run.again["rejected_by_reason"] == summary["rejected_by_reason"]
+    assert (out / "a" / "cuts.jsonl.gz").read_bytes() == (out / "b" / "cuts.jsonl.gz").read_bytes()

@@ -27,6 +27,7 @@ from osum_data.synth.backends import (
 from osum_data.synth.tts_stage import TTS, load_voices, pick_voice
 
 TEXT = "I would like to know what the weather will be like tomorrow morning."
+SHORT = "What will the weather be like?"  # where pitch is measured (pYIN takes ~1 s per second of audio)
 
 
 def f0(samples: np.ndarray, rate: int) -> float:
@@ -49,9 +50,9 @@ def test_formant_voices_follow_the_persona_table(backend):
     for age in ("child", "adult", "old"):
         for gender in ("male", "female"):
             voice = pick_voice(table, backend, persona(age, gender), 0.0)
-            synth = tts.synthesize(TEXT, voice, Prosody(), "en")
+            synth = tts.synthesize(SHORT, voice, Prosody(), "en")
             assert synth.samples.dtype == np.float32 and synth.samples.ndim == 1
-            assert 1.5 < len(synth.samples) / synth.sampling_rate < 8
+            assert 0.8 < len(synth.samples) / synth.sampling_rate < 5
             pitch[age, gender] = f0(synth.samples, synth.sampling_rate)
     assert pitch["adult", "female"] > 1.4 * pitch["adult", "male"]
     assert pitch["child", "male"] > 1.4 * pitch["adult", "male"]
@@ -59,7 +60,7 @@ def test_formant_voices_follow_the_persona_table(backend):
     assert pitch["old", "male"] < pitch["adult", "male"] and pitch["old", "female"] < pitch["adult", "female"]
     voice = pick_voice(table, backend, persona("adult", "female"), 0.0)
     for emotion in ("sad", "happy"):
-        synth = tts.synthesize(TEXT, voice, Prosody(**table["emotions"][emotion]), "en")
+        synth = tts.synthesize(SHORT, voice, Prosody(**table["emotions"][emotion]), "en")
         seconds[emotion] = len(synth.samples) / synth.sampling_rate
         pitch[emotion] = f0(synth.samples, synth.sampling_rate)
     assert seconds["sad"] > 1.2 * seconds["happy"] and pitch["happy"] > pitch["sad"]

@@ -6,9 +6,10 @@ is cached on its own:
 - `llm_answerable`: `{"answerable": bool}` per transcript; `false` rejects the cut as `not_answerable`;
 - `llm_answer`: `{"answer": str}` per transcript, optionally told what is known about the voice (gender,
   age, emotion: OSUM-EChat's empathetic replies); the answer must pass the filters (refusal, "cannot
-  tell", assistant self-naming, `<`/`>`, length bounds, answer language = question language, duplicates
-  within the shard) and is stored as `custom.answer` with `label_source.answer = llm:<model>`. The
-  `template` stage with `task: sttc` then writes `transcript<开始回答>answer` (or the answer alone).
+  tell", assistant self-naming, `<`/`>`, generation leftovers, copying 6+ words of the prompt or the
+  utterance, length bounds, answer language = question language, duplicates within the shard) and is
+  stored as `custom.answer` with `label_source.answer = llm:<model>`. The `template` stage with
+  `task: sttc` then writes `transcript<开始回答>answer` (or the answer alone).
 
 Duplicates are found within a shard (what one stage call sees), so the result does not depend on the
 worker count; raise `shard_size` to widen the window.
@@ -167,23 +168,21 @@ class LLMAnswer(LLMStage):
             except Reject as r:
                 result.rejected.append((cut, r))
                 continue
-            todo.append((cut, lang))
+            messages = self.messages(cut, text, lang)
+            todo.append((cut, lang, [m["content"] for m in messages]))
             requests.append(
                 LLMRequest(
-                    cut.id,
-                    self.messages(cut, text, lang),
-                    ChatAnswer,
-                    template_version("sttc"),
-                    {"max_tokens": self.max_tokens},
+                    cut.id, messages, ChatAnswer, template_version("sttc"), {"max_tokens": self.max_tokens}
                 )
             )
         deduper = Deduper()
-        for (cut, lang), res in zip(todo, self.ask(requests), strict=True):
+        for (cut, lang, prompt), res in zip(todo, self.ask(requests), strict=True):
             if not res.ok:
                 result.rejected.append((cut, reject_of(res)))
                 continue
             answer = " ".join(res.value.answer.split())
-            verdict = check_text(answer, lang, self.bounds(lang), deduper)
+            # An answer must not parrot the instructions or the user's words (echo).
+            verdict = check_text(answer, lang, self.bounds(lang), deduper, echo_of=prompt)
             if verdict is not None:
                 code, reason = verdict
                 result.rejected.append((cut, Reject(code, f"cut {cut.id}: {reason}")))

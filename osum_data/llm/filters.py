@@ -72,6 +72,11 @@ def self_naming(text: str) -> str | None:
     return _match("self_naming", text)
 
 
+def artifact(text: str) -> str | None:
+    """Placeholders, markup and format talk: what a small model leaves in place of a spoken answer."""
+    return _match("artifact", text)
+
+
 def angle_brackets(text: str) -> str | None:
     """`<` and `>` break every target parser (tags are written with them)."""
     return "contains < or >" if ("<" in text or ">" in text or "＜" in text or "＞" in text) else None
@@ -100,6 +105,33 @@ def length_problem(text: str, bounds: LengthBounds) -> str | None:
     return None
 
 
+def _units(text: str) -> list[str]:
+    """The text as units: one per CJK character, one per word of other scripts (case-folded)."""
+    return re.findall(r"[\u3400-\u9fff\uf900-\ufaff]|[^\W\u3400-\u9fff\uf900-\ufaff]+", fold(text))
+
+
+def _is_cjk(unit: str) -> bool:
+    return len(unit) == 1 and ("\u3400" <= unit <= "\u9fff" or "\uf900" <= unit <= "\ufaff")
+
+
+def echo(text: str, sources: list[str] | tuple[str, ...], n: int | None = None) -> str | None:
+    """A run of `n` units of `text` copied from one of `sources` (the prompt, the question): small models
+    parrot their instructions or the user's words instead of answering. `n` defaults to 6 words, or 10
+    characters for Chinese text, where repeating a phrase of the question is ordinary."""
+    units = _units(text)
+    if n is None:
+        n = 10 if sum(map(_is_cjk, units)) * 2 > len(units) else 6
+    grams = {tuple(units[i : i + n]) for i in range(len(units) - n + 1)}
+    for source in sources:
+        su = _units(source)
+        for i in range(len(su) - n + 1):
+            if tuple(su[i : i + n]) in grams:
+                return (
+                    "".join(u if _is_cjk(u) else f" {u} " for u in su[i : i + n]).replace("  ", " ").strip()
+                )
+    return None
+
+
 class Deduper:
     """Remembers texts (normalised by `dedup_key`); `seen(text)` says whether it was there already and
     records it if not. Seed it with an existing pool to reject copies of it too."""
@@ -120,19 +152,25 @@ def check_text(
     language: str | None = None,
     bounds: LengthBounds | None = None,
     deduper: Deduper | None = None,
+    echo_of: list[str] | tuple[str, ...] = (),
 ) -> tuple[str, str] | None:
     """The first failed filter as `(code, reason)`, or None. `language` is the expected language
-    (the question's); the deduper is consulted last, so only passing texts are remembered."""
+    (the question's); `echo_of` are texts the answer must not copy (see `echo`); the deduper is
+    consulted last, so only passing texts are remembered."""
     checks = (
         ("angle_brackets", angle_brackets),
         ("refusal", refusal),
         ("cannot_tell", cannot_tell),
         ("self_naming", self_naming),
+        ("artifact", artifact),
     )
     for code, fn in checks:
         hit = fn(text)
         if hit:
             return code, f"{code}: {hit!r} in {text!r}"
+    copied = echo(text, echo_of) if echo_of else None
+    if copied:
+        return "echo", f"echo: {copied!r} copied from the prompt into {text!r}"
     if bounds is not None:
         problem = length_problem(text, bounds)
         if problem:

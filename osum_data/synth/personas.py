@@ -147,19 +147,19 @@ class LLMPersonaUtterance(LLMStage):
                 continue
             seed = int(unit_draw(ctx.seed, "persona_utterance", cut.id) * 2**31)
             params = {"temperature": self.temperature, "seed": seed, "max_tokens": self.max_tokens}
-            todo.append(cut)
-            requests.append(
-                LLMRequest(cut.id, persona_messages(persona), Utterance, template_version("persona"), params)
-            )
+            messages = persona_messages(persona)
+            # The line may name its topic; copying the rest of the instruction is parroting (echo).
+            todo.append((cut, [m["content"].replace(persona["topic"], "\n") for m in messages]))
+            requests.append(LLMRequest(cut.id, messages, Utterance, template_version("persona"), params))
         deduper = Deduper()
         length = load_template("persona")["length"]
-        for cut, res in zip(todo, self.ask(requests), strict=True):
+        for (cut, prompt), res in zip(todo, self.ask(requests), strict=True):
             if not res.ok:
                 result.rejected.append((cut, reject_of(res)))
                 continue
             lang = cut.custom["persona"]["language"]
             text = " ".join(res.value.utterance.split()).strip("\"'“”")
-            verdict = check_text(text, lang, LengthBounds(**length[lang]), deduper)
+            verdict = check_text(text, lang, LengthBounds(**length[lang]), deduper, echo_of=prompt)
             if verdict is not None:
                 code, reason = verdict
                 result.rejected.append((cut, Reject(code, f"cut {cut.id}: {reason}")))

@@ -151,6 +151,14 @@ def test_tts_stage_writes_audio_and_labels_and_rejects_personas_without_a_voice(
         Path(c.recording.sources[0].source).read_bytes() for c in result.kept
     ]  # the same bytes for the same seed
 
+    zh = _persona_cut(5, "adult", "female", "neutral", text="我想知道明天的天气怎么样。")
+    zh.custom["persona"]["language"] = "zh"
+    (voiced,) = TTS(backend="espeak")([zh], _ctx(tmp_path)).kept
+    assert (
+        voiced.custom["tts"]["voice"]["voice"].startswith("cmn+") and voiced.supervisions[0].language == "zh"
+    )
+    assert voiced.duration > 1 and f0(voiced.load_audio()[0], voiced.sampling_rate) > 140  # female (men ~100)
+
     piper = TTS(backend="piper")(
         [_persona_cut(3, "adult", "male"), _persona_cut(4, "adult", "female")], _ctx(tmp_path)
     )

@@ -142,6 +142,18 @@ def test_instruction_redraw_is_from_the_pool_and_reproducible(fmt):
     assert first == cuts[0].custom["instruction"]
 
 
+def test_qa_and_reasoning_samples_keep_their_own_instruction_under_pool_redraw(fmt):
+    """QA keys have no prompt pool (the question is the instruction) and reasoning samples carry a
+    suffix: a pool redraw must keep them as stored instead of failing or dropping the suffix."""
+    cuts = demo_task_cuts(2, tasks=("asr",))
+    cuts[0].custom.update(task="<QA_CLOSED>", target="female", instruction="Is the speaker male or female?")
+    cuts[1].custom.update(reasoning=True, instruction=cuts[1].custom["instruction"] + " Reason first.")
+    ds = SpeechLLMDataset(fmt, DataConfig(instruction="pool"), seed=0)
+    batch = ds[(Position(0, 1, 1), cuts)]
+    for cut, row, m in zip(cuts, batch["input_ids"], prefix_masks(batch), strict=True):
+        assert fmt.decode(row[m].tolist()) == cut.custom["instruction"]
+
+
 def prefix_masks(batch) -> list[torch.Tensor]:
     """Positions before the first speech placeholder of each row."""
     out = []

@@ -280,8 +280,12 @@ class SpeechLLMDataset(torch.utils.data.Dataset):
             if not custom.get("instruction"):
                 raise ValueError(f"cut {cut.id} has no custom.instruction (run the template stage)")
             return custom["instruction"]
-        from osum_data.tasks import prompt_language, prompt_pool
+        from osum_data.tasks import prompt_language, prompt_pool, registry
 
+        # Per-sample instructions (QA questions) and reasoning targets (whose instruction carries a
+        # "reason first" suffix) have no pool to redraw from: keep what the sample says.
+        if custom.get("reasoning") or registry().task_for_key(custom["task"])[0].instruction == "sample":
+            return custom["instruction"]
         sup = cut.supervisions[0] if cut.supervisions else None
         lang = (
             prompt_language(sup.language if sup else None)

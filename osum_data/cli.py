@@ -63,6 +63,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
             ensure_ascii=False,
         )
     )
+    if s.get("transient_rejects"):
+        print(
+            f"note: {s['transient_rejects']} cut(s) were rejected only because an endpoint was unreachable; "
+            "run the same command again to retry them",
+            file=sys.stderr,
+        )
     for what in s.get("isolated", []):
         print(f"note: {what} killed its worker and was rejected (worker_died); the rest ran", file=sys.stderr)
     print(f"wrote {result.output_dir}/cuts.jsonl.gz, rejects.jsonl.gz, summary.json")

@@ -183,3 +183,13 @@ class LLMTitle:
             k: after[k] - before[k] for k in ("requests", "cache_hits", "prompt_tokens", "completion_tokens")
         }
         return result
+
+
+@per_cut_stage("endpoint_down_while")
+def endpoint_down_while(cut: Cut, flag: str) -> Cut:
+    """Stands in for an LLM stage whose endpoint is unreachable while the file `flag` exists."""
+    from pathlib import Path
+
+    if Path(flag).exists():
+        raise Reject("unavailable", "endpoint unreachable after bounded retries", transient=True)
+    return cut

@@ -279,3 +279,19 @@ def test_ctrl_c_stops_with_a_resume_hint_and_the_rerun_resumes(tmp_path):
     rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert json.loads((out / "summary.json").read_text())["skipped_shards"] >= finished >= 3
+
+
+def test_transient_rejects_leave_their_shard_to_be_retried_by_the_next_run(tmp_path, ray_session):
+    manifest = demo_like_manifest(tmp_path, 16)
+    flag = tmp_path / "down"
+    flag.write_text("")
+    cfg = _cfg([{"stage": "endpoint_down_while", "flag": str(flag)}])
+    first = run_pipeline(cfg, manifest, tmp_path / "out", progress=False)
+    assert first.summary["transient_rejects"] == 16 and first.summary["out"] == 0
+    (rej, *_) = read_jsonl(tmp_path / "out" / "rejects.jsonl.gz")
+    assert rej["custom"]["reject"]["transient"] is True
+    flag.unlink()  # the endpoint is back: the same command retries both shards
+    second = run_pipeline(cfg, manifest, tmp_path / "out", progress=False)
+    assert second.summary["skipped_shards"] == 0 and second.summary["out"] == 16
+    third = run_pipeline(cfg, manifest, tmp_path / "out", progress=False)
+    assert third.summary["skipped_shards"] == 2

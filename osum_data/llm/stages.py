@@ -101,7 +101,9 @@ def known_labels(cut: Cut) -> dict[str, Any]:
 
 
 def reject_of(result: LLMResult) -> Reject:
-    return Reject(result.code or "error", result.reason or result.code or "no reason given")
+    return Reject(
+        result.code or "error", result.reason or result.code or "no reason given", transient=result.transient
+    )
 
 
 class LLMStage:

@@ -89,6 +89,7 @@ class Group:
     actors: list[Any] = field(default_factory=list)
     load: list[int] = field(default_factory=list)
     exclusive: list[bool] = field(default_factory=list)
+    sent: list[int] = field(default_factory=list)  # shards dispatched per actor
 
     @property
     def names(self) -> list[str]:
@@ -144,6 +145,7 @@ def _start_pool(config: dict[str, Any], run_dir: Path, g: Group, llm: dict[str, 
     g.actors = [_new_actor(config, run_dir, g, llm) for _ in range(g.size)]
     g.load = [0] * g.size
     g.exclusive = [False] * g.size
+    g.sent = [0] * g.size
     _await_ready(g, g.actors)
 
 
@@ -250,8 +252,11 @@ class _Scheduler:
             free = [i for i in free if g.load[i] < self.per_actor]
         if not free:
             return False
-        slot = min(free, key=lambda i: g.load[i])
+        # Least loaded first; among equals the one given fewest shards, so every actor gets work
+        # even when shards trickle in one at a time from an earlier pool.
+        slot = min(free, key=lambda i: (g.load[i], g.sent[i]))
         g.load[slot] += 1
+        g.sent[slot] += 1
         g.exclusive[slot] = bool(f.attempts)
         f.slot, f.actor = slot, g.actors[slot]
         status, state = f.actor.process.remote(f.item)
@@ -520,7 +525,8 @@ def _run_locked(
             _start_pool(sched.config_dict, out_dir, g, llm)
         for shard in iter_shards(scanned, config.shard_size, config_hash):
             done = read_done(out_dir, shard.index)
-            if done and done.get("hash") == shard.hash and shard_paths(out_dir, shard.index)["cuts"].exists():
+            finished = done and done.get("hash") == shard.hash and not done.get("transient")
+            if finished and shard_paths(out_dir, shard.index)["cuts"].exists():
                 sched.stats[shard.index] = done
                 skipped += 1
                 bar.update(1)
@@ -592,6 +598,7 @@ def summarize(config: PipelineConfig, stats: list[dict[str, Any]], extra: dict[s
             if st.get("counters"):
                 add_counters(stages[st["stage"]].setdefault("counters", {}), st["counters"])
     total = {k: sum(s[k] for s in stats) for k in ("in", "out", "rejected", "derived")}
+    transient = sum(s.get("transient", 0) for s in stats)
     chain = list(stages.values())
     for prev, cur in zip(chain, chain[1:], strict=False):
         if cur["in"] != prev["out"]:
@@ -613,6 +620,8 @@ def summarize(config: PipelineConfig, stats: list[dict[str, Any]], extra: dict[s
             f"+ rejected {total['rejected']}"
         ),
         "rejected_by_reason": dict(sorted(reasons.items())),
+        # Rejected only because an endpoint was unreachable: their shards re-run on the next run.
+        "transient_rejects": transient,
         "stages": chain,
         "hours_in": round(sum(s["hours_in"] for s in stats), 6),
         "hours_out": round(sum(s["hours_out"] for s in stats), 6),

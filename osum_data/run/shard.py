@@ -96,6 +96,8 @@ def input_reject(line_number: int, raw: str, code: str, reason: str) -> dict[str
 def _reject_dict(cut: Cut, stage: str, r: Reject) -> dict[str, Any]:
     rec = reject_record(cut.to_dict(), stage, r.detail)
     rec["custom"]["reject"]["code"] = r.code
+    if r.transient:
+        rec["custom"]["reject"]["transient"] = True
     return rec
 
 
@@ -351,6 +353,7 @@ def shard_stats(state: dict[str, Any]) -> dict[str, Any]:
         "in": state["in"],
         "out": out,
         "rejected": len(rejects),
+        "transient": sum(1 for r in rejects if r["custom"]["reject"].get("transient")),
         "derived": derived,
         "stages": stages,
         "rejected_by_reason": dict(sorted(by_reason.items())),

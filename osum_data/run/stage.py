@@ -50,12 +50,16 @@ ENTRY_POINT_GROUP = "osum_data.stages"
 
 class Reject(Exception):
     """Raised by a per-cut stage to reject a cut. `code` groups reasons in summaries (short,
-    stable, e.g. 'missing_file'); `detail` is the human-readable reason kept in the rejects file."""
+    stable, e.g. 'missing_file'); `detail` is the human-readable reason kept in the rejects file;
+    `transient` marks a reject that a later run should retry (an unreachable endpoint)."""
 
-    def __init__(self, code: str, detail: str = ""):
+    def __init__(self, code: str, detail: str = "", transient: bool = False):
         super().__init__(f"{code}: {detail}" if detail else code)
         self.code = code
         self.detail = detail or code
+        # Nothing was decided about the cut (an endpoint was down): the shard is written but not
+        # marked finished, so running the same command again retries it.
+        self.transient = transient
 
 
 @dataclass

@@ -388,7 +388,7 @@ class _Isolation:
     def _describe(self, pos: int) -> str:
         if isinstance(self.item, ShardInput):
             return f"input line {self.item.line_numbers[pos]}"
-        return f"cut {self.item['cuts'][pos].get('id')!r}"
+        return f"cut {self.item['cuts'][pos].id!r}"
 
     def run(self) -> tuple[dict[str, Any], Any]:
         n = self._size()

@@ -4,7 +4,8 @@ must satisfy, and the shard's files on disk.
 This is what a Ray actor runs; it is also usable in a plain loop (the benchmarks do), which keeps
 the runner a thin scheduler around it. A pipeline's chain is split into groups of consecutive stages
 with equal resource needs (runner.py); a shard passes through the groups in order, as a
-`ShardState` (plain dicts, so it travels through Ray's object store), and the last group writes it.
+`ShardState` (cuts, reject records and per-stage counts; Ray pickles it through its object store),
+and the last group writes it.
 
 Accounting (checked here, per stage, on every shard): each cut a stage returns or rejects is either
 one of its inputs (same id) or derived from one (`custom.source_cut_id` names it); every input is
@@ -235,7 +236,7 @@ class ShardProcessor:
                 rejects.append(input_reject(number, line, "bad_json", f"input line {number}: not JSON ({e})"))
                 continue
             try:
-                cut = deserialize_item(json.loads(line))
+                cut = deserialize_item(d)
                 if not isinstance(cut, Cut):
                     raise TypeError(f"a {type(cut).__name__}, not a cut")
             except Exception as e:
@@ -245,7 +246,7 @@ class ShardProcessor:
                 )
                 continue
             hours_in += cut.duration / 3600
-            cuts.append(d)
+            cuts.append(cut)
         in_stats = _stage_stats(INPUT_STAGE)
         in_stats.update({"in": len(shard.lines), "out": len(cuts), "rejected": len(rejects)})
         return {
@@ -272,11 +273,9 @@ class ShardProcessor:
         returns its stats as status and no state."""
         state = self.start(item) if isinstance(item, ShardInput) else dict(item)
         exclude = exclude or {}
-        cut_dicts = state["cuts"]
         rejects = list(state["rejects"])
         cuts = []
-        for pos, d in enumerate(cut_dicts):
-            cut = deserialize_item(json.loads(json.dumps(d)) if exclude else d)
+        for pos, cut in enumerate(state["cuts"]):
             if pos in exclude:
                 stage, code, reason = exclude[pos]
                 rejects.append(_reject_dict(cut, stage, Reject(code, reason)))
@@ -286,7 +285,7 @@ class ShardProcessor:
         first_of_group = len(stats)
         kept, new_rejects = self.run_stages(state["index"], cuts, stats, Path(trace) if trace else None)
         _count_excluded(stats[first_of_group:], [s.name for s in self.specs], exclude)
-        state.update(cuts=[c.to_dict() for c in kept], rejects=rejects + new_rejects, stages=stats)
+        state.update(cuts=kept, rejects=rejects + new_rejects, stages=stats)
         if not (self.last and write):
             return {"index": state["index"], "ok": True}, state
         return self.write(state), None
@@ -295,6 +294,7 @@ class ShardProcessor:
         """Write the shard's files atomically; the `done` file is written last, so its presence
         (with a matching hash) means the shard, its files directory included, is complete."""
         paths = shard_paths(self.run_dir, state["index"])
+        state = {**state, "cuts": [c.to_dict() for c in state["cuts"]]}
         with open_jsonl_writer(paths["cuts"]) as f:
             for d in state["cuts"]:
                 f.write(dumps(d) + "\n")

@@ -11,32 +11,34 @@ Choices worth knowing:
 - Audio: a cut that is exactly a whole, untransformed 16 kHz mono int16 WAV file is referenced in
   place (nothing copied). Anything else (segments, other rates, transforms, other formats) is
   rendered through lhotse at 16 kHz into `OUT/wav/<name>.wav`.
-- Paths in `data.list` and `shards_list.txt` are absolute: WeNet opens them relative to the
-  trainer's working directory. Hence "same input -> same bytes" holds for the same output folder.
+- Paths in `data.list` and `shards_list.txt` are absolute by default: WeNet opens them relative to
+  the trainer's working directory. Hence "same input -> same bytes" holds for the same output
+  folder. With `relative=True` they are relative to the export folder and every cut's audio is
+  materialised inside it (nothing referenced outside), so the folder can be moved or copied to a
+  cluster; run the trainer from inside it (our reader resolves them against the list's folder).
 - Every input cut ends in `data.list` or in `rejects.jsonl.gz` (with a reason), never nowhere.
 - File and tar member names come from cut ids through `safe_file_name` (no '/', no '..': a member
   can never leave its folder when extracted); the tar key is that safe name, and `extra.cut_id`
   keeps the original id when they differ. Two ids that would share a name are a reject.
 - Exporting into a folder that holds an earlier export removes that export's wav/ files and
   shards first, so the folder never mixes two exports.
-- Streaming: cuts are read line by line and audio is prepared in a bounded window, so memory does
-  not grow with the corpus (only the set of seen ids does, to catch duplicate keys).
+- It runs on the pipeline engine (`engine.py`): the `export_osum` stage writes each runner shard's
+  wavs, `data.list` piece and tar shard into the shard's files folder on Ray workers; a killed export
+  resumes from its finished shards, and the gather step links the pieces into `OUT/` in shard order
+  (one tar shard per runner shard of `shard_size` cuts). The driver only pre-reads the ids (for
+  duplicate keys and file-name clashes), so its memory grows by one id per cut, not by audio.
 """
 
 from __future__ import annotations
 
-import copy
 import io
 import os
+import shutil
 import tarfile
 import wave
-from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import ExitStack
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from functools import partial
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +46,16 @@ import numpy as np
 import soundfile as sf
 from lhotse import MonoCut
 from lhotse.cut import Cut
-from lhotse.serialization import deserialize_item
 
+from osum_data.export.engine import (
+    RUN_DIR,
+    concat_text,
+    link,
+    relative_or_absolute,
+    run_export_stage,
+    shard_dirs,
+    write_summary,
+)
 from osum_data.export.osum_reader import MEMBER_FIELDS, SAMPLING_RATE
 from osum_data.manifest_io import (
     atomic_path,
@@ -54,7 +64,9 @@ from osum_data.manifest_io import (
     read_jsonl,
     reject_record,
     safe_file_name,
+    write_jsonl,
 )
+from osum_data.run.stage import Reject, StageContext, StageResult, is_fatal, register_stage
 from osum_data.tasks import parse_target, registry
 
 STAGE = "export_osum"
@@ -102,51 +114,54 @@ def export_osum(
     out_dir: str | Path,
     shards: bool = False,
     shard_size: int = 1000,
-    num_workers: int = 1,
-    progress: Callable[[ExportReport], None] | None = None,
+    num_workers: int | None = 1,
+    relative: bool = False,
+    address: str | None = None,
+    progress: bool = False,
 ) -> ExportReport:
     """Write OUT/data.list (+ OUT/shards/*.tar and OUT/shards_list.txt) from a cuts manifest.
 
-    Output order is input order whatever `num_workers`; `progress`, if given, is called with the
-    running report after every cut.
+    Runs as a pipeline on Ray (`num_workers` workers, or a cluster at `address`); output order is
+    input order whatever the worker count. `relative`: paths relative to OUT, all audio inside it.
     """
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     out = Path(os.path.abspath(out_dir))
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"export folder {out} is a file; give a directory")
+    if not Path(cuts_path).is_file():
+        raise FileNotFoundError(f"cuts manifest not found: {cuts_path}")
+    plan = out / RUN_DIR / "input.jsonl.gz"
+    write_jsonl(plan, _runner_items(cuts_path))
+    result = run_export_stage(
+        STAGE,
+        {"out_dir": str(out), "shards": shards, "relative": relative},
+        plan,
+        out,
+        shard_size=shard_size,
+        workers=num_workers,
+        address=address,
+        progress=progress,
+        imports=["osum_data.export.osum"],
+    )
+    run = result.summary
     _clear_previous_export(out)
-    report = ExportReport(out_dir=str(out))
-    prepare = partial(_prepare, wav_dir=str(out / "wav"), want_bytes=shards)
-    seconds = 0.0
-    reasons: Counter[str] = Counter()
-    with ExitStack() as stack:
-        data_list = stack.enter_context(open_jsonl_writer(out / "data.list"))
-        rejects = stack.enter_context(open_jsonl_writer(out / "rejects.jsonl.gz"))
-        tars = stack.enter_context(_ShardWriter(out / "shards", shard_size)) if shards else None
-        for (raw, _), res in _ordered_map(prepare, _items(cuts_path), num_workers):
-            report.cuts += 1
-            if res.reason is not None:
-                rejects.write(dumps(reject_record(raw, STAGE, res.reason)) + "\n")
-                report.rejected += 1
-                reasons[res.reason.split(":")[0]] += 1
-            else:
-                assert res.line is not None
-                data_list.write(dumps(res.line) + "\n")
-                if tars is not None:
-                    assert res.wav is not None
-                    tars.add(res.line, res.wav)
-                report.exported += 1
-                report.referenced += res.referenced
-                report.materialised += not res.referenced
-                seconds += res.line["extra"]["duration"]
-            if progress is not None:
-                progress(report)
-    if tars is not None:
-        _write_shards_list(out, tars.paths)
-        report.shards = len(tars.paths)
-    report.hours = seconds / 3600
-    report.reasons = dict(sorted(reasons.items()))
+    tar_paths = _gather(out, out / RUN_DIR, run["shards"], shards)
+    if shards:
+        _write_shards_list(out, tar_paths, relative)
+    counters = next((s.get("counters", {}) for s in run["stages"] if s["stage"] == STAGE), {})
+    report = ExportReport(
+        cuts=run["in"],
+        exported=run["out"],
+        rejected=run["rejected"],
+        shards=len(tar_paths),
+        hours=float(counters.get("seconds", 0.0)) / 3600,
+        out_dir=str(out),
+        referenced=int(counters.get("referenced", 0)),
+        materialised=int(counters.get("materialised", 0)),
+    )
+    report.reasons = _export_rejects(out / RUN_DIR, out / "rejects.jsonl.gz")
+    write_summary(out, {"type": "export", "format": "osum", "relative": relative, **report.to_dict()})
     return report
 
 
@@ -217,7 +232,6 @@ class _Reject(Exception):
 class _Result:
     line: dict[str, Any] | None = None  # the data.list record
     wav: bytes | None = None  # WAV bytes for the tar (only when sharding)
-    reason: str | None = None
     referenced: bool = False
 
 
@@ -228,6 +242,9 @@ def _clear_previous_export(out: Path) -> None:
     for path in (out / "shards").glob("shard_*.tar") if (out / "shards").is_dir() else ():
         path.unlink()
     (out / "shards_list.txt").unlink(missing_ok=True)
+
+
+PRE_REJECT = "export_reject"  # custom key of a placeholder cut: a line rejected before any work
 
 
 def _items(cuts_path: str | Path) -> Iterator[tuple[dict[str, Any], str | None]]:
@@ -255,45 +272,138 @@ def _items(cuts_path: str | Path) -> Iterator[tuple[dict[str, Any], str | None]]
         yield raw, None
 
 
-def _prepare(item: tuple[dict[str, Any], str | None], wav_dir: str, want_bytes: bool) -> _Result:
-    """Turn one raw cut into its data.list line (+ WAV bytes), or a reject reason.
-
-    Runs in worker processes, so it takes and returns plain picklable data.
-    """
-    raw, pre_reason = item
-    if pre_reason is not None:
-        return _Result(reason=pre_reason)
-    try:
-        cut = deserialize_item(copy.deepcopy(raw))  # it pops keys from what it is given
-        if not isinstance(cut, Cut):
-            raise _Reject(f"bad cut: a {type(cut).__name__}, not a cut")
-        task, txt = _target(cut)
-    except _Reject as e:
-        return _Result(reason=str(e))
-    except Exception as e:  # a malformed cut is a reject, not a crash
-        return _Result(reason=f"bad cut: {_brief(e)}")
-    try:
-        _check_sources_exist(cut)
-        path = referenced_wav(cut)
-        if path is not None:
-            samples = sf.read(path, dtype="int16")[0] if want_bytes else None
-            num_samples = cut.recording.num_samples
+def _runner_items(cuts_path: str | Path) -> Iterator[dict[str, Any]]:
+    """The runner's input: each cut as it is, or, for a line rejected up front, a placeholder cut
+    (a fresh id, so the runner's own duplicate check never sees it) carrying the raw line and the
+    reason; the stage rejects it and the gather restores the raw line in the rejects file."""
+    for n, (raw, reason) in enumerate(_items(cuts_path)):
+        if reason is None:
+            yield raw
         else:
-            samples = render_16k(cut)
-            num_samples = len(samples)
-        if num_samples == 0:
-            raise ValueError("no audio samples (zero duration)")
-    except Exception as e:  # any decoder/transform failure: recorded with its cause
-        return _Result(reason=f"audio: {_brief(e)}")
-    data = wav_bytes(samples) if samples is not None else None
-    referenced = path is not None
-    if path is None:
-        assert data is not None
-        path = os.path.join(wav_dir, safe_name(cut.id) + ".wav")
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(data)
-    line = _line(cut, path, task, txt, num_samples / SAMPLING_RATE)
-    return _Result(line=line, wav=data if want_bytes else None, referenced=referenced)
+            yield {
+                "id": f"<rejected before export: input item {n}>",
+                "start": 0.0,
+                "duration": 0.0,
+                "channel": 0,
+                "supervisions": [],
+                "custom": {PRE_REJECT: {"reason": reason, "raw": raw}},
+                "type": "MonoCut",
+            }
+
+
+def _code(reason: str) -> str:
+    return reason.split(":")[0].strip().replace(" ", "_")
+
+
+@register_stage(STAGE, version=1)
+class ExportOsumStage:
+    """One runner shard of the OSUM export: its data.list piece, materialised wavs and (with
+    `shards`) its tar, in the shard's files folder; `out_dir` is where they will be linked."""
+
+    def __init__(self, out_dir: str, shards: bool = False, relative: bool = False):
+        self.out = Path(out_dir)
+        self.shards = shards
+        self.relative = relative
+
+    def __call__(self, cuts: list[Cut], ctx: StageContext) -> StageResult:
+        files = ctx.files_dir
+        for old in files.iterdir():  # a retried batch starts from nothing
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+        result = StageResult(counters={"referenced": 0, "materialised": 0, "seconds": 0.0})
+        done: list[_Result] = []
+        for cut in cuts:
+            pre = (cut.custom or {}).get(PRE_REJECT)
+            if pre:
+                result.rejected.append((cut, Reject(_code(pre["reason"]), pre["reason"])))
+                continue
+            try:
+                res = self._one(cut, files)
+            except _Reject as e:
+                result.rejected.append((cut, Reject(_code(str(e)), str(e))))
+                continue
+            except Exception as e:
+                if is_fatal(e):
+                    raise
+                result.rejected.append((cut, Reject("error", f"bad cut: {_brief(e)}")))
+                continue
+            done.append(res)
+            result.kept.append(cut)
+            result.counters["referenced" if res.referenced else "materialised"] += 1
+            result.counters["seconds"] += res.line["extra"]["duration"]
+        with atomic_path(files / "data.list") as tmp:
+            tmp.write_text("".join(dumps(r.line) + "\n" for r in done), encoding="utf-8")
+        if self.shards and done:
+            with (
+                atomic_path(files / "shard.tar") as tmp,
+                tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar,
+            ):
+                for r in done:
+                    for name, data in _members(r.line, r.wav):
+                        tar.addfile(_tarinfo(name, len(data)), io.BytesIO(data))
+        return result
+
+    def _one(self, cut: Cut, files: Path) -> _Result:
+        task, txt = _target(cut)
+        try:
+            _check_sources_exist(cut)
+            path = None if self.relative else referenced_wav(cut)
+            if path is not None:
+                samples = sf.read(path, dtype="int16")[0] if self.shards else None
+                num_samples = cut.recording.num_samples
+            else:
+                samples = render_16k(cut)
+                num_samples = len(samples)
+            if num_samples == 0:
+                raise ValueError("no audio samples (zero duration)")
+        except Exception as e:  # any decoder/transform failure: recorded with its cause
+            if is_fatal(e):
+                raise
+            raise _Reject(f"audio: {_brief(e)}") from None
+        data = wav_bytes(samples) if samples is not None else None
+        referenced = path is not None
+        if path is None:
+            assert data is not None
+            name = safe_name(cut.id) + ".wav"
+            with atomic_path(files / "wav" / name) as tmp:
+                tmp.write_bytes(data)
+            path = relative_or_absolute(self.out / "wav" / name, self.out, self.relative)
+        line = _line(cut, path, task, txt, num_samples / SAMPLING_RATE)
+        return _Result(line=line, wav=data if self.shards else None, referenced=referenced)
+
+
+def _gather(out: Path, run_dir: Path, n_shards: int, shards: bool) -> list[Path]:
+    """Link the shards' wavs and tars into OUT, concatenate their data.list pieces in order."""
+    pieces, tars = [], []
+    for _, d in shard_dirs(run_dir, STAGE, n_shards):
+        for wav in sorted((d / "wav").glob("*.wav")) if (d / "wav").is_dir() else ():
+            link(wav, out / "wav" / wav.name)
+        if (d / "data.list").exists():
+            pieces.append(d / "data.list")
+        if shards and (d / "shard.tar").exists():
+            dest = out / "shards" / f"shard_{len(tars):06d}.tar"
+            link(d / "shard.tar", dest)
+            tars.append(dest)
+    concat_text(pieces, out / "data.list")
+    return tars
+
+
+def _export_rejects(run_dir: Path, dest: Path) -> dict[str, int]:
+    """The run's rejects as this export's: the raw line for items rejected up front, the cut
+    otherwise, each with `custom.reject = {stage: export_osum, reason}`; returns counts by the
+    reason's category (the text before its first colon)."""
+    reasons: Counter[str] = Counter()
+    with open_jsonl_writer(dest) as f:
+        for rec in read_jsonl(run_dir / "rejects.jsonl.gz"):
+            custom = rec.get("custom") or {}
+            reason = custom.get("reject", {}).get("reason", "rejected")
+            pre = custom.get(PRE_REJECT)
+            if pre:
+                out = reject_record(pre["raw"], STAGE, pre["reason"])
+            else:
+                out = reject_record({k: v for k, v in rec.items()}, STAGE, reason)
+            reasons[reason.split(":")[0]] += 1
+            f.write(dumps(out) + "\n")
+    return dict(sorted(reasons.items()))
 
 
 def _check_sources_exist(cut: Cut) -> None:
@@ -365,49 +475,6 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-class _ShardWriter:
-    """Tar shards of `size` utterances; each tar is written atomically and byte-deterministically."""
-
-    def __init__(self, shard_dir: Path, size: int):
-        self.dir, self.size = shard_dir, size
-        self.paths: list[Path] = []
-        self._stack: ExitStack | None = None
-        self._tar: tarfile.TarFile | None = None
-        self._count = 0
-
-    def __enter__(self) -> _ShardWriter:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._close(*exc)
-        if exc[0] is None:  # drop shards a previous, larger export left behind
-            for old in self.dir.glob("shard_*.tar"):
-                if old not in self.paths:
-                    old.unlink()
-
-    def add(self, line: dict[str, Any], wav: bytes) -> None:
-        if self._tar is None or self._count == self.size:
-            self._close(None, None, None)
-            self._open()
-        assert self._tar is not None
-        for name, data in _members(line, wav):
-            self._tar.addfile(_tarinfo(name, len(data)), io.BytesIO(data))
-        self._count += 1
-
-    def _open(self) -> None:
-        path = self.dir / f"shard_{len(self.paths):06d}.tar"
-        self._stack = ExitStack()
-        tmp = self._stack.enter_context(atomic_path(path))
-        self._tar = self._stack.enter_context(tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT))
-        self.paths.append(path)
-        self._count = 0
-
-    def _close(self, *exc: Any) -> None:
-        if self._stack is not None:
-            self._stack.__exit__(*exc)  # on an exception: no rename, temp file removed
-            self._stack, self._tar = None, None
-
-
 def _members(line: dict[str, Any], wav: bytes) -> Iterator[tuple[str, bytes]]:
     """(member name, bytes) per field, in MEMBER_FIELDS order."""
     extra = line["extra"]
@@ -430,38 +497,7 @@ def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
-def _write_shards_list(out: Path, paths: list[Path]) -> None:
+def _write_shards_list(out: Path, paths: list[Path], relative: bool = False) -> None:
     with atomic_path(out / "shards_list.txt") as tmp:
-        tmp.write_text("".join(f"{p}\n" for p in paths), encoding="utf-8")
-
-
-def _ordered_map(
-    fn: Callable[[Any], _Result], items: Iterable[Any], workers: int
-) -> Iterator[tuple[Any, _Result]]:
-    """(item, fn(item)) in input order; with workers > 1 a process pool runs a bounded window
-    of items ahead, so neither inputs nor results pile up in memory."""
-    if workers <= 1:
-        for item in items:
-            yield item, fn(item)
-        return
-    window = 4 * workers
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_one_thread) as pool:
-        pending: deque = deque()
-        for item in items:
-            pending.append((item, pool.submit(fn, item)))
-            if len(pending) >= window:
-                head, fut = pending.popleft()
-                yield head, fut.result()
-        while pending:
-            head, fut = pending.popleft()
-            yield head, fut.result()
-
-
-def _one_thread() -> None:
-    """Worker start-up: one intra-op thread each. Resampling runs in torch, and N workers each
-    running a thread per core oversubscribe the CPU; parallelism comes from the processes."""
-    try:
-        import torch
-    except ImportError:
-        return
-    torch.set_num_threads(1)
+        text = "".join(f"{relative_or_absolute(p, out, relative)}\n" for p in paths)
+        tmp.write_text(text, encoding="utf-8")

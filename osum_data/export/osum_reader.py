@@ -59,7 +59,8 @@ class OsumSample:
 
 
 def read_data_list(path: str | Path) -> Iterator[OsumSample]:
-    """Stream validated samples from a raw `data.list`; audio is loaded from each line's `wav`."""
+    """Stream validated samples from a raw `data.list`; audio is loaded from each line's `wav`
+    (a relative `wav` is taken relative to the list's folder)."""
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -72,8 +73,11 @@ def read_data_list(path: str | Path) -> Iterator[OsumSample]:
             missing = [k for k in RAW_FIELDS if k not in obj]
             if missing:
                 raise ValueError(f"sample {key!r}: data.list line lacks {missing}")
+            wav = obj["wav"]
+            if isinstance(wav, str) and not os.path.isabs(wav):
+                wav = str(Path(path).parent / wav)  # a `--relative` export: next to the list
             try:
-                audio, sr = _decode(obj["wav"])
+                audio, sr = _decode(wav)
             except (OSError, RuntimeError, ValueError) as e:  # LibsndfileError is a RuntimeError
                 raise ValueError(f"sample {key!r}: cannot read audio {obj['wav']!r}: {e}") from None
             extra = obj["extra"] or {}

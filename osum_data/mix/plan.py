@@ -1,0 +1,419 @@
+"""Deciding a mix: scan the task manifests, carve speaker-disjoint dev/test sets, size every dataset.
+
+One streaming pass per dataset reads each line once and keeps, per cut, 16 bytes in numpy arrays
+(speaker index, split draw, subsample draw, duration) plus one counter per speaker; nothing else
+grows with the corpus, so deciding a mix of 1M cuts costs ~16 MB more than one of 100k. A second
+pass writes each dataset's cuts, split and tagged, to `plan/<split>/<task>/<dataset>.jsonl.gz`
+using those arrays by position, so both passes agree by construction.
+
+Every random choice is a hash of (seed, salt, an id), never a generator's state: the same seed gives
+the same splits and the same subsample on any machine, in any order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from array import array
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from osum_data.manifest_io import dumps, open_jsonl_writer, reject_record
+from osum_data.mix.config import MixConfig
+from osum_data.run.stage import unit_draw
+from osum_data.tasks import registry
+
+TRAIN, DEV, TEST = 0, 1, 2
+SPLITS = ("train", "dev", "test")
+U32 = 2**32
+STAGE = "mix"
+
+
+def u32(seed: int, salt: str, key: str) -> int:
+    return min(U32 - 1, int(unit_draw(seed, salt, key) * U32))
+
+
+def group_key(d: dict[str, Any]) -> str:
+    """Cuts made from one source (augmented copies, derived cuts) stay in one split."""
+    custom = d.get("custom") or {}
+    return str(custom.get("source_cut_id") or d["id"])
+
+
+def speaker_of(d: dict[str, Any]) -> str | None:
+    sups = d.get("supervisions") or []
+    spk = sups[0].get("speaker") if sups and isinstance(sups[0], dict) else None
+    return spk if isinstance(spk, str) and spk.strip() else None
+
+
+class MixError(ValueError):
+    """A mix that cannot be built as configured (one line for the user)."""
+
+
+@dataclass
+class DatasetPlan:
+    task: str
+    name: str
+    path: Path
+    weight: float
+    lines: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    speakers: list[str] = field(default_factory=list)
+    speaker_cuts: Counter = field(default_factory=Counter)  # speaker index -> cuts
+    # Per valid cut, in file order (numpy after the scan).
+    spk: Any = field(default_factory=lambda: array("i"))  # speaker index, -1 unknown
+    gdraw: Any = field(default_factory=lambda: array("I"))  # split draw of the cut's group
+    draw: Any = field(default_factory=lambda: array("I"))  # subsample draw of the cut
+    dur: Any = field(default_factory=lambda: array("f"))
+    split: Any = None  # np.uint8 per valid cut, after the split decision
+    factor: float = 0.0  # effective repeat factor of the train cuts
+    repeats: int = 0  # whole copies
+    threshold: int = 0  # remainder: train cuts with draw < threshold get one more copy
+    extra_cuts: int = 0
+    extra_hours: float = 0.0
+
+    @property
+    def valid(self) -> int:
+        return len(self.dur)
+
+    def split_count(self, which: int) -> int:
+        return int(np.count_nonzero(self.split == which))
+
+    def split_hours(self, which: int) -> float:
+        return float(self.dur[self.split == which].sum(dtype=np.float64)) / 3600
+
+    @property
+    def train_cuts(self) -> int:
+        return self.split_count(TRAIN)
+
+    @property
+    def train_hours(self) -> float:
+        return self.split_hours(TRAIN)
+
+    @property
+    def out_cuts(self) -> int:
+        return self.repeats * self.train_cuts + self.extra_cuts
+
+    @property
+    def out_hours(self) -> float:
+        return self.repeats * self.train_hours + self.extra_hours
+
+    def plan_path(self, root: Path, split: int) -> Path:
+        return root / "plan" / SPLITS[split] / self.task / f"{self.name}.jsonl.gz"
+
+
+@dataclass
+class TaskPlan:
+    name: str
+    weight: float
+    datasets: list[DatasetPlan]
+    share: float = 0.0  # target share of the training set
+    speaker_mode: bool = False
+    speakers: int = 0
+    note: str = ""
+    targets: dict[str, int] = field(default_factory=dict)
+
+
+def scan_dataset(ds: DatasetPlan, seed: int, rejects) -> None:
+    """Read one manifest: validate each line, keep the per-cut numbers, write rejects."""
+    keys = set(registry().task(ds.task).keys)
+    spk_index: dict[str, int] = {}
+    if not ds.path.is_file():
+        raise MixError(f"task {ds.task!r}, dataset {ds.name!r}: manifest not found: {ds.path}")
+    ids = array("Q")  # 8 bytes per cut, dropped after the duplicate check
+    for number, line in _lines(ds.path):
+        ds.lines += 1
+        reason = None
+        try:
+            d = json.loads(line)
+        except json.JSONDecodeError as e:
+            d, reason = None, ("bad_json", f"{ds.path}:{number}: not JSON ({e})")
+        if reason is None:
+            reason = _check(d, keys, ds, number)
+        if reason is not None:
+            code, detail = reason
+            ds.rejected[code] += 1
+            rec = (
+                reject_record(d, STAGE, detail)
+                if isinstance(d, dict) and isinstance(d.get("id"), str)
+                else _line_reject(ds, number, line, detail)
+            )
+            rec["custom"]["reject"]["code"] = code
+            rejects.write(dumps(rec) + "\n")
+            continue
+        spk = speaker_of(d)
+        if spk is None:
+            ds.spk.append(-1)
+        else:
+            i = spk_index.setdefault(spk, len(spk_index))
+            ds.speaker_cuts[i] += 1
+            ds.spk.append(i)
+        ds.gdraw.append(u32(seed, "split", group_key(d)))
+        ds.draw.append(u32(seed, f"subsample:{ds.name}", d["id"]))
+        ds.dur.append(float(d["duration"]))
+        ids.append(int.from_bytes(hashlib.blake2b(d["id"].encode(), digest_size=8).digest(), "little"))
+    _check_duplicates(ds, ids)
+    ds.speakers = list(spk_index)
+    ds.spk = np.frombuffer(ds.spk, dtype=np.int32) if len(ds.spk) else np.zeros(0, np.int32)
+    ds.gdraw = np.frombuffer(ds.gdraw, dtype=np.uint32) if len(ds.gdraw) else np.zeros(0, np.uint32)
+    ds.draw = np.frombuffer(ds.draw, dtype=np.uint32) if len(ds.draw) else np.zeros(0, np.uint32)
+    ds.dur = np.frombuffer(ds.dur, dtype=np.float32) if len(ds.dur) else np.zeros(0, np.float32)
+
+
+def _lines(path: Path):
+    import gzip
+
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                yield number, line
+
+
+def _check(d: Any, keys: set[str], ds: DatasetPlan, number: int) -> tuple[str, str] | None:
+    where = f"{ds.path}:{number}"
+    if not isinstance(d, dict) or not isinstance(d.get("id"), str) or not d["id"]:
+        return "not_a_cut", f"{where}: not a cut (no string id)"
+    try:
+        duration = float(d.get("duration"))
+    except (TypeError, ValueError):
+        return "not_a_cut", f"{where}: cut {d['id']!r} has no duration"
+    if not duration > 0 or not math.isfinite(duration):
+        return "bad_duration", f"{where}: cut {d['id']!r} has duration {duration}"
+    custom = d.get("custom") or {}
+    task = custom.get("task")
+    if not task or not custom.get("target"):
+        return (
+            "not_a_task_sample",
+            f"{where}: cut {d['id']!r} has no custom.task/target (run a task pipeline)",
+        )
+    if task not in keys:
+        return "wrong_task", f"{where}: cut {d['id']!r} is {task!r}, not a sample of task {ds.task!r}"
+    return None
+
+
+def _line_reject(ds: DatasetPlan, number: int, line: str, detail: str) -> dict[str, Any]:
+    return {
+        "id": f"{ds.name}-line-{number}",
+        "start": 0.0,
+        "duration": 0.0,
+        "channel": 0,
+        "supervisions": [],
+        "custom": {"input_line": number, "raw": line[:2000], "reject": {"stage": STAGE, "reason": detail}},
+        "type": "MonoCut",
+    }
+
+
+def _check_duplicates(ds: DatasetPlan, ids: array) -> None:
+    """Ids must be unique within a dataset (pipeline outputs are): a repeated id would train twice
+    and collide in the Shar tars."""
+    if not len(ids):
+        return
+    _, counts = np.unique(np.frombuffer(ids, dtype=np.uint64), return_counts=True)
+    if (counts > 1).any():
+        raise MixError(
+            f"task {ds.task!r}, dataset {ds.name!r}: {int((counts > 1).sum())} cut id(s) occur more than "
+            f"once in {ds.path}; ids must be unique within a dataset (pipeline outputs are)"
+        )
+
+
+def _valid_lines(ds: DatasetPlan):
+    """(position among valid cuts, cut dict) for the lines the scan kept, in file order."""
+    keys = set(registry().task(ds.task).keys)
+    pos = 0
+    for number, line in _lines(ds.path):
+        try:
+            d = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if _check(d, keys, ds, number) is not None:
+            continue
+        yield pos, d
+        pos += 1
+
+
+# --- splits ----------------------------------------------------------------------------------
+
+
+def split_task(task: TaskPlan, cfg: MixConfig) -> None:
+    """Assign every cut of the task to train/dev/test: whole speakers where the task has at least
+    `min_speakers` known speakers (so train and held-out sets share no speaker), per source cut
+    otherwise (flagged in the summary)."""
+    s = cfg.splits
+    n = sum(d.valid for d in task.datasets)
+    targets = {}
+    for name, frac in (("test", s.test), ("dev", s.dev)):
+        want = round(frac * n) if frac > 0 else 0
+        if frac > 0 and n >= 4 * max(1, s.min_cuts):
+            want = max(want, s.min_cuts)
+        targets[name] = min(want, s.max_cuts)
+    task.targets = targets
+    f_test = targets["test"] / n if n else 0.0
+    f_dev = targets["dev"] / n if n else 0.0
+    spk_cuts: Counter = Counter()
+    for d in task.datasets:
+        for i, c in d.speaker_cuts.items():
+            spk_cuts[d.speakers[i]] += c
+    task.speakers = len(spk_cuts)
+    task.speaker_mode = task.speakers >= s.min_speakers
+    held: dict[str, int] = {}
+    if task.speaker_mode:
+        known = sum(spk_cuts.values())
+        want = {TEST: f_test * known, DEV: f_dev * known}
+        got = {TEST: 0, DEV: 0}
+        order = sorted(spk_cuts, key=lambda spk: (u32(cfg.seed, "split-speaker", spk), spk))
+        for spk in order:
+            for which in (TEST, DEV):
+                if got[which] >= want[which]:
+                    continue
+                # Whole speakers fill a split up to half again its target; the first one may overshoot
+                # (else a 2% split of few large speakers stays empty) unless it holds a quarter of all.
+                fits = got[which] + spk_cuts[spk] <= 1.5 * want[which] + 1
+                first = got[which] == 0 and spk_cuts[spk] <= known / 4
+                if fits or first:
+                    held[spk] = which
+                    got[which] += spk_cuts[spk]
+                    break
+            if got[TEST] >= want[TEST] and got[DEV] >= want[DEV]:
+                break
+        if len(held) >= task.speakers:  # never leave train without a speaker
+            held.pop(order[-1], None)
+    elif task.speakers:
+        task.note = (
+            f"{task.speakers} known speaker(s) (< splits.min_speakers={s.min_speakers}): dev/test are "
+            "split per source cut and share speakers with train"
+        )
+    t_test = int(f_test * U32)
+    t_dev = int((f_test + f_dev) * U32)
+    for d in task.datasets:
+        by_cut = np.where(d.gdraw < t_test, TEST, np.where(d.gdraw < t_dev, DEV, TRAIN)).astype(np.uint8)
+        if task.speaker_mode and d.speakers:
+            spk_split = np.array([held.get(spk, TRAIN) for spk in d.speakers], dtype=np.uint8)
+            known = d.spk >= 0
+            by_cut[known] = spk_split[d.spk[known]]
+        d.split = by_cut
+
+
+# --- sizes -----------------------------------------------------------------------------------
+
+
+def size_datasets(tasks: list[TaskPlan], cfg: MixConfig) -> None:
+    """Task shares, then each dataset's repeat factor, realised exactly: whole copies plus the train
+    cuts with the smallest subsample draws (cuts) or as many as reach the hours (hours)."""
+    hours = cfg.unit == "hours"
+
+    def size(d: DatasetPlan) -> float:
+        return d.train_hours if hours else float(d.train_cuts)
+
+    natural = {t.name: sum(d.weight * size(d) for d in t.datasets) for t in tasks}
+    active = [t for t in tasks if t.weight > 0]
+    for t in active:
+        if natural[t.name] <= 0:
+            raise MixError(
+                f"task {t.name!r} has no training {cfg.unit} left (its datasets are empty, rejected, or all "
+                "held out, or weigh 0)"
+            )
+    if cfg.temperature is None:
+        raw = {t.name: t.weight for t in active}
+    else:
+        raw = {t.name: (t.weight * natural[t.name]) ** (1.0 / cfg.temperature) for t in active}
+    total_raw = sum(raw.values())
+    total = cfg.total if cfg.total is not None else sum(natural[t.name] for t in active)
+    for t in tasks:
+        t.share = raw.get(t.name, 0.0) / total_raw
+        scale = t.share * total / natural[t.name] if t.share > 0 else 0.0
+        for d in t.datasets:
+            d.factor = d.weight * scale
+            _realise(d, hours)
+
+
+def _realise(d: DatasetPlan, hours: bool) -> None:
+    d.repeats = math.floor(d.factor + 1e-9)
+    rest = max(0.0, d.factor - d.repeats)
+    train = d.split == TRAIN
+    draws = np.sort(d.draw[train])
+    if rest <= 0 or len(draws) == 0:
+        d.threshold, d.extra_cuts, d.extra_hours = 0, 0, 0.0
+        return
+    if hours:
+        order = np.argsort(d.draw[train], kind="stable")
+        cum = np.cumsum(d.dur[train][order], dtype=np.float64)
+        m = int(np.searchsorted(cum, rest * cum[-1]))
+        # the nearer of m and m + 1 cuts to the wanted hours
+        if m < len(cum) and (m == 0 or abs(cum[m] - rest * cum[-1]) < abs(cum[m - 1] - rest * cum[-1])):
+            m += 1
+    else:
+        m = round(rest * len(draws))
+    m = min(m, len(draws))
+    d.threshold = U32 if m == len(draws) else int(draws[m])
+    if m and m < len(draws) and draws[m - 1] == draws[m]:  # a tie at the cut: rare; keep it exact-ish
+        d.threshold = int(draws[m - 1]) + 1
+    kept = d.draw[train] < d.threshold
+    d.extra_cuts = int(kept.sum())
+    d.extra_hours = float(d.dur[train][kept].sum(dtype=np.float64)) / 3600
+
+
+# --- writing the split manifests ---------------------------------------------------------------
+
+
+def mixed_id(dataset: str, cut_id: str) -> str:
+    """Ids in a mix carry their dataset's name (letters, digits, `_`, `-`; unique in the mix): one
+    corpus feeds several tasks, or datasets, under the same cut ids."""
+    return f"{dataset}.{cut_id}"
+
+
+def write_splits(d: DatasetPlan, root: Path) -> None:
+    """Second pass: each valid cut, tagged with `custom.mix` and its dataset-prefixed id, into the
+    plan manifest of its split."""
+    paths = [d.plan_path(root, s) for s in (TRAIN, DEV, TEST)]
+    writers = [open_jsonl_writer(p) for p in paths]
+    handles = [w.__enter__() for w in writers]
+    try:
+        for pos, cut in _valid_lines(d):
+            split = int(d.split[pos])
+            source = cut["id"]
+            cut["id"] = mixed_id(d.name, source)
+            custom = dict(cut.get("custom") or {})
+            custom["mix"] = {"task": d.task, "dataset": d.name, "split": SPLITS[split], "source_id": source}
+            cut["custom"] = custom
+            handles[split].write(dumps(cut) + "\n")
+    except BaseException as e:
+        for w in writers:
+            w.__exit__(type(e), e, e.__traceback__)
+        raise
+    for w in writers:
+        w.__exit__(None, None, None)
+
+
+def plan_summary(tasks: list[TaskPlan], cfg: MixConfig) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for t in tasks:
+        out[t.name] = {
+            "weight": t.weight,
+            "target_share": round(t.share, 6),
+            "speakers": t.speakers,
+            "speaker_disjoint": t.speaker_mode,
+            **({"note": t.note} if t.note else {}),
+            "split_targets": t.targets,
+            "datasets": {
+                d.name: {
+                    "manifest": str(d.path),
+                    "weight": d.weight,
+                    "lines": d.lines,
+                    "rejected": dict(d.rejected),
+                    "unique": {SPLITS[s]: d.split_count(s) for s in (TRAIN, DEV, TEST)},
+                    "unique_hours": {SPLITS[s]: round(d.split_hours(s), 6) for s in (TRAIN, DEV, TEST)},
+                    "factor": round(d.factor, 6),
+                    "repeats": d.repeats,
+                    "extra_cuts": d.extra_cuts,
+                    "planned_cuts": d.out_cuts,
+                    "planned_hours": round(d.out_hours, 6),
+                }
+                for d in t.datasets
+            },
+        }
+    return out

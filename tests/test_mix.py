@@ -1,0 +1,338 @@
+"""Mixing task manifests into a weighted Lhotse Shar training set with per-task dev/test sets.
+
+Inputs are real ASR pipeline output (recorded speech) turned into samples of other tasks by setting
+their label fields (tests/mix_fixtures.py); the mixing, splitting, Shar writing (lhotse's writer,
+Ray workers for the audio) and the reading back (lhotse, the bundled trainer's loader) are real.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from lhotse import CutSet
+
+from osum_data.manifest_io import read_jsonl
+from osum_data.mix.build import build_mix
+from osum_data.mix.config import build_mix_config
+from osum_data.mix.plan import MixError
+from osum_data.yaml_config import ConfigError
+from tests.conftest import REPO
+from tests.mix_fixtures import count_tasks, shared_asr, task_manifest
+
+
+@pytest.fixture(scope="module")
+def asr(tmp_path_factory):
+    return shared_asr(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def big(asr, tmp_path_factory):
+    """Thousands of samples of three tasks (fields only: audio is shared, nothing re-encoded)."""
+    d = tmp_path_factory.mktemp("big")
+    return {
+        "asr": task_manifest(asr, "asr", d / "asr.jsonl.gz", n=3000, speakers=40),
+        "ser": task_manifest(asr, "ser", d / "ser.jsonl.gz", n=1500, speakers=20),
+        "sgc": task_manifest(asr, "sgc", d / "sgc.jsonl.gz", n=700, speakers=30),
+        "sgc2": task_manifest(asr, "sgc", d / "sgc2.jsonl.gz", n=400, speakers=10),
+    }
+
+
+def shar_cuts(folder: Path) -> list[dict]:
+    return [d for f in sorted(folder.glob("cuts.*.jsonl.gz")) for d in read_jsonl(f)]
+
+
+def test_task_weights_are_realised_within_2_percent(big, tmp_path):
+    weights = {"asr": 0.2, "ser": 0.5, "sgc": 0.3}  # ser and sgc are repeated, asr subsampled
+    raw = {
+        "audio": "none",
+        "shard_size": 500,
+        "tasks": {
+            "asr": {"weight": weights["asr"], "datasets": [str(big["asr"])]},
+            "ser": {"weight": weights["ser"], "datasets": [str(big["ser"])]},
+            "sgc": {
+                "weight": weights["sgc"],
+                "datasets": [str(big["sgc"]), {"manifest": str(big["sgc2"]), "weight": 0.5}],
+            },
+        },
+    }
+    res = build_mix(build_mix_config(raw), tmp_path / "mix", progress=False)
+    cuts = shar_cuts(tmp_path / "mix" / "train")
+    counts = count_tasks([f for f in sorted((tmp_path / "mix" / "train").glob("cuts.*.jsonl.gz"))])
+    n = len(cuts)
+    assert n == res.summary["out"] and n > 4000
+    for task, w in weights.items():
+        assert abs(counts[task] / n / w - 1) <= 0.02, (task, counts[task] / n, w)
+    # dataset weights inside a task: sgc2 (weight 0.5) contributes half as often per unique cut
+    per_ds = {}
+    for d in cuts:
+        if d["custom"]["mix"]["task"] == "sgc":
+            per_ds[d["custom"]["mix"]["dataset"]] = per_ds.get(d["custom"]["mix"]["dataset"], 0) + 1
+    unique = res.summary["tasks"]["sgc"]["datasets"]
+    rate = {k: per_ds[k] / unique[k]["unique"]["train"] for k in per_ds}
+    assert abs(rate["sgc2"] / rate["sgc"] - 0.5) < 0.02, rate
+    # repeated copies get distinct ids, ids are unique and carry their task
+    ids = [d["id"] for d in cuts]
+    assert len(set(ids)) == len(ids) and any("_repeat1" in i for i in ids)
+    assert all(i.startswith(d["custom"]["mix"]["dataset"] + ".") for i, d in zip(ids, cuts, strict=True))
+    # the stream is mixed: every Shar shard holds all three tasks
+    for f in sorted((tmp_path / "mix" / "train").glob("cuts.*.jsonl.gz"))[:-1]:
+        assert set(count_tasks([f])) == {"asr", "ser", "sgc"}
+
+
+def test_hours_and_temperature(big, tmp_path):
+    """unit: hours, temperature T: shares of hours ~ (weight * hours)^(1/T), within 2%."""
+    raw = {
+        "audio": "none",
+        "unit": "hours",
+        "temperature": 2.0,
+        "tasks": {
+            t: {"weight": w, "datasets": [str(big[t])]} for t, w in (("asr", 1), ("ser", 1), ("sgc", 2))
+        },
+    }
+    res = build_mix(build_mix_config(raw), tmp_path / "mix", progress=False)
+    hours = {}
+    for t in ("asr", "ser", "sgc"):
+        plan = tmp_path / "mix" / "plan" / "train" / t / f"{t}.jsonl.gz"
+        hours[t] = sum(d["duration"] for d in read_jsonl(plan)) / 3600
+    raw_p = {t: (w * hours[t]) ** 0.5 for t, w in (("asr", 1), ("ser", 1), ("sgc", 2))}
+    want = {t: v / sum(raw_p.values()) for t, v in raw_p.items()}
+    got = {}
+    for d in shar_cuts(tmp_path / "mix" / "train"):
+        t = d["custom"]["mix"]["task"]
+        got[t] = got.get(t, 0.0) + d["duration"]
+    total = sum(got.values())
+    for t in want:
+        assert abs(got[t] / total / want[t] - 1) <= 0.02, (t, got[t] / total, want[t])
+        assert res.summary["tasks"][t]["target_share"] == pytest.approx(want[t], rel=1e-4)
+    assert total / 3600 == pytest.approx(sum(hours.values()), rel=0.02)  # total: the tasks' own hours
+
+
+def test_splits_are_speaker_disjoint_and_keep_derived_cuts_together(asr, tmp_path):
+    many = task_manifest(asr, "ser", tmp_path / "ser.jsonl.gz", n=600, speakers=15)
+    # one speaker only; every second cut an augmented copy derived from the cut before it
+    one = tmp_path / "sgc.jsonl.gz"
+    rows = list(read_jsonl(task_manifest(asr, "sgc", tmp_path / "sgc-raw.jsonl.gz", n=400, speakers=1)))
+    for i in range(1, len(rows), 2):
+        rows[i]["custom"]["source_cut_id"] = rows[i - 1]["id"]
+    from osum_data.manifest_io import write_jsonl
+
+    write_jsonl(one, rows)
+    raw = {
+        "audio": "none",
+        "splits": {"dev": 0.1, "test": 0.1, "max_cuts": 100},
+        "tasks": {"ser": {"datasets": [str(many)]}, "sgc": {"datasets": [str(one)]}},
+    }
+    res = build_mix(build_mix_config(raw), tmp_path / "mix", progress=False)
+    out = tmp_path / "mix"
+
+    def speakers(folder: Path) -> set[str]:
+        return {d["supervisions"][0]["speaker"] for d in shar_cuts(folder)}
+
+    train, dev, test = speakers(out / "train"), speakers(out / "dev" / "ser"), speakers(out / "test" / "ser")
+    assert dev and test and not (train & dev) and not (train & test) and not (dev & test)
+    ser = res.summary["tasks"]["ser"]
+    assert ser["speaker_disjoint"] and 30 <= ser["dev_cuts"] <= 100 and 30 <= ser["test_cuts"] <= 100
+
+    sgc = res.summary["tasks"]["sgc"]
+    assert not sgc["speaker_disjoint"] and "1 known speaker" in sgc["note"]
+    split_of = {}
+    for split in ("train", "dev", "test"):
+        folder = out / split / ("sgc" if split != "train" else "")
+        for d in shar_cuts(folder):
+            if d["custom"]["mix"]["task"] == "sgc":
+                split_of[d["custom"]["mix"]["source_id"]] = split
+    by_id = {r["id"]: r for r in rows}
+    for cut_id, split in split_of.items():
+        source = by_id[cut_id]["custom"].get("source_cut_id")
+        if source in split_of:
+            assert split_of[source] == split, (cut_id, source)
+    assert sgc["dev_cuts"] > 0 and sgc["test_cuts"] > 0
+    # every unique sample is in exactly one split (weights 1: nothing repeated or dropped)
+    assert (
+        res.summary["unique"]
+        == 1000
+        == res.summary["out"] + sum(t["dev_cuts"] + t["test_cuts"] for t in res.summary["tasks"].values())
+    )
+
+
+def test_same_seed_same_bytes_other_seed_other_mix(big, tmp_path):
+    def mix(seed: int, name: str) -> dict[str, bytes]:
+        raw = {
+            "seed": seed,
+            "audio": "none",
+            "shard_size": 300,
+            "tasks": {
+                "ser": {"datasets": [str(big["ser"])]},
+                "sgc": {"weight": 2, "datasets": [str(big["sgc"])]},
+            },
+        }
+        build_mix(build_mix_config(raw), tmp_path / name, progress=False)
+        return {
+            str(p.relative_to(tmp_path / name)): p.read_bytes() for p in (tmp_path / name).rglob("cuts.*.gz")
+        }
+
+    a, b, c = mix(0, "a"), mix(0, "b"), mix(1, "c")
+    assert a == b and len(a) > 5
+    assert a.keys() != c.keys() or a != c  # another seed: other splits and order
+    ids_a = [
+        json.loads(x)["id"]
+        for k in sorted(a)
+        if k.startswith("train")
+        for x in gzip.decompress(a[k]).splitlines()
+    ]
+    ids_c = [
+        json.loads(x)["id"]
+        for k in sorted(c)
+        if k.startswith("train")
+        for x in gzip.decompress(c[k]).splitlines()
+    ]
+    assert ids_a != ids_c
+
+
+def test_audio_mix_is_shar_that_lhotse_and_the_trainer_read(asr, tmp_path, ray_session):
+    manifests = {
+        "asr": task_manifest(asr, "asr", tmp_path / "asr.jsonl.gz", n=70, speakers=7),
+        "ser": task_manifest(asr, "ser", tmp_path / "ser.jsonl.gz", n=40, speakers=5),
+    }
+    raw = {
+        "audio": "flac",
+        "shard_size": 30,
+        "splits": {"dev": 0.1, "test": 0.1},
+        "tasks": {
+            "asr": {"weight": 0.6, "datasets": [str(manifests["asr"])]},
+            "ser": {"weight": 0.4, "datasets": [str(manifests["ser"])]},
+        },
+    }
+    cfg = build_mix_config(raw)
+    res = build_mix(cfg, tmp_path / "mix2", workers=2, progress=False)
+    train = tmp_path / "mix2" / "train"
+    assert sorted(p.name for p in train.iterdir())[:2] == ["cuts.000000.jsonl.gz", "cuts.000001.jsonl.gz"]
+    sources = {d["id"]: d for p in manifests.values() for d in read_jsonl(p)}
+    cuts = CutSet.from_shar(in_dir=train)
+    seen = 0
+    for cut in cuts:
+        audio = cut.load_audio()
+        assert cut.sampling_rate == 16000 and audio.shape[0] == 1
+        src = CutSet.from_dicts([json.loads(json.dumps(sources[cut.custom["mix"]["source_id"]]))])[0]
+        src = src.resample(16000).load_audio()
+        assert audio.shape[1] == src.shape[1]
+        np.testing.assert_allclose(audio, src, atol=1.01 / 32768)  # 16-bit FLAC: lossless after quantising
+        seen += 1
+    assert seen == res.summary["out"] > 50
+    for folder in (tmp_path / "mix2" / "dev").iterdir():
+        assert all(c.load_audio().size for c in CutSet.from_shar(in_dir=folder))
+
+    # the bundled trainer reads the Shar folder as it is
+    from training.config import DataConfig, load_config
+    from training.data import make_loader, open_cuts
+    from training.sequence import PromptFormat
+    from training.weights import load_tokenizer
+
+    fmt = PromptFormat(
+        load_tokenizer(load_config(REPO / "training" / "configs" / "tiny.yaml").model.llm.tokenizer)
+    )
+    loader = make_loader(
+        open_cuts(train),
+        fmt,
+        DataConfig(max_duration=60.0, num_workers=0, bucketing=False),
+        seed=0,
+        train=False,
+        epochs=1,
+    )
+    batches = list(loader)
+    assert sorted(i for b in batches for i in b["ids"]) == sorted(c.id for c in cuts)
+    assert batches[0]["mel"].shape[1] == 80
+
+    # the same mix with one worker: the same bytes
+    build_mix(cfg, tmp_path / "mix1", workers=1, progress=False)
+    for p in sorted((tmp_path / "mix2").rglob("*.tar")) + sorted(
+        (tmp_path / "mix2").rglob("cuts.*.jsonl.gz")
+    ):
+        if "/run/" not in str(p):
+            assert p.read_bytes() == (tmp_path / "mix1" / p.relative_to(tmp_path / "mix2")).read_bytes(), p
+
+
+def test_bad_lines_are_rejected_with_reasons_and_counted(asr, tmp_path):
+    good = list(read_jsonl(task_manifest(asr, "ser", tmp_path / "ser.jsonl.gz", n=30)))
+    untemplated = dict(good[1], id="plain", custom={})
+    wrong = json.loads(json.dumps(good[2]))
+    wrong["id"], wrong["custom"]["task"] = "wrong", "<TRANSCRIBE> <GENDER>"
+    path = tmp_path / "dirty.jsonl"
+    lines = [json.dumps(d) for d in good] + ["{not json", json.dumps(untemplated), json.dumps(wrong)]
+    path.write_text("\n".join(lines) + "\n")
+    res = build_mix(
+        build_mix_config({"audio": "none", "tasks": {"ser": {"datasets": [str(path)]}}}),
+        tmp_path / "m",
+        progress=False,
+    )
+    s = res.summary
+    assert s["in"] == 33 == s["unique"] + s["rejected"] and s["rejected"] == 3
+    assert s["rejected_by_reason"] == {"scan:bad_json": 1, "scan:not_a_task_sample": 1, "scan:wrong_task": 1}
+    rejects = {r["id"]: r["custom"]["reject"] for r in read_jsonl(tmp_path / "m" / "rejects.jsonl.gz")}
+    assert (
+        rejects["wrong"]["code"] == "wrong_task"
+        and "not a sample of task 'ser'" in rejects["wrong"]["reason"]
+    )
+    assert "dirty.jsonl:31: not JSON" in rejects["dirty-line-31"]["reason"]
+    assert rejects["plain"]["code"] == "not_a_task_sample"
+
+
+def test_config_and_input_errors_are_one_line(asr, tmp_path):
+    with pytest.raises(ConfigError, match="tasks: unknown task 'mood'"):
+        build_mix_config({"tasks": {"mood": {"datasets": ["x"]}}})
+    with pytest.raises(ConfigError, match="tasks.asr.weight: .*greater than or equal to 0"):
+        build_mix_config({"tasks": {"asr": {"weight": -1, "datasets": ["x"]}}})
+    with pytest.raises(ConfigError, match="unknown key 'weigths'"):
+        build_mix_config({"weigths": 1, "tasks": {"asr": {"datasets": ["x"]}}})
+    with pytest.raises(MixError, match="manifest not found: .*nope.jsonl.gz"):
+        build_mix(
+            build_mix_config({"tasks": {"asr": {"datasets": [str(tmp_path / "nope.jsonl.gz")]}}}),
+            tmp_path / "o",
+            progress=False,
+        )
+    dup = tmp_path / "dup.jsonl"
+    line = next(iter(read_jsonl(asr)))
+    dup.write_text(json.dumps(line) + "\n" + json.dumps(line) + "\n")
+    with pytest.raises(MixError, match="1 cut id.s. occur more than once"):
+        build_mix(
+            build_mix_config({"tasks": {"asr": {"datasets": [str(dup)]}}}), tmp_path / "o", progress=False
+        )
+
+
+def test_cli_mix_with_overrides_and_a_usage_error(asr, tmp_path):
+    manifest = task_manifest(asr, "sgc", tmp_path / "sgc.jsonl.gz", n=200, speakers=10)
+    mix_yaml = tmp_path / "mix.yaml"
+    mix_yaml.write_text(f"audio: none\ntasks:\n  sgc:\n    datasets: [{manifest}]\n")
+    cmd = [
+        sys.executable,
+        "-m",
+        "osum_data.cli",
+        "mix",
+        str(mix_yaml),
+        "--output",
+        str(tmp_path / "out"),
+        "--set",
+        "splits.dev=0.1",
+        "--set",
+        "shard_size=50",
+        "--no-progress",
+    ]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "sgc: share 1.0000 (target 1.0000)" in proc.stdout and "speaker-disjoint" in proc.stdout
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["tasks"]["sgc"]["dev_cuts"] >= 15 and summary["shar_shards"]["train"] == 4
+    bad = subprocess.run(
+        cmd[:5] + ["--output", str(tmp_path / "o2"), "--set", "tasks.sgc.weight=-2"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "tasks.sgc.weight" in bad.stderr

@@ -1,0 +1,157 @@
+"""`osum-data export FORMAT CUTS OUT`: one entry point for the four trainer formats.
+
+CUTS is a cuts manifest, a pipeline run folder (its cuts.jsonl.gz) or a mix folder (`osum-data mix`
+output). From a mix, `osum` writes per-dataset shard sets and an OSUM `data_config.yaml` with the mix's
+weights (osum_config.py); `nemo`, `hf` and `sharegpt` write the mixed training set and the dev/test
+sets as their splits. Every export runs as a one-stage pipeline on Ray (engine.py) and leaves
+`OUT/summary.json` and `OUT/rejects.jsonl.gz`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from osum_data.export.engine import RUN_DIR, export_rejects, run_export_stage, write_summary
+
+FORMATS = ("osum", "nemo", "hf", "sharegpt")
+DEFAULT_SHARD_SIZE = {"osum": 1000, "nemo": 1000, "hf": 500, "sharegpt": 1000}
+
+
+class ExportInputError(ValueError):
+    """CUTS is none of the inputs an export takes."""
+
+
+def mix_folder(path: Path) -> bool:
+    try:
+        return json.loads((path / "summary.json").read_text()).get("type") == "mix"
+    except (OSError, ValueError):
+        return False
+
+
+def resolve_input(cuts: str | Path) -> tuple[Path, bool]:
+    """(cuts manifest to export, whether it is a mix's plan)."""
+    p = Path(cuts)
+    if p.is_file():
+        return p, False
+    if p.is_dir() and mix_folder(p):
+        plan = p / "plan" / "mix.jsonl.gz"
+        if not plan.exists():
+            raise ExportInputError(
+                f"{p} is a mix folder without plan/mix.jsonl.gz; run `osum-data mix` again"
+            )
+        return plan, True
+    if p.is_dir() and (p / "cuts.jsonl.gz").exists():
+        return p / "cuts.jsonl.gz", False
+    if p.is_dir() and sorted(p.glob("cuts.*.jsonl.gz")):
+        raise ExportInputError(
+            f"{p} is a Lhotse Shar folder: export the mix folder above it (or the manifest it came from)"
+        )
+    raise ExportInputError(f"{p}: not a cuts manifest, a run folder (cuts.jsonl.gz) or a mix folder")
+
+
+def export(
+    fmt: str,
+    cuts: str | Path,
+    out: str | Path,
+    *,
+    shards: bool = False,
+    shard_size: int | None = None,
+    relative: bool = False,
+    workers: int | None = None,
+    address: str | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Export and return the export's summary (also written to OUT/summary.json)."""
+    if fmt not in FORMATS:
+        raise ExportInputError(f"unknown export format {fmt!r}; formats: {', '.join(FORMATS)}")
+    size = shard_size or DEFAULT_SHARD_SIZE[fmt]
+    out = Path(os.path.abspath(out))
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"export folder {out} is a file; give a directory")
+    manifest, is_mix = resolve_input(cuts)
+    if fmt == "osum":
+        if is_mix:
+            from osum_data.export.osum_config import export_osum_mix
+
+            return export_osum_mix(Path(cuts), out, size, relative, workers, address, progress)
+        from osum_data.export.osum import export_osum
+
+        export_osum(
+            manifest,
+            out,
+            shards=shards,
+            shard_size=size,
+            num_workers=workers,
+            relative=relative,
+            address=address,
+            progress=progress,
+        )
+        return json.loads((out / "summary.json").read_text())
+    stage, module, params = _stage(fmt, out, relative)
+    result = run_export_stage(
+        stage,
+        params,
+        manifest,
+        out,
+        shard_size=size,
+        workers=workers,
+        address=address,
+        progress=progress,
+        imports=[module],
+    )
+    run = result.summary
+    if fmt == "nemo":
+        from osum_data.export.nemo import gather_nemo
+
+        splits = gather_nemo(out, run["shards"], relative)
+    elif fmt == "hf":
+        from osum_data.export.hf import gather_hf
+
+        splits = gather_hf(out, run["shards"])
+    else:
+        from osum_data.export.sharegpt import gather_sharegpt
+
+        splits = gather_sharegpt(out, run["shards"])
+    counters = next((s.get("counters", {}) for s in run["stages"] if s["stage"] == stage), {})
+    summary = {
+        "type": "export",
+        "format": fmt,
+        "input": str(manifest),
+        "out_dir": str(out),
+        "relative": relative,
+        "cuts": run["in"],
+        "exported": run["out"],
+        "rejected": run["rejected"],
+        "rejected_by_reason": export_rejects(out / RUN_DIR, out / "rejects.jsonl.gz", stage),
+        "hours": round(float(counters.get("seconds", 0.0)) / 3600, 6),
+        "splits": splits,
+        "hours_by_task": run.get("hours_by_task", {}),
+    }
+    write_summary(out, summary)
+    return summary
+
+
+def _stage(fmt: str, out: Path, relative: bool) -> tuple[str, str, dict[str, Any]]:
+    if fmt == "nemo":
+        return "export_nemo", "osum_data.export.nemo", {"out_dir": str(out), "relative": relative}
+    if fmt == "hf":
+        return "export_hf", "osum_data.export.hf", {}
+    return "export_sharegpt", "osum_data.export.sharegpt", {"out_dir": str(out), "relative": relative}
+
+
+def describe(summary: dict[str, Any]) -> str:
+    """One paragraph for the terminal."""
+    text = (
+        f"Exported {summary.get('exported', 0):,} of {summary.get('cuts', 0):,} cuts as {summary['format']} "
+        f"to {summary.get('out_dir', '')}"
+    )
+    if summary.get("splits"):
+        text += " (" + ", ".join(f"{k}: {v}" for k, v in summary["splits"].items()) + ")"
+    if summary.get("data_config"):
+        text += f"; data_config.yaml lists {len(summary['data_config'])} shard set(s) with the mix's weights"
+    if summary.get("rejected"):
+        text += f". Rejected {summary['rejected']:,}: see rejects.jsonl.gz"
+    return text + "."

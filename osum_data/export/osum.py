@@ -131,11 +131,32 @@ def export_osum(
         raise NotADirectoryError(f"export folder {out} is a file; give a directory")
     if not Path(cuts_path).is_file():
         raise FileNotFoundError(f"cuts manifest not found: {cuts_path}")
+    report, groups = run_osum_export(
+        cuts_path, out, shards, shard_size, num_workers, relative, address, progress
+    )
+    write_summary(out, {"type": "export", "format": "osum", "relative": relative, **report.to_dict()})
+    return report
+
+
+def run_osum_export(
+    cuts_path: str | Path,
+    out: Path,
+    shards: bool,
+    shard_size: int,
+    num_workers: int | None,
+    relative: bool,
+    address: str | None,
+    progress: bool,
+    group_by_mix: bool = False,
+) -> tuple[ExportReport, dict[str, list[Path]]]:
+    """The export run and its gather; with `group_by_mix`, one sub-export per mix group
+    (`OUT/<group>/data.list`, shards, list). Returns the report and each group's tar shards."""
     plan = out / RUN_DIR / "input.jsonl.gz"
     write_jsonl(plan, _runner_items(cuts_path))
+    params = {"out_dir": str(out), "shards": shards, "relative": relative, "group_by_mix": group_by_mix}
     result = run_export_stage(
         STAGE,
-        {"out_dir": str(out), "shards": shards, "relative": relative},
+        params,
         plan,
         out,
         shard_size=shard_size,
@@ -146,23 +167,26 @@ def export_osum(
     )
     run = result.summary
     _clear_previous_export(out)
-    tar_paths = _gather(out, out / RUN_DIR, run["shards"], shards)
+    if group_by_mix:
+        for split in ("train", "dev", "test"):
+            shutil.rmtree(out / split, ignore_errors=True)
+    groups = _gather(out, out / RUN_DIR, run["shards"], shards)
     if shards:
-        _write_shards_list(out, tar_paths, relative)
+        for group, tar_paths in groups.items():
+            _write_shards_list(out / group, tar_paths, relative)
     counters = next((s.get("counters", {}) for s in run["stages"] if s["stage"] == STAGE), {})
     report = ExportReport(
         cuts=run["in"],
         exported=run["out"],
         rejected=run["rejected"],
-        shards=len(tar_paths),
+        shards=sum(len(t) for t in groups.values()),
         hours=float(counters.get("seconds", 0.0)) / 3600,
         out_dir=str(out),
         referenced=int(counters.get("referenced", 0)),
         materialised=int(counters.get("materialised", 0)),
     )
     report.reasons = _export_rejects(out / RUN_DIR, out / "rejects.jsonl.gz")
-    write_summary(out, {"type": "export", "format": "osum", "relative": relative, **report.to_dict()})
-    return report
+    return report, groups
 
 
 def wav_bytes(samples: np.ndarray, sampling_rate: int = SAMPLING_RATE) -> bytes:
@@ -300,24 +324,28 @@ class ExportOsumStage:
     """One runner shard of the OSUM export: its data.list piece, materialised wavs and (with
     `shards`) its tar, in the shard's files folder; `out_dir` is where they will be linked."""
 
-    def __init__(self, out_dir: str, shards: bool = False, relative: bool = False):
+    def __init__(
+        self, out_dir: str, shards: bool = False, relative: bool = False, group_by_mix: bool = False
+    ):
         self.out = Path(out_dir)
         self.shards = shards
         self.relative = relative
+        self.group_by_mix = group_by_mix  # a mix's cuts: one sub-export per split/task(/dataset)
 
     def __call__(self, cuts: list[Cut], ctx: StageContext) -> StageResult:
         files = ctx.files_dir
         for old in files.iterdir():  # a retried batch starts from nothing
             shutil.rmtree(old) if old.is_dir() else old.unlink()
         result = StageResult(counters={"referenced": 0, "materialised": 0, "seconds": 0.0})
-        done: list[_Result] = []
+        done: dict[str, list[_Result]] = {}
         for cut in cuts:
             pre = (cut.custom or {}).get(PRE_REJECT)
             if pre:
                 result.rejected.append((cut, Reject(_code(pre["reason"]), pre["reason"])))
                 continue
+            group = mix_group(cut) if self.group_by_mix else ""
             try:
-                res = self._one(cut, files)
+                res = self._one(cut, files / group, group)
             except _Reject as e:
                 result.rejected.append((cut, Reject(_code(str(e)), str(e))))
                 continue
@@ -326,23 +354,25 @@ class ExportOsumStage:
                     raise
                 result.rejected.append((cut, Reject("error", f"bad cut: {_brief(e)}")))
                 continue
-            done.append(res)
+            done.setdefault(group, []).append(res)
             result.kept.append(cut)
             result.counters["referenced" if res.referenced else "materialised"] += 1
             result.counters["seconds"] += res.line["extra"]["duration"]
-        with atomic_path(files / "data.list") as tmp:
-            tmp.write_text("".join(dumps(r.line) + "\n" for r in done), encoding="utf-8")
-        if self.shards and done:
-            with (
-                atomic_path(files / "shard.tar") as tmp,
-                tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar,
-            ):
-                for r in done:
-                    for name, data in _members(r.line, r.wav):
-                        tar.addfile(_tarinfo(name, len(data)), io.BytesIO(data))
+        for group, results in (done or {"": []}).items():
+            folder = files / group
+            with atomic_path(folder / "data.list") as tmp:
+                tmp.write_text("".join(dumps(r.line) + "\n" for r in results), encoding="utf-8")
+            if self.shards and results:
+                with (
+                    atomic_path(folder / "shard.tar") as tmp,
+                    tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar,
+                ):
+                    for r in results:
+                        for name, data in _members(r.line, r.wav):
+                            tar.addfile(_tarinfo(name, len(data)), io.BytesIO(data))
         return result
 
-    def _one(self, cut: Cut, files: Path) -> _Result:
+    def _one(self, cut: Cut, files: Path, group: str) -> _Result:
         task, txt = _target(cut)
         try:
             _check_sources_exist(cut)
@@ -366,24 +396,41 @@ class ExportOsumStage:
             name = safe_name(cut.id) + ".wav"
             with atomic_path(files / "wav" / name) as tmp:
                 tmp.write_bytes(data)
-            path = relative_or_absolute(self.out / "wav" / name, self.out, self.relative)
+            path = relative_or_absolute(self.out / group / "wav" / name, self.out / group, self.relative)
         line = _line(cut, path, task, txt, num_samples / SAMPLING_RATE)
         return _Result(line=line, wav=data if self.shards else None, referenced=referenced)
 
 
-def _gather(out: Path, run_dir: Path, n_shards: int, shards: bool) -> list[Path]:
-    """Link the shards' wavs and tars into OUT, concatenate their data.list pieces in order."""
-    pieces, tars = [], []
+def mix_group(cut: Cut) -> str:
+    """Where a mix's cut goes in a grouped export: `train/<task>/<dataset>`, `dev/<task>`, `test/<task>`."""
+    mix = (cut.custom or {}).get("mix") or {}
+    if mix.get("split") == "train":
+        return f"train/{mix['task']}/{mix['dataset']}"
+    return f"{mix.get('split', 'other')}/{mix.get('task', 'other')}"
+
+
+def _gather(out: Path, run_dir: Path, n_shards: int, shards: bool) -> dict[str, list[Path]]:
+    """Link the shards' wavs and tars into OUT (or OUT/<group>), concatenate their data.list pieces in
+    shard order; returns each group's tar shards."""
+    pieces: dict[str, list[Path]] = {}
+    tars: dict[str, list[Path]] = {}
     for _, d in shard_dirs(run_dir, STAGE, n_shards):
-        for wav in sorted((d / "wav").glob("*.wav")) if (d / "wav").is_dir() else ():
-            link(wav, out / "wav" / wav.name)
-        if (d / "data.list").exists():
-            pieces.append(d / "data.list")
-        if shards and (d / "shard.tar").exists():
-            dest = out / "shards" / f"shard_{len(tars):06d}.tar"
-            link(d / "shard.tar", dest)
-            tars.append(dest)
-    concat_text(pieces, out / "data.list")
+        for piece in sorted(d.rglob("data.list")):
+            folder = piece.parent
+            group = folder.relative_to(d).as_posix().removeprefix(".")
+            dest = out / group
+            for wav in sorted((folder / "wav").glob("*.wav")) if (folder / "wav").is_dir() else ():
+                link(wav, dest / "wav" / wav.name)
+            pieces.setdefault(group, []).append(piece)
+            group_tars = tars.setdefault(group, [])
+            if shards and (folder / "shard.tar").exists():
+                tar = dest / "shards" / f"shard_{len(group_tars):06d}.tar"
+                link(folder / "shard.tar", tar)
+                group_tars.append(tar)
+    for group, parts in pieces.items():
+        concat_text(parts, out / group / "data.list")
+    if not pieces:
+        concat_text([], out / "data.list")
     return tars
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from osum_data.export.engine import RUN_DIR, concat_files, relative_or_absolute, write_summary
-from osum_data.export.osum import export_osum
+from osum_data.export.osum import run_osum_export
 from osum_data.manifest_io import atomic_path
 
 HEADER = """\
@@ -45,73 +45,63 @@ def export_osum_mix(
     address: str | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
+    """One export run over the mix's unique cuts (each dataset's train split, every task's dev and
+    test), grouped into `OUT/train/<task>/<dataset>/`, `OUT/dev/<task>/`, `OUT/test/<task>/`."""
     mix_dir, out = Path(mix_dir), Path(os.path.abspath(out))
     summary = json.loads((mix_dir / "summary.json").read_text())
-    common = {
-        "shards": True,
-        "shard_size": shard_size,
-        "relative": relative,
-        "num_workers": workers,
-        "address": address,
-        "progress": progress,
-    }
+    parts = [
+        mix_dir / "plan" / "train" / task / f"{name}.jsonl.gz"
+        for task, t in summary["tasks"].items()
+        for name, ds in t["datasets"].items()
+        if ds["unique"]["train"] and ds["factor"] > 0
+    ]
+    for split in ("dev", "test"):
+        parts += [
+            p
+            for task in summary["tasks"]
+            for p in sorted((mix_dir / "plan" / split / task).glob("*.jsonl.gz"))
+        ]
+    joined = out / RUN_DIR / "mix-unique.jsonl.gz"
+    joined.parent.mkdir(parents=True, exist_ok=True)
+    concat_files(parts, joined)
+    report, groups = run_osum_export(
+        joined, out, True, shard_size, workers, relative, address, progress, group_by_mix=True
+    )
     config: dict[str, Any] = {}
-    totals = {"cuts": 0, "exported": 0, "rejected": 0}
     for task, t in summary["tasks"].items():
         for name, ds in t["datasets"].items():
-            manifest = mix_dir / "plan" / "train" / task / f"{name}.jsonl.gz"
-            if not ds["unique"]["train"] or ds["factor"] <= 0:
+            group = f"train/{task}/{name}"
+            if group not in groups:
                 continue
-            folder = out / "train" / task / name
-            rep = export_osum(manifest, folder, **common)
-            _add(totals, rep)
+            lines = [
+                json.loads(x) for x in (out / group / "data.list").read_text(encoding="utf-8").splitlines()
+            ]
             config[f"{task}.{name}"] = {
-                "path": relative_or_absolute(folder / "shards_list.txt", out, relative),
-                "shard_num": rep.shards,
+                "path": relative_or_absolute(out / group / "shards_list.txt", out, relative),
+                "shard_num": len(groups[group]),
                 "weight": round(float(ds["factor"]), 6),
                 "task": task,
-                "cuts": rep.exported,
-                "hours": round(rep.hours, 4),
+                "cuts": len(lines),
+                "hours": round(sum(x["extra"]["duration"] for x in lines) / 3600, 4),
             }
-    held: dict[str, list[Path]] = {"dev": [], "test": []}
-    for split in held:
-        for task in summary["tasks"]:
-            parts = sorted((mix_dir / "plan" / split / task).glob("*.jsonl.gz"))
-            if not any(p.stat().st_size > 20 for p in parts):  # an empty gzip file is ~20 bytes
-                continue
-            joined = out / RUN_DIR / f"{split}-{task}.jsonl.gz"
-            concat_files(parts, joined)
-            rep = export_osum(joined, out / split / task, **common)
-            _add(totals, rep)
-            if rep.shards:
-                held[split].append(out / split / task / "shards_list.txt")
     with atomic_path(out / "data_config.yaml") as tmp:
         text = HEADER.format(mix=mix_dir) + yaml.safe_dump(config, allow_unicode=True, sort_keys=False)
         tmp.write_text(text, encoding="utf-8")
-    lines = []
-    for lst in held["dev"]:
-        for shard in lst.read_text().splitlines():
-            path = shard if os.path.isabs(shard) else str(lst.parent / shard)
-            lines.append(relative_or_absolute(Path(path), out, relative))
+    dev = [p for g, tars in sorted(groups.items()) if g.startswith("dev/") for p in tars]
     with atomic_path(out / "dev_shards_list.txt") as tmp:
-        tmp.write_text("".join(f"{x}\n" for x in lines), encoding="utf-8")
+        tmp.write_text("".join(f"{relative_or_absolute(p, out, relative)}\n" for p in dev), encoding="utf-8")
     result = {
         "type": "export",
         "format": "osum",
         "mix": str(mix_dir),
         "out_dir": str(out),
         "relative": relative,
-        **totals,
+        **{k: v for k, v in report.to_dict().items() if k != "out_dir"},
+        "groups": {g: len(t) for g, t in groups.items()},
         "data_config": config,
     }
     write_summary(out, result)
     return result
-
-
-def _add(totals: dict[str, int], rep) -> None:
-    totals["cuts"] += rep.cuts
-    totals["exported"] += rep.exported
-    totals["rejected"] += rep.rejected
 
 
 def expand_data_config(path: str | Path, seed: int = 0) -> list[str]:

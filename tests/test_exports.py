@@ -1,0 +1,259 @@
+"""Every export read back: OSUM (moved --relative folder, data_config of a mix), NeMo (lhotse loads
+the speechlm2 cuts; the JSON manifest's files decode), Hugging Face (`datasets` loads the Parquet and
+decodes the Audio feature), ShareGPT (LLaMA-Factory's sharegpt rules; `datasets` loads the JSONL).
+
+Inputs: real ASR pipeline output relabelled into other tasks (tests/mix_fixtures.py), mixed for real.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+from lhotse import CutSet
+
+from osum_data.export import read_data_list, read_shards
+from osum_data.export.formats import export
+from osum_data.export.osum_config import expand_data_config
+from osum_data.manifest_io import read_jsonl, write_jsonl
+from osum_data.mix.build import build_mix
+from osum_data.mix.config import build_mix_config
+from tests.conftest import REPO
+from tests.mix_fixtures import shared_asr, task_manifest
+
+
+@pytest.fixture(scope="module")
+def mix(tmp_path_factory):
+    asr = shared_asr(tmp_path_factory)
+    d = tmp_path_factory.mktemp("exports")
+    raw = {
+        "audio": "none",
+        "splits": {"dev": 0.1, "test": 0.1},
+        "tasks": {
+            "asr": {
+                "weight": 0.5,
+                "datasets": [str(task_manifest(asr, "asr", d / "asr.jsonl.gz", n=40, speakers=8))],
+            },
+            "ser": {
+                "weight": 0.5,
+                "datasets": [str(task_manifest(asr, "ser", d / "ser.jsonl.gz", n=20, speakers=6))],
+            },
+        },
+    }
+    build_mix(build_mix_config(raw), d / "mix", progress=False)
+    return d / "mix"
+
+
+def source_audio(cut_dict: dict) -> np.ndarray:
+    return CutSet.from_dicts([json.loads(json.dumps(cut_dict))])[0].resample(16000).load_audio()[0]
+
+
+def plan_cuts(mix: Path) -> dict[str, dict]:
+    return {d["id"]: d for d in read_jsonl(mix / "plan" / "mix.jsonl.gz")}
+
+
+def test_osum_relative_export_moves_with_its_folder(mix, tmp_path):
+    manifest = mix / "plan" / "train" / "ser" / "ser.jsonl.gz"
+    cmd = [
+        sys.executable,
+        "-m",
+        "osum_data.cli",
+        "export",
+        "osum",
+        str(manifest),
+        str(tmp_path / "osum"),
+        "--shards",
+        "--relative",
+        "--shard-size",
+        "7",
+        "--no-progress",
+    ]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    moved = tmp_path / "elsewhere" / "osum"
+    shutil.move(tmp_path / "osum", moved)
+    lines = [json.loads(x) for x in (moved / "data.list").read_text().splitlines()]
+    assert lines and all(x["wav"].startswith("wav/") for x in lines)  # all audio inside the folder
+    assert all(not Path(p).is_absolute() for p in (moved / "shards_list.txt").read_text().splitlines())
+    cuts = {d["id"]: d for d in read_jsonl(manifest)}
+    raw = list(read_data_list(moved / "data.list"))
+    sharded = list(read_shards(moved / "shards_list.txt"))
+    assert [s.key for s in raw] == [s.key for s in sharded] == list(cuts)
+    for s in raw[:5]:
+        np.testing.assert_allclose(s.audio, source_audio(cuts[s.key]), atol=1.01 / 32768)
+        assert s.txt == cuts[s.key]["custom"]["target"] and s.extra["instruction"]
+
+
+def test_osum_data_config_of_a_mix(mix, tmp_path):
+    summary = export("osum", mix, tmp_path / "osum", shard_size=6)
+    config = yaml.safe_load((tmp_path / "osum" / "data_config.yaml").read_text())
+    mix_summary = json.loads((mix / "summary.json").read_text())
+    assert set(config) == {"asr.asr", "ser.ser"}
+    for name, entry in config.items():
+        task, ds = name.split(".")
+        planned = mix_summary["tasks"][task]["datasets"][ds]
+        assert entry["weight"] == pytest.approx(planned["factor"], abs=1e-6)
+        keys = [s.key for s in read_shards(entry["path"])]
+        assert len(keys) == entry["cuts"] == planned["unique"]["train"]
+        assert entry["shard_num"] == -(-entry["cuts"] // 6)
+    assert mix_summary["tasks"]["ser"]["datasets"]["ser"]["factor"] > 1.4  # ser is the small task
+    # the list OSUM would train on: whole copies + a share of the shards for the fraction
+    expanded = expand_data_config(tmp_path / "osum" / "data_config.yaml", seed=0)
+    per_entry = {
+        n: sum(s.startswith(str(tmp_path / "osum" / "train" / n.replace(".", "/"))) for s in expanded)
+        for n in config
+    }
+    for name, entry in config.items():
+        assert per_entry[name] == pytest.approx(entry["weight"] * entry["shard_num"], abs=0.5)
+    dev = [s.key for s in read_shards(tmp_path / "osum" / "dev_shards_list.txt")]
+    assert len(dev) == sum(t["dev_cuts"] for t in mix_summary["tasks"].values()) > 0
+    assert summary["exported"] == summary["cuts"] and summary["rejected"] == 0
+
+
+def test_nemo_export_is_lhotse_cuts_and_a_nemo_manifest(mix, tmp_path):
+    out = tmp_path / "nemo"
+    summary = export("nemo", mix, out, relative=True)
+    mix_summary = json.loads((mix / "summary.json").read_text())
+    dev = sum(t["dev_cuts"] for t in mix_summary["tasks"].values())
+    assert summary["splits"] == {
+        "train": mix_summary["out"],
+        "dev": dev,
+        "test": sum(t["test_cuts"] for t in mix_summary["tasks"].values()),
+    }
+    plan = plan_cuts(mix)
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(out)  # relative paths: lhotse opens them from the export folder
+    try:
+        cuts = CutSet.from_file(out / "train_cuts.jsonl")
+        n = 0
+        for cut in cuts:
+            src = plan[cut.id]
+            assert cut.context == src["custom"]["instruction"]  # speechlm2: the prompt in `context`
+            assert cut.supervisions[0].text == src["custom"]["target"]  # ... the answer as supervision text
+            assert cut.custom["transcript"] == src["supervisions"][0]["text"]
+            audio = cut.load_audio()[0]
+            assert cut.sampling_rate == 16000
+            np.testing.assert_allclose(audio, source_audio(src), atol=1.01 / 32768)
+            n += 1
+        assert n == mix_summary["out"]
+    finally:
+        os.chdir(cwd)
+    for line in (out / "dev_manifest.json").read_text().splitlines():
+        m = json.loads(line)
+        info = sf.info(out / m["audio_filepath"])  # NeMo resolves it against the manifest's folder
+        assert (info.samplerate, info.channels) == (16000, 1)
+        assert m["duration"] == pytest.approx(info.frames / 16000)
+        assert m["context"] == plan[m["id"]]["custom"]["instruction"] and m["answer"] == m["text"]
+    cfg = yaml.safe_load((out / "input_cfg.yaml").read_text())
+    assert cfg == [{"type": "lhotse", "cuts_path": "train_cuts.jsonl", "weight": 1.0}]
+
+
+def test_hf_export_loads_with_datasets(mix, tmp_path):
+    import datasets
+
+    out = tmp_path / "hf"
+    summary = export("hf", mix, out)
+    ds = datasets.load_dataset(str(out))
+    mix_summary = json.loads((mix / "summary.json").read_text())
+    assert set(ds) == {"train", "validation", "test"}
+    assert len(ds["train"]) == mix_summary["out"] == summary["splits"]["train"]
+    assert isinstance(ds["train"].features["audio"], datasets.Audio)
+    assert ds["train"].features["audio"].sampling_rate == 16000
+    plan = plan_cuts(mix)
+    for row in ds["validation"]:
+        src = plan[row["id"]]
+        assert row["target"] == src["custom"]["target"] and row["task"] == src["custom"]["task"]
+        assert row["instruction"] == src["custom"]["instruction"]
+        samples = row["audio"].get_all_samples()  # datasets decodes the Audio feature (torchcodec)
+        assert samples.sample_rate == 16000
+        np.testing.assert_allclose(samples.data.numpy()[0], source_audio(src), atol=1.01 / 32768)
+        labels = json.loads(row["labels"])
+        assert labels.get("emotion") == src["supervisions"][0]["custom"].get("emotion")
+    raw = datasets.load_dataset("parquet", data_files=str(out / "data" / "test-*.parquet"))["train"]
+    assert len(raw) == len(ds["test"]) and isinstance(raw.features["audio"], datasets.Audio)
+
+
+def llama_factory_sharegpt(row: dict) -> tuple[list[dict], list[str]]:
+    """The checks LLaMA-Factory's sharegpt converter makes (user/assistant turns alternate, starting
+    with the user; one `<audio>` placeholder per entry of `audios`), returning (messages, audios)."""
+    messages, audios = row["messages"], row["audios"]
+    assert len(messages) % 2 == 0 and messages
+    for i, m in enumerate(messages):
+        assert m["role"] == ("user" if i % 2 == 0 else "assistant"), messages
+        assert isinstance(m["content"], str) and m["content"]
+    placeholders = sum(m["content"].count("<audio>") for m in messages)
+    assert placeholders == len(audios), (placeholders, audios)
+    return messages, audios
+
+
+def test_sharegpt_export_follows_llama_factory(mix, tmp_path):
+    import datasets
+
+    out = tmp_path / "sharegpt"
+    export("sharegpt", mix, out, relative=True)
+    info = json.loads((out / "dataset_info.json").read_text())
+    assert set(info) == {"osum_train", "osum_dev", "osum_test"}
+    plan = plan_cuts(mix)
+    for entry in info.values():
+        assert entry["formatting"] == "sharegpt" and entry["columns"] == {
+            "messages": "messages",
+            "audios": "audios",
+        }
+        rows = datasets.load_dataset("json", data_files=str(out / entry["file_name"]))["train"]
+        assert len(rows) > 0
+        for row in rows:
+            messages, audios = llama_factory_sharegpt(row)
+            src = plan[row["id"]]
+            assert messages[0]["content"] == "<audio>" + src["custom"]["instruction"]
+            assert messages[1]["content"] == src["custom"]["target"]
+            audio, sr = sf.read(out / audios[0], dtype="float32")  # relative to dataset_dir
+            assert sr == 16000 and len(audio) == len(source_audio(src))
+    # repeated training copies share one audio file
+    train_rows = [json.loads(x) for x in (out / "train.jsonl").read_text().splitlines()]
+    assert len({r["audios"][0] for r in train_rows}) < len(train_rows)
+    assert len(list((out / "audio").glob("*.flac"))) == len(plan) - sum("_repeat" in i for i in plan)
+
+
+def test_rejects_resume_and_cli_errors(mix, tmp_path):
+    rows = list(read_jsonl(mix / "plan" / "train" / "asr" / "asr.jsonl.gz"))[:6]
+    rows[1] = dict(rows[1], custom={})  # not a task sample
+    gone = tmp_path / "gone.wav"
+    shutil.copy(rows[2]["recording"]["sources"][0]["source"], gone)
+    rows[2]["recording"]["sources"][0]["source"] = str(gone)
+    write_jsonl(tmp_path / "cuts.jsonl.gz", rows)
+    gone.unlink()
+    first = export("hf", tmp_path / "cuts.jsonl.gz", tmp_path / "hf", shard_size=2)
+    assert (first["cuts"], first["exported"], first["rejected"]) == (6, 4, 2)
+    assert first["rejected_by_reason"] == {"audio": 1, "missing_instruction": 1}
+    rejects = {r["id"]: r["custom"]["reject"] for r in read_jsonl(tmp_path / "hf" / "rejects.jsonl.gz")}
+    assert (
+        "no such file" in rejects[rows[2]["id"]]["reason"] and rejects[rows[1]["id"]]["stage"] == "export_hf"
+    )
+    parts = {p.name: p.read_bytes() for p in (tmp_path / "hf" / "data").iterdir()}
+    again = export("hf", tmp_path / "cuts.jsonl.gz", tmp_path / "hf", shard_size=2)  # resumes: nothing redone
+    run = json.loads((tmp_path / "hf" / "run" / "summary.json").read_text())
+    assert run["skipped_shards"] == run["shards"] == 3 and again["exported"] == 4
+    assert {p.name: p.read_bytes() for p in (tmp_path / "hf" / "data").iterdir()} == parts
+
+    def cli(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "osum_data.cli", "export", *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    bad = cli("parquet", str(tmp_path / "cuts.jsonl.gz"), str(tmp_path / "x"))
+    assert bad.returncode == 2 and "invalid choice: 'parquet'" in bad.stderr
+    shar = cli("nemo", str(mix / "train"), str(tmp_path / "y"))
+    assert shar.returncode == 2 and "is a Lhotse Shar folder" in shar.stderr

@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 # espeak-ng: synthetic voices of set pitch in tests. ffmpeg: torchcodec decodes MELD/RAVDESS mp4 and VoxCeleb2 m4a with it; tests make such files with its CLI.
 # flite: the demo's second TTS engine (personas) and a backend of LLM persona speech (osum_data/synth). hedgewars-data: real recorded laughs and coughs
 # (voice packs) and music excerpts for the VED/SGC/SAP demo, installed without its recommended game.
-APT_PACKAGES=(asterisk-core-sounds-en-wav asterisk-core-sounds-en sox ffmpeg espeak-ng flite)
+# chromium: the report test renders the HTML report headless and checks that every plot loads.
+APT_PACKAGES=(asterisk-core-sounds-en-wav asterisk-core-sounds-en sox ffmpeg espeak-ng flite chromium)
 APT_DATA_ONLY=(hedgewars-data)
 apt_install() {  # apt_install [apt options] PACKAGE...: install those not installed yet
   local opts=() missing=()

@@ -1,0 +1,130 @@
+"""`osum-data report DIR`: an HTML page with PNG plots of a run, a mix, an export, or a folder of them.
+
+Writes `DIR/report/index.html` and its images next to it (relative links: the folder can be copied
+or served as it is). Per section: the summary numbers, hours per task and per label, duration
+histograms, label distributions by `label_source`, the SNR distribution of augmented cuts, rejects
+by reason and the LLM tokens each stage reported; a mix adds its target vs realised task shares.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from osum_data.report.stats import Section, collect, find_sections
+
+REPORT_DIR = "report"
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 60em; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; border-bottom: 1px solid #ccc; margin-top: 2em; }
+table { border-collapse: collapse; margin: 0.5em 0 1em; } td, th { padding: 2px 10px; text-align: left; }
+th { background: #f0f0f0; } td.n { text-align: right; font-variant-numeric: tabular-nums; }
+img { display: block; margin: 0.5em 0 1.5em; max-width: 100%; }
+.note { color: #666; font-size: 0.9em; }
+"""
+
+
+class ReportError(ValueError):
+    """DIR holds nothing to report on."""
+
+
+def build_report(root: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Write the report of `root` and return the path of its index.html."""
+    from osum_data.report import plots
+
+    root = Path(root)
+    if not root.is_dir():
+        raise ReportError(f"report: {root} is not a folder")
+    found = find_sections(root)
+    if not found:
+        raise ReportError(
+            f"report: {root} is not a run, mix or export folder (no summary.json of one), and holds none"
+        )
+    out = Path(out_dir) if out_dir else root / REPORT_DIR
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    parts = [f"<h1>osum-data report: {html.escape(str(root))}</h1>"]
+    for i, (kind, path, summary) in enumerate(found):
+        section = collect(kind, path, summary)
+        slug = f"{i:02d}-{re.sub(r'[^A-Za-z0-9]+', '-', path.name).strip('-') or kind}"
+        images = []
+        for name, fn in plots.PLOTS.items():
+            png = fn(section, out / f"{slug}-{name}.png")
+            if png is not None:
+                images.append((name, png.name))
+        parts.append(_section_html(section, images))
+    page = out / "index.html"
+    page.write_text(
+        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>osum-data report</title>"
+        f"<style>{CSS}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n",
+        encoding="utf-8",
+    )
+    return page
+
+
+def _table(rows: list[tuple[str, Any]]) -> str:
+    cells = "".join(
+        f"<tr><th>{html.escape(k)}</th><td class='n'>{html.escape(_fmt(v))}</td></tr>" for k, v in rows
+    )
+    return f"<table>{cells}</table>"
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:,.4f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def _disjoint(task: dict[str, Any]) -> str:
+    return "yes" if task["speaker_disjoint"] else "no: " + html.escape(task.get("note", "no speakers"))
+
+
+def _section_html(s: Section, images: list[tuple[str, str]]) -> str:
+    sm = s.summary
+    rows: list[tuple[str, Any]] = []
+    if s.kind == "run":
+        rows = [(k, sm[k]) for k in ("in", "out", "rejected", "derived", "hours_in", "hours_out") if k in sm]
+        rows.append(("accounting", sm.get("accounting", "")))
+    elif s.kind == "mix":
+        rows = [
+            (k, sm[k]) for k in ("in", "unique", "rejected", "out", "hours_out", "unit", "seed") if k in sm
+        ]
+        rows.append(("temperature", sm.get("temperature") or "none"))
+    else:
+        rows = [(k, sm[k]) for k in ("format", "cuts", "exported", "rejected", "hours") if k in sm]
+    rows.append(("cuts described below", s.cuts))
+    body = [f"<h2>{html.escape(s.title)}</h2>", _table(rows)]
+    if s.kind == "mix":
+        head = (
+            "<tr><th>task</th><th>target share</th><th>realised</th><th>train cuts</th><th>dev</th>"
+            "<th>test</th><th>speaker-disjoint</th></tr>"
+        )
+        trs = "".join(
+            f"<tr><td>{html.escape(t)}</td><td class='n'>{v['target_share']:.3f}</td>"
+            f"<td class='n'>{v['realised_share']:.3f}</td><td class='n'>{v['train_cuts']}</td>"
+            f"<td class='n'>{v['dev_cuts']}</td><td class='n'>{v['test_cuts']}</td>"
+            f"<td>{_disjoint(v)}</td></tr>"
+            for t, v in sm.get("tasks", {}).items()
+        )
+        body.append(f"<table>{head}{trs}</table>")
+    tokens = s.llm_tokens()
+    if tokens:
+        keys = sorted({k for v in tokens.values() for k in v})
+        head = "<tr><th>stage</th>" + "".join(f"<th>{html.escape(k)}</th>" for k in keys) + "</tr>"
+        trs = "".join(
+            f"<tr><td>{html.escape(st)}</td>"
+            + "".join(f"<td class='n'>{_fmt(v.get(k, 0))}</td>" for k in keys)
+            + "</tr>"
+            for st, v in tokens.items()
+        )
+        body.append(f"<p>LLM use per stage:</p><table>{head}{trs}</table>")
+    if not s.snr_values:
+        body.append("<p class='note'>No augmented cuts (no custom.augment.snr) in this section.</p>")
+    for name, file in images:
+        body.append(f"<img src='{html.escape(file)}' alt='{html.escape(name.replace('_', ' '))}'>")
+    return "\n".join(body)

@@ -1,0 +1,157 @@
+"""What the report shows, computed in one streaming pass over a folder's cuts.
+
+A folder is a pipeline run (`summary.json` with `pipeline`), a mix (`type: mix`) or an export
+(`type: export`); any other folder is searched (two levels deep) for those, one report section each.
+Memory is flat in the corpus size: durations and SNRs go into fixed histogram bins, labels into
+counters.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from osum_data.manifest_io import read_jsonl
+
+DURATION_BINS = np.concatenate([np.arange(0, 30.5, 0.5), [45, 60, np.inf]])
+SNR_BINS = np.arange(-10, 41, 2.5)
+LABEL_FIELDS = ("gender", "age", "emotion", "style", "events")
+
+
+@dataclass
+class Section:
+    kind: str  # run | mix | export
+    path: Path
+    title: str
+    summary: dict[str, Any]
+    cuts: int = 0
+    hours_by_task: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    hours_by_label: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    durations: dict[str, np.ndarray] = field(default_factory=dict)  # task -> counts per DURATION_BINS
+    label_sources: Counter = field(default_factory=Counter)  # (field, value, source) -> cuts
+    snr: np.ndarray = field(default_factory=lambda: np.zeros(len(SNR_BINS) - 1, dtype=np.int64))
+    snr_values: int = 0
+    snr_out_of_range: int = 0
+
+    @property
+    def rejects(self) -> dict[str, int]:
+        return dict(self.summary.get("rejected_by_reason") or {})
+
+    def llm_tokens(self) -> dict[str, dict[str, float]]:
+        """Per stage: the token and request counters it reported (summed over its shards)."""
+        out = {}
+        for st in self.summary.get("stages") or []:
+            found: dict[str, float] = {}
+            _collect_llm(st.get("counters") or {}, found)
+            if found:
+                out[st["stage"]] = found
+        return out
+
+
+def _collect_llm(counters: dict[str, Any], found: dict[str, float]) -> None:
+    for k, v in counters.items():
+        if isinstance(v, dict):
+            _collect_llm(v, found)
+        elif isinstance(v, int | float) and (k.endswith("tokens") or k in ("requests", "cache_hits")):
+            found[k] = found.get(k, 0) + v
+
+
+def kind_of(path: Path) -> tuple[str, dict[str, Any]] | None:
+    try:
+        summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(summary, dict):
+        return None
+    if summary.get("type") in ("mix", "export"):
+        return summary["type"], summary
+    if "pipeline" in summary and "accounting" in summary:
+        return "run", summary
+    return None
+
+
+def find_sections(root: Path) -> list[tuple[str, Path, dict[str, Any]]]:
+    """The folder itself if it is a run, mix or export; else those found up to two levels below."""
+    root = Path(root)
+    found = kind_of(root)
+    if found:
+        return [(found[0], root, found[1])]
+    out = []
+    for child in sorted(p for p in root.iterdir() if p.is_dir()):
+        k = kind_of(child)
+        if k:
+            out.append((k[0], child, k[1]))
+            continue
+        for grand in sorted(p for p in child.iterdir() if p.is_dir()) if child.name != "run" else ():
+            k = kind_of(grand)
+            if k and grand.name != "run":
+                out.append((k[0], grand, k[1]))
+    return out
+
+
+def cut_files(kind: str, path: Path) -> list[Path]:
+    """The cuts a section describes: a run's output, a mix's training Shar, an export's kept cuts."""
+    if kind == "run":
+        return [path / "cuts.jsonl.gz"]
+    if kind == "mix":
+        return sorted((path / "train").glob("cuts.*.jsonl.gz"))
+    return [path / "run" / "cuts.jsonl.gz"] if (path / "run" / "cuts.jsonl.gz").exists() else []
+
+
+def task_of(d: dict[str, Any]) -> str:
+    custom = d.get("custom") or {}
+    return str((custom.get("mix") or {}).get("task") or custom.get("task") or "untemplated")
+
+
+def labels_of(d: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(field, value, label source) for every label the cut's supervision carries."""
+    sups = d.get("supervisions") or []
+    if not sups:
+        return []
+    sup = sups[0]
+    custom = sup.get("custom") or {}
+    sources = custom.get("label_source") or {}
+    out = []
+    for f in LABEL_FIELDS:
+        value = sup.get("gender") if f == "gender" else custom.get(f)
+        source = sources.get(f, "unknown") if isinstance(sources, dict) else str(sources)
+        for v in value if isinstance(value, list) else [value]:
+            if v not in (None, "", []) and isinstance(v, str | int | float):
+                out.append((f, str(v), str(source)))
+    return out
+
+
+def collect(kind: str, path: Path, summary: dict[str, Any]) -> Section:
+    title = {
+        "run": f"Pipeline run '{summary.get('pipeline', path.name)}'",
+        "mix": f"Mix '{summary.get('name', path.name)}'",
+        "export": f"Export ({summary.get('format', '?')})",
+    }[kind]
+    s = Section(kind=kind, path=path, title=f"{title}: {path}", summary=summary)
+    for f in cut_files(kind, path):
+        if not f.exists():
+            continue
+        for d in read_jsonl(f):
+            s.cuts += 1
+            duration = float(d.get("duration") or 0.0)
+            task = task_of(d)
+            s.hours_by_task[task] += duration / 3600
+            counts = s.durations.setdefault(task, np.zeros(len(DURATION_BINS) - 1, dtype=np.int64))
+            counts[min(np.searchsorted(DURATION_BINS, duration, side="right") - 1, len(counts) - 1)] += 1
+            for field_, value, source in labels_of(d):
+                s.hours_by_label[f"{field_}:{value}"] += duration / 3600
+                s.label_sources[(field_, value, source)] += 1
+            snr = ((d.get("custom") or {}).get("augment") or {}).get("snr")
+            if isinstance(snr, int | float):
+                s.snr_values += 1
+                i = np.searchsorted(SNR_BINS, snr, side="right") - 1
+                if 0 <= i < len(s.snr):
+                    s.snr[i] += 1
+                else:
+                    s.snr_out_of_range += 1
+    return s

@@ -1,4 +1,4 @@
-"""The `osum-data` command line: prepare (import), run (pipelines on Ray), export, demo."""
+"""The `osum-data` command line: prepare, run (pipelines on Ray), export, mix, report, run-all, demo."""
 
 from __future__ import annotations
 
@@ -75,14 +75,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_export(args: argparse.Namespace) -> int:
-    from osum_data.export.osum import export_osum
-
-    report = export_osum(Path(args.cuts), Path(args.out), shards=args.shards, shard_size=args.shard_size)
-    print(report.summary())
-    return 0
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
     from osum_data.demo import run_demo
 
@@ -150,14 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true")
     run.set_defaults(func=_cmd_run)
 
-    exp = sub.add_parser("export", help="export a templated manifest")
-    exp_sub = exp.add_subparsers(dest="format", required=True)
-    osum = exp_sub.add_parser("osum", help="OSUM/WeNet raw list (+ tar shards)")
-    osum.add_argument("cuts")
-    osum.add_argument("out")
-    osum.add_argument("--shards", action="store_true", help="also write tar shards")
-    osum.add_argument("--shard-size", type=_positive_int, default=1000)
-    osum.set_defaults(func=_cmd_export)
+    from osum_data.assembly_cli import add_assembly_commands
+
+    add_assembly_commands(sub)  # export osum|nemo|hf|sharegpt, mix, report, run-all
 
     demo = sub.add_parser("demo", help="the demo: real speech through every pipeline of demo.yaml")
     demo.add_argument("--output", default="manifests/demo")

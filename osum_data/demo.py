@@ -1,18 +1,15 @@
 """`make demo`: the main job end to end on real recorded speech, with no GPU, key or download.
 
 The corpus is Debian's Asterisk prompts (one female speaker, 8 kHz, hundreds of utterances with
-transcripts). `pipelines/demo.yaml` lists the task pipelines to run over it and the export.
+transcripts). `pipelines/demo.yaml` is a plan (osum_data.plan): the task pipelines to run over it,
+their exports, the mix of all tasks, the report and a short training run.
 """
 
 from __future__ import annotations
 
 import gzip
-import importlib
 import json
-from collections.abc import Callable
 from pathlib import Path
-
-import yaml
 
 from osum_data.manifest_io import read_jsonl
 
@@ -78,12 +75,6 @@ def asterisk_input(output: Path, limit: int | None = None) -> Path:
     return output / "import" / "cuts.jsonl.gz"
 
 
-def _builder(path: str) -> Callable[[Path, int | None], Path]:
-    """`module:function` -> the function (an input builder `(output dir, limit) -> cuts path`)."""
-    module, _, name = path.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
 def run_demo(
     output: Path = Path("manifests/demo"),
     plan: Path = Path("pipelines/demo.yaml"),
@@ -91,79 +82,11 @@ def run_demo(
     limit: int | None = None,
     progress: bool = True,
 ) -> dict:
-    """Build the plan's inputs, run every pipeline of the plan, export; returns the summaries.
+    """Run the demo plan (inputs, every pipeline, exports, the mix, the report, a short training);
+    returns the summaries. The plan format is described in `osum_data.plan`."""
+    from osum_data.plan import run_plan
 
-    `inputs:` names builders (`module:function`, called with the demo output folder and `--limit`,
-    writing under a folder of their own there and returning a cuts manifest); a run's `input:` is one
-    of those names, or the name of an earlier run (its kept cuts), or a list of such names (their cuts
-    one after the other), or absent for a pipeline that makes its own input (a source stage). In a
-    run's `set:` values, `${name}` stands for the manifest of that input or run (a side input). Each
-    run leaves one listenable sample in `examples/<run>.wav` with its target in `examples/<run>.txt`.
-    """
-    from osum_data.export.osum import export_osum
-    from osum_data.run.config import load_pipeline
-    from osum_data.run.runner import run_pipeline
-
-    spec = yaml.safe_load(plan.read_text())
-    manifests: dict[str, Path] = {}
-    results: dict = {}
-    for name, entry in (spec.get("inputs") or {}).items():
-        manifests[name] = _builder(entry["builder"])(output, limit)
-        results[f"input:{name}"] = {"cuts": sum(1 for _ in read_jsonl(manifests[name]))}
-    for run in spec["runs"]:
-        overrides = [expand_paths(s, manifests) for s in run.get("set", [])]
-        config = load_pipeline(run["pipeline"], overrides)
-        res = run_pipeline(
-            config,
-            run_input(run.get("input", "asterisk"), manifests, output / run["name"]),
-            output / run["name"],
-            workers=workers,
-            progress=progress,
-        )
-        manifests[run["name"]] = output / run["name"] / "cuts.jsonl.gz"
-        results[run["name"]] = res.summary
-        example = write_example(manifests[run["name"]], output / "examples", run["name"])
-        if example is not None:
-            print(f"[{run['name']}] listen: {example}")
-        counts = {k: res.summary[k] for k in ("in", "out", "rejected", "derived")}
-        print(f"[{run['name']}] " + json.dumps(counts))
-        print(f"[{run['name']}] rejected by reason: {json.dumps(res.summary['rejected_by_reason'])}")
-        print(
-            f"[{run['name']}] hours out: {res.summary['hours_out']:.4f}, by task: "
-            f"{json.dumps(res.summary['hours_by_task'], ensure_ascii=False)}"
-        )
-        if run.get("export", True) and "osum" in spec.get("export", {}):
-            opts = spec["export"]["osum"] or {}
-            exp = export_osum(
-                output / run["name"] / "cuts.jsonl.gz",
-                output / run["name"] / "osum",
-                shards=bool(opts.get("shards")),
-            )
-            print(f"[{run['name']}] " + exp.summary())
-            results[f"{run['name']}_export"] = {"exported": exp.exported, "rejected": exp.rejected}
-    return results
-
-
-def expand_paths(override: str, manifests: dict[str, Path]) -> str:
-    """`key=${name}` -> `key=<manifest path of input or run name>`."""
-    for name, path in manifests.items():
-        override = override.replace("${" + name + "}", str(path))
-    if "${" in override:
-        raise ValueError(f"demo plan: {override!r} names no input or earlier run ({', '.join(manifests)})")
-    return override
-
-
-def run_input(source: str | list[str] | None, manifests: dict[str, Path], run_dir: Path) -> Path | None:
-    """The manifest a run reads: one input or run, or several concatenated into the run's folder."""
-    if not source:
-        return None
-    if isinstance(source, str):
-        return manifests[source]
-    from osum_data.manifest_io import write_jsonl
-
-    path = run_dir.parent / "inputs" / f"{run_dir.name}.jsonl.gz"
-    write_jsonl(path, (d for name in source for d in read_jsonl(manifests[name])))
-    return path
+    return run_plan(plan, output, workers=workers, limit=limit, progress=progress)
 
 
 def write_example(cuts: Path, out_dir: Path, name: str) -> Path | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import subprocess
 import sys
@@ -120,3 +121,27 @@ def test_demo_runs_ved_ser_sgc_sap_and_leaves_one_example_of_each(demo):
     # Real laughs and coughs became X-only samples; each speech prompt was joined with one of them.
     ved = CutSet.from_file(out / "ved" / "cuts.jsonl.gz")
     assert {c.custom["target"] for c in ved if c.custom["task"] == "<CAPTION>"} == {"<LAUGH>", "<COUGH>"}
+
+
+def test_demo_mixes_every_run_exports_reports_and_trains(demo):
+    out, proc = demo
+    mix = json.loads((out / "mix" / "summary.json").read_text())
+    assert {"asr", "srwt", "ved", "ser", "sgc", "sap_sgc"} <= set(mix["tasks"]), mix["tasks"].keys()
+    for task, t in mix["tasks"].items():
+        assert abs(t["realised_share"] - t["target_share"]) < 0.02, (task, t)
+    assert mix["rejected"] == 0 and mix["out"] == sum(mix["cuts_by_task"].values())
+    shar = CutSet.from_shar(in_dir=out / "mix" / "train")
+    assert sum(1 for c in shar if c.load_audio().shape == (1, c.num_samples)) == mix["out"]
+    planned = sum(1 for _ in read_jsonl(out / "mix" / "plan" / "mix.jsonl.gz"))
+    for fmt in ("osum", "nemo", "hf", "sharegpt"):
+        exported = json.loads((out / "export" / fmt / "summary.json").read_text())
+        assert exported["rejected"] == 0 and exported["exported"] > 0, fmt
+        if fmt != "osum":  # osum writes each unique cut once, with the weights in data_config.yaml
+            assert exported["exported"] == planned, fmt
+    assert (out / "export" / "osum" / "data_config.yaml").exists()
+    log = [json.loads(x) for x in (out / "train" / "train_log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in log if "loss" in r]
+    assert len(losses) == 3 and all(0 < x < 100 for x in losses)
+    page = html.unescape((out / "report" / "index.html").read_text())
+    assert page.count("<img ") >= 8 and "Mix 'demo'" in page
+    assert "Where to look:" in proc.stdout and str(out / "report" / "index.html") in proc.stdout

@@ -1,0 +1,164 @@
+"""CLI commands of training-set assembly: `export FORMAT`, `mix`, `report`, `run-all`.
+
+Wired into `osum_data/cli.py` by `add_assembly_commands(sub)`, like the LLM commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from osum_data.export.formats import describe, export
+
+    summary = export(
+        args.format,
+        args.cuts,
+        args.out,
+        shards=getattr(args, "shards", False),
+        shard_size=args.shard_size,
+        relative=args.relative,
+        workers=args.workers,
+        address=args.address,
+        progress=not args.no_progress,
+    )
+    if args.format == "osum" and "data_config" not in summary:
+        from osum_data.export.osum import ExportReport
+
+        fields = ExportReport.__dataclass_fields__
+        print(ExportReport(**{k: v for k, v in summary.items() if k in fields}).summary())
+    else:
+        print(describe(summary))
+    return 0
+
+
+def _cmd_mix(args: argparse.Namespace) -> int:
+    from osum_data.mix.build import build_mix
+    from osum_data.mix.config import load_mix_config
+
+    cfg = load_mix_config(args.mix, args.set)
+    result = build_mix(
+        cfg, args.output, workers=args.workers, address=args.address, progress=not args.no_progress
+    )
+    s = result.summary
+    keys = (
+        "in",
+        "unique",
+        "rejected",
+        "rejected_by_reason",
+        "out",
+        "hours_out",
+        "cuts_by_task",
+        "shar_shards",
+    )
+    print(json.dumps({k: s[k] for k in keys}, indent=2, ensure_ascii=False))
+    for task, t in s["tasks"].items():
+        disjoint = (
+            "speaker-disjoint"
+            if t["speaker_disjoint"]
+            else f"not speaker-disjoint ({t.get('note', 'no speakers')})"
+        )
+        print(
+            f"{task}: share {t['realised_share']:.4f} (target {t['target_share']:.4f}), "
+            f"train {t['train_cuts']}, "
+            f"dev {t['dev_cuts']}, test {t['test_cuts']}, {disjoint}"
+        )
+    print(f"wrote {result.output_dir}/train (Lhotse Shar), dev/<task>, test/<task>, summary.json")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from osum_data.report import build_report
+
+    page = build_report(args.dir, args.out)
+    print(f"wrote {page} (open it in a browser)")
+    return 0
+
+
+def _cmd_run_all(args: argparse.Namespace) -> int:
+    from osum_data.plan import run_plan
+
+    run_plan(
+        args.plan,
+        Path(args.output),
+        workers=args.workers,
+        limit=args.limit,
+        progress=not args.no_progress,
+        address=args.address,
+    )
+    return 0
+
+
+def _engine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=_positive_int, default=None, help="Ray workers (default: CPU count)")
+    p.add_argument("--address", default=None, help="existing Ray cluster, e.g. 'auto'")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def add_assembly_commands(sub) -> None:
+    exp = sub.add_parser("export", help="export task samples for a trainer (osum, nemo, hf, sharegpt)")
+    exp_sub = exp.add_subparsers(dest="format", required=True)
+    helps = {
+        "osum": "OSUM/WeNet raw list data.list (+ tar shards); from a mix folder: data_config.yaml",
+        "nemo": "NeMo: speechlm2-style Lhotse cuts (instruction in `context`) and a JSON manifest",
+        "hf": "Hugging Face datasets: Parquet with the Audio feature",
+        "sharegpt": "ShareGPT / LLaMA-Factory: messages + audios, dataset_info.json",
+    }
+    for fmt, text in helps.items():
+        p = exp_sub.add_parser(fmt, help=text)
+        p.add_argument("cuts", help="cuts manifest, pipeline run folder, or mix folder")
+        p.add_argument("out", help="export folder")
+        if fmt == "osum":
+            p.add_argument("--shards", action="store_true", help="also write tar shards")
+        p.add_argument("--shard-size", type=_positive_int, default=None, help="cuts per shard/part")
+        p.add_argument(
+            "--relative",
+            action="store_true",
+            help="paths relative to the export folder (all audio inside it: it can be moved)",
+        )
+        _engine_args(p)
+        p.set_defaults(func=_cmd_export)
+
+    mix = sub.add_parser("mix", help="weighted multi-task training set (Lhotse Shar) + per-task dev/test")
+    mix.add_argument("mix", help="MIX.yaml")
+    mix.add_argument("--output", required=True, help="output folder")
+    mix.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override: seed=3, splits.dev=0.05, tasks.asr.weight=2",
+    )
+    _engine_args(mix)
+    mix.set_defaults(func=_cmd_mix)
+
+    rep = sub.add_parser("report", help="HTML report with plots of a run, mix or export folder")
+    rep.add_argument("dir", help="a run, mix or export folder, or a folder holding several")
+    rep.add_argument("--out", default=None, help="report folder (default: DIR/report)")
+    rep.set_defaults(func=_cmd_report)
+
+    run_all = sub.add_parser("run-all", help="a plan: pipelines over configured corpora, then the mix")
+    run_all.add_argument("plan", help="plan YAML, e.g. pipelines/all.yaml")
+    run_all.add_argument("--output", required=True, help="output folder")
+    run_all.add_argument("--limit", type=int, default=None, help="inputs from builders: first N items only")
+    run_all.add_argument("--workers", type=_positive_int, default=2)
+    run_all.add_argument("--address", default=None, help="existing Ray cluster, e.g. 'auto'")
+    run_all.add_argument("--no-progress", action="store_true")
+    run_all.set_defaults(func=_cmd_run_all)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use `osum-data`")

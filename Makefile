@@ -25,6 +25,9 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/llm_rate.py
 	$(VENV)/bin/python bench/augment.py
 	$(VENV)/bin/python bench/align_fidelity.py
+	$(VENV)/bin/python bench/mix_shar.py
+	$(VENV)/bin/python bench/mix_memory.py
+	$(VENV)/bin/python bench/scaling_estimate.py
 
 clean:
 	rm -rf manifests/demo .pytest_cache

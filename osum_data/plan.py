@@ -15,7 +15,7 @@ a plan. Sections, each optional except `runs`:
     export:                      # per-run exports (each run's OUT/<run>/<format>/)
       osum: {shards: true}
     mix:                         # MIX.yaml content; `tasks:` may be left out: every run becomes a
-      shard_size: 200            # dataset of the task its samples belong to (weight 1 each), and a
+      shard_size: 200            # dataset of each task its samples belong to (weight 1 each), and a
       tasks:                     # dataset may name a run instead of a manifest
         asr: {weight: 1, datasets: [{run: asr}]}
     mix_export: [osum, hf]       # exports of the mix (`osum-data export` formats) into DIR/export/<format>
@@ -226,11 +226,10 @@ def mix_config_of(plan: dict[str, Any], output: Path) -> dict[str, Any]:
             )
             if not ids:
                 continue
-            if len(ids) > 1:
-                raise ConfigError(
-                    f"mix: run {run['name']!r} has samples of tasks {', '.join(ids)}; list it under mix.tasks"
-                )
-            tasks.setdefault(ids[0], {"weight": 1.0, "datasets": []})["datasets"].append({"run": run["name"]})
+            for task in ids:  # a run with samples of several tasks feeds each with its own samples
+                name = run["name"] if len(ids) == 1 else f"{run['name']}-{task}"
+                entry = tasks.setdefault(task, {"weight": 1.0, "datasets": []})
+                entry["datasets"].append({"run": run["name"], "name": name})
     resolved = {}
     for task, entry in tasks.items():
         entry = dict(entry)

@@ -61,22 +61,7 @@ def plan_cuts(mix: Path) -> dict[str, dict]:
 
 def test_osum_relative_export_moves_with_its_folder(mix, tmp_path):
     manifest = mix / "plan" / "train" / "ser" / "ser.jsonl.gz"
-    cmd = [
-        sys.executable,
-        "-m",
-        "osum_data.cli",
-        "export",
-        "osum",
-        str(manifest),
-        str(tmp_path / "osum"),
-        "--shards",
-        "--relative",
-        "--shard-size",
-        "7",
-        "--no-progress",
-    ]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    export("osum", manifest, tmp_path / "osum", shards=True, relative=True, shard_size=7)
     moved = tmp_path / "elsewhere" / "osum"
     shutil.move(tmp_path / "osum", moved)
     lines = [json.loads(x) for x in (moved / "data.list").read_text().splitlines()]

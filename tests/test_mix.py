@@ -264,23 +264,61 @@ def test_bad_lines_are_rejected_with_reasons_and_counted(asr, tmp_path):
     wrong = json.loads(json.dumps(good[2]))
     wrong["id"], wrong["custom"]["task"] = "wrong", "<TRANSCRIBE> <GENDER>"
     path = tmp_path / "dirty.jsonl"
-    lines = [json.dumps(d) for d in good] + ["{not json", json.dumps(untemplated), json.dumps(wrong)]
-    path.write_text("\n".join(lines) + "\n")
+    lines = [json.dumps(d).encode() for d in good] + [b"{not json", json.dumps(untemplated).encode()]
+    lines += [json.dumps(wrong).encode(), b'{"id": "latin1-\xe9"}']
+    path.write_bytes(b"\n".join(lines) + b"\n")
     res = build_mix(
         build_mix_config({"audio": "none", "tasks": {"ser": {"datasets": [str(path)]}}}),
         tmp_path / "m",
         progress=False,
     )
     s = res.summary
-    assert s["in"] == 33 == s["unique"] + s["rejected"] and s["rejected"] == 3
-    assert s["rejected_by_reason"] == {"scan:bad_json": 1, "scan:not_a_task_sample": 1, "scan:wrong_task": 1}
+    assert s["in"] == 34 == s["unique"] + s["rejected"] and s["rejected"] == 4
+    assert s["rejected_by_reason"] == {
+        "scan:bad_json": 1,
+        "scan:not_a_task_sample": 1,
+        "scan:not_utf8": 1,
+        "scan:wrong_task": 1,
+    }
     rejects = {r["id"]: r["custom"]["reject"] for r in read_jsonl(tmp_path / "m" / "rejects.jsonl.gz")}
     assert (
         rejects["wrong"]["code"] == "wrong_task"
         and "not a sample of task 'ser'" in rejects["wrong"]["reason"]
     )
     assert "dirty.jsonl:31: not JSON" in rejects["dirty-line-31"]["reason"]
+    assert "dirty.jsonl:34: not UTF-8" in rejects["dirty-line-34"]["reason"]
+    truncated = tmp_path / "cut.jsonl.gz"
+    truncated.write_bytes(gzip.compress(path.read_bytes())[:-30])
+    with pytest.raises(MixError, match="cut.jsonl.gz is truncated or not gzip"):
+        build_mix(
+            build_mix_config({"tasks": {"ser": {"datasets": [str(truncated)]}}}),
+            tmp_path / "t",
+            progress=False,
+        )
     assert rejects["plain"]["code"] == "not_a_task_sample"
+
+
+def test_one_manifest_feeding_two_tasks(asr, tmp_path):
+    """A pipeline that writes samples of two task keys: each task takes its own, none is a reject."""
+    sgc = list(read_jsonl(task_manifest(asr, "sgc", tmp_path / "sgc.jsonl.gz", n=30)))
+    ser = list(read_jsonl(task_manifest(asr, "ser", tmp_path / "ser.jsonl.gz", n=20)))
+    both = tmp_path / "both.jsonl.gz"
+    from osum_data.manifest_io import write_jsonl
+
+    write_jsonl(both, [x for pair in zip(sgc, ser, strict=False) for x in pair] + sgc[20:])
+    raw = {
+        "audio": "none",
+        "splits": {"dev": 0, "test": 0},
+        "tasks": {
+            "sgc": {"datasets": [{"name": "both-sgc", "manifest": str(both)}]},
+            "ser": {"datasets": [{"name": "both-ser", "manifest": str(both)}]},
+        },
+    }
+    res = build_mix(build_mix_config(raw), tmp_path / "m", progress=False)
+    s = res.summary
+    assert s["rejected"] == 0 and s["in"] == 50 == s["unique"]
+    assert s["cuts_by_task"] == {"ser": 25, "sgc": 25}  # equal weights, realised by repetition
+    assert s["tasks"]["sgc"]["datasets"]["both-sgc"]["samples_of_other_tasks"] == 20
 
 
 def test_config_and_input_errors_are_one_line(asr, tmp_path):

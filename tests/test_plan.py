@@ -40,11 +40,14 @@ def test_plan_errors_are_one_line(tmp_path):
     assert expand_paths("augment.noise=${asr}", {"asr": tmp_path}) == f"augment.noise={tmp_path}"
 
 
-def test_a_run_with_samples_of_two_tasks_must_be_placed_by_hand(tmp_path):
+def test_a_run_with_samples_of_two_tasks_feeds_both(tmp_path):
     (tmp_path / "both").mkdir()
     (tmp_path / "both" / "summary.json").write_text(
-        json.dumps({"cuts_by_task": {"<TRANSCRIBE>": 3, "<TRANSCRIBE> <GENDER>": 2}})
+        json.dumps({"cuts_by_task": {"<TRANSCRIBE> <AGE>": 3, "<TRANSCRIBE> <AGE> <GENDER>": 2, "<AGE>": 1}})
     )
-    plan = {"runs": [{"name": "both"}], "mix": {}}
-    with pytest.raises(ConfigError, match="run 'both' has samples of tasks asr, sgc"):
-        mix_config_of(plan, tmp_path)
+    mix = mix_config_of({"runs": [{"name": "both"}], "mix": {}}, tmp_path)
+    assert {t: [d["name"] for d in e["datasets"]] for t, e in mix["tasks"].items()} == {
+        "sap": ["both-sap"],
+        "sap_sgc": ["both-sap_sgc"],
+    }
+    build_mix_config(mix)  # a valid MIX config

@@ -26,6 +26,7 @@ import os
 import random
 import shutil
 import sys
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -55,6 +56,7 @@ from osum_data.mix.plan import (
     u32,
     write_splits,
 )
+from osum_data.tasks import registry
 
 SHAR_GROUPS = ("train", "dev", "test")
 
@@ -177,12 +179,30 @@ def _build(cfg: MixConfig, out: Path, workers: int | None, address: str | None, 
         if progress:
             print(f"[mix] {msg}", file=sys.stderr)
 
+    timings: dict[str, float] = {}  # seconds per phase, in summary.json
+    clock = [time.perf_counter()]
+
+    def lap(name: str) -> None:
+        now = time.perf_counter()
+        timings[name] = round(now - clock[0], 3)
+        clock[0] = now
+
     tasks = [
         TaskPlan(
             name, entry.weight, [DatasetPlan(name, ds.name, ds.path(), ds.weight) for ds in entry.datasets]
         )
         for name, entry in cfg.tasks.items()
     ]
+    # One manifest may feed several tasks (a pipeline writing samples of two task keys): each task
+    # takes its own samples, and the others' are theirs, not rejects.
+    by_path: dict[Path, list[DatasetPlan]] = {}
+    for t in tasks:
+        for d in t.datasets:
+            by_path.setdefault(d.path.resolve(), []).append(d)
+    for group in by_path.values():
+        for d in group:
+            others = {o.task for o in group if o.task != d.task}
+            d.elsewhere_keys = frozenset(k for o in others for k in registry().task(o).keys)
     shutil.rmtree(out / "plan", ignore_errors=True)
     with open_jsonl_writer(out / "rejects.jsonl.gz") as rejects:
         for t in tasks:
@@ -192,6 +212,7 @@ def _build(cfg: MixConfig, out: Path, workers: int | None, address: str | None, 
                     f"{t.name}/{d.name}: {d.lines} lines, {d.valid} task samples, "
                     f"{sum(d.rejected.values())} rejected"
                 )
+    lap("scan")
     for t in tasks:
         split_task(t, cfg)
     size_datasets(tasks, cfg)
@@ -200,13 +221,17 @@ def _build(cfg: MixConfig, out: Path, workers: int | None, address: str | None, 
             write_splits(d, out)
     with atomic_path(out / "mix.yaml") as tmp:
         tmp.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), allow_unicode=True, sort_keys=False))
+    lap("split")
 
     run_summary: dict[str, Any] | None = None
     if cfg.audio == "none":
         shards = _write_fields_only(tasks, out, cfg)
+        lap("shar")
     else:
-        shards, run_summary = _write_with_audio(tasks, out, cfg, workers, address, progress)
+        shards, run_summary = _write_with_audio(tasks, out, cfg, workers, address, progress, lap)
     summary = _summary(cfg, tasks, out, shards, run_summary)
+    lap("summary")
+    summary["timings"] = timings
     with atomic_path(out / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     say(f"wrote {out}/train ({summary['out']} cuts, {summary['hours_out']:.3f} h) and per-task dev/test sets")
@@ -248,7 +273,13 @@ def _write_fields_only(tasks: list[TaskPlan], out: Path, cfg: MixConfig) -> dict
 
 
 def _write_with_audio(
-    tasks: list[TaskPlan], out: Path, cfg: MixConfig, workers: int | None, address: str | None, progress: bool
+    tasks: list[TaskPlan],
+    out: Path,
+    cfg: MixConfig,
+    workers: int | None,
+    address: str | None,
+    progress: bool,
+    lap=lambda name: None,
 ) -> tuple[dict[str, int], dict[str, Any]]:
     """The plan manifest (train stream, then dev/test) through the `shar_write` stage on Ray."""
     from osum_data.export.engine import RUN_DIR
@@ -258,6 +289,7 @@ def _write_with_audio(
 
     plan = out / "plan" / "mix.jsonl.gz"
     write_jsonl(plan, (c.to_dict() for _, s in _ordered_streams(tasks, out, cfg) for c in s))
+    lap("stream")
     config = build_config(
         {
             "name": f"mix-{cfg.name}",
@@ -269,8 +301,10 @@ def _write_with_audio(
         "mix",
     )
     result = run_pipeline(config, plan, out / RUN_DIR, workers=workers, address=address, progress=progress)
+    lap("shar")
     _clear_shar(out)
     shards = gather_shar(out / RUN_DIR, result.summary["shards"], out)
+    lap("gather")
     return shards, result.summary
 
 
@@ -320,6 +354,8 @@ def _summary(
         for reason, n in run.get("rejected_by_reason", {}).items():
             rejected[reason] += n
     unique = sum(d.valid for t in tasks for d in t.datasets)
+    # lines read more than once (one manifest in several tasks) count once, in the task that used them
+    lines -= sum(d.elsewhere for t in tasks for d in t.datasets)
     return {
         "type": "mix",
         "name": cfg.name,
@@ -331,7 +367,7 @@ def _summary(
         "in": lines,
         "unique": unique,
         "rejected": sum(rejected.values()),
-        "accounting": f"in {lines} = task samples {unique} + rejected at scan {lines - unique}",
+        "accounting": f"in {lines} = task samples {unique} + rejected {lines - unique}",
         "rejected_by_reason": dict(sorted(rejected.items())),
         "out": n_train,
         "hours_out": round(h_train, 6),

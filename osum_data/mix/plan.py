@@ -32,6 +32,7 @@ TRAIN, DEV, TEST = 0, 1, 2
 SPLITS = ("train", "dev", "test")
 U32 = 2**32
 STAGE = "mix"
+ELSEWHERE = "other_task_of_the_mix"  # a sample of another task that reads the same manifest
 
 
 def u32(seed: int, salt: str, key: str) -> int:
@@ -70,6 +71,8 @@ class DatasetPlan:
     draw: Any = field(default_factory=lambda: array("I"))  # subsample draw of the cut
     dur: Any = field(default_factory=lambda: array("f"))
     split: Any = None  # np.uint8 per valid cut, after the split decision
+    elsewhere_keys: frozenset[str] = frozenset()  # keys of the other mix tasks reading this manifest
+    elsewhere: int = 0  # cuts of those tasks: theirs, neither used here nor rejected
     factor: float = 0.0  # effective repeat factor of the train cuts
     repeats: int = 0  # whole copies
     threshold: int = 0  # remainder: train cuts with draw < threshold get one more copy
@@ -127,20 +130,17 @@ def scan_dataset(ds: DatasetPlan, seed: int, rejects) -> None:
     ids = array("Q")  # 8 bytes per cut, dropped after the duplicate check
     for number, line in _lines(ds.path):
         ds.lines += 1
-        reason = None
-        try:
-            d = json.loads(line)
-        except json.JSONDecodeError as e:
-            d, reason = None, ("bad_json", f"{ds.path}:{number}: not JSON ({e})")
-        if reason is None:
-            reason = _check(d, keys, ds, number)
+        d, reason = _parse(number, line, keys, ds)
+        if reason is not None and reason[0] == ELSEWHERE:
+            ds.elsewhere += 1
+            continue
         if reason is not None:
             code, detail = reason
             ds.rejected[code] += 1
             rec = (
                 reject_record(d, STAGE, detail)
                 if isinstance(d, dict) and isinstance(d.get("id"), str)
-                else _line_reject(ds, number, line, detail)
+                else _line_reject(ds, number, line.decode("utf-8", "replace"), detail)
             )
             rec["custom"]["reject"]["code"] = code
             rejects.write(dumps(rec) + "\n")
@@ -165,13 +165,32 @@ def scan_dataset(ds: DatasetPlan, seed: int, rejects) -> None:
 
 
 def _lines(path: Path):
+    """(1-based line number, line bytes) of the non-blank lines; a broken gzip file is a MixError."""
     import gzip
+    import zlib
 
     opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
-        for number, line in enumerate(f, 1):
-            if line.strip():
-                yield number, line
+    number = 0
+    try:
+        with opener(path, "rb") as f:
+            for number, line in enumerate(f, 1):  # noqa: B007 (read after the loop)
+                if line.strip():
+                    yield number, line
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise MixError(f"{path} is truncated or not gzip (after line {number}): {e}") from None
+
+
+def _parse(number: int, line: bytes, keys: set[str], ds: DatasetPlan) -> tuple[Any, tuple[str, str] | None]:
+    """(cut dict, None) for a usable task sample, else (what was read, (code, reason))."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return None, ("not_utf8", f"{ds.path}:{number}: not UTF-8 ({e.reason} at byte {e.start})")
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as e:
+        return None, ("bad_json", f"{ds.path}:{number}: not JSON ({e})")
+    return d, _check(d, keys, ds, number)
 
 
 def _check(d: Any, keys: set[str], ds: DatasetPlan, number: int) -> tuple[str, str] | None:
@@ -191,6 +210,8 @@ def _check(d: Any, keys: set[str], ds: DatasetPlan, number: int) -> tuple[str, s
             "not_a_task_sample",
             f"{where}: cut {d['id']!r} has no custom.task/target (run a task pipeline)",
         )
+    if task not in keys and task in ds.elsewhere_keys:
+        return ELSEWHERE, ""
     if task not in keys:
         return "wrong_task", f"{where}: cut {d['id']!r} is {task!r}, not a sample of task {ds.task!r}"
     return None
@@ -226,14 +247,10 @@ def _valid_lines(ds: DatasetPlan):
     keys = set(registry().task(ds.task).keys)
     pos = 0
     for number, line in _lines(ds.path):
-        try:
-            d = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if _check(d, keys, ds, number) is not None:
-            continue
-        yield pos, d
-        pos += 1
+        d, reason = _parse(number, line, keys, ds)
+        if reason is None:
+            yield pos, d
+            pos += 1
 
 
 # --- splits ----------------------------------------------------------------------------------
@@ -405,6 +422,7 @@ def plan_summary(tasks: list[TaskPlan], cfg: MixConfig) -> dict[str, Any]:
                     "weight": d.weight,
                     "lines": d.lines,
                     "rejected": dict(d.rejected),
+                    **({"samples_of_other_tasks": d.elsewhere} if d.elsewhere else {}),
                     "unique": {SPLITS[s]: d.split_count(s) for s in (TRAIN, DEV, TEST)},
                     "unique_hours": {SPLITS[s]: round(d.split_hours(s), 6) for s in (TRAIN, DEV, TEST)},
                     "factor": round(d.factor, 6),

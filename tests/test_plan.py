@@ -12,18 +12,28 @@ from osum_data.plan import expand_paths, load_plan, mix_config_of
 from osum_data.yaml_config import ConfigError
 from tests.conftest import REPO
 
+KEYS = {  # the task keys each bundled run writes (as its summary.json's cuts_by_task would list them)
+    "asr": ["<TRANSCRIBE>"],
+    "srwt": ["<TRANSCRIBE> <ALIGN>"],
+    "longform": ["<TRANSCRIBE>"],
+    "ved": ["<CAPTION>", "<TRANSCRIBE> <CAPTION>"],
+    "ser": ["<EMOTION>", "<TRANSCRIBE> <EMOTION>"],
+    "sgc": ["<TRANSCRIBE> <GENDER>", "<TRANSCRIBE> <AGE> <GENDER>"],
+    "sap": ["<TRANSCRIBE> <AGE> <GENDER>", "<AGE> <GENDER>"],
+}
+
 
 @pytest.mark.parametrize("name", ["all.yaml", "demo.yaml"])
 def test_bundled_plans_load_and_their_mix_validates(name, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     plan = load_plan(REPO / "pipelines" / name)
-    for run in plan["runs"]:  # every run's pipeline exists (load_plan checks) and names its task
+    for run in plan["runs"]:  # every run's pipeline exists (load_plan checks it)
         (tmp_path / run["name"]).mkdir()
-        (tmp_path / run["name"] / "summary.json").write_text(
-            json.dumps({"cuts_by_task": {"<TRANSCRIBE>": 3}})
-        )
+        counts = dict.fromkeys(KEYS[run["name"]], 3)
+        (tmp_path / run["name"] / "summary.json").write_text(json.dumps({"cuts_by_task": counts}))
     cfg = build_mix_config(mix_config_of(plan, tmp_path))
-    assert set(cfg.tasks) == {"asr"}
+    assert {"asr", "srwt", "ved", "ser", "sgc", "sap_sgc"} <= set(cfg.tasks)
+    assert [d.name for d in cfg.tasks["sap_sgc"].datasets] == ["sgc-sap_sgc", "sap"]
     assert cfg.tasks["asr"].datasets[0].manifest == str(tmp_path / "asr" / "cuts.jsonl.gz")
 
 

@@ -309,6 +309,8 @@ def _where_to_look(output: Path, plan: dict[str, Any], results: dict[str, Any]) 
         print(
             f"  {output / run['name']}/summary.json   the {run['name']} run (cuts.jsonl.gz, rejects.jsonl.gz)"
         )
+    if (output / "examples").is_dir():
+        print(f"  {output / 'examples'}/   one sample of each run to listen to (.wav) and read (.txt)")
     if "mix" in results:
         print(f"  {output / 'mix'}/summary.json   the mix: target vs realised shares, dev/test per task")
         print(f"  {output / 'mix'}/train/          the training set (Lhotse Shar, 16 kHz FLAC)")

@@ -152,3 +152,12 @@ def test_report_cli_and_an_empty_folder(folder, tmp_path):
     )
     assert bad.returncode == 2 and "not a run, mix or export folder" in bad.stderr
     assert bad.stderr.strip().count("\n") == 0
+
+
+def test_snr_is_read_where_augmentation_records_it():
+    from osum_data.report.stats import snr_of
+
+    assert snr_of({"snr": 7.5}) == 7.5
+    assert snr_of({"steps": ["rir", "noise"], "noise": {"cut_id": "n", "snr_db": 13.8}, "seed": 3}) == 13.8
+    assert snr_of({"steps": ["rir"], "rir": {"cut_id": "r"}, "seed": 3}) is None  # reverb only: no SNR
+    assert snr_of(None) is None

@@ -1,4 +1,6 @@
-"""Exporters from task-sample cut manifests to trainer formats (OSUM/WeNet raw list and shards).
+"""Exporters from task-sample cut manifests to trainer formats, run on the pipeline engine
+(engine.py): OSUM/WeNet raw list and shards (+ reader, data_config for mixes), NeMo, Hugging Face
+datasets, ShareGPT, and the Lhotse Shar writer stage of the mix. `formats.export` is the entry point.
 
 Names resolve lazily so that trainer-side code importing only the reader does not pay for lhotse.
 """

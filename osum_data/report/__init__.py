@@ -47,6 +47,12 @@ def build_report(root: str | Path, out_dir: str | Path | None = None) -> Path:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     parts = [f"<h1>osum-data report: {html.escape(str(root))}</h1>"]
+    if len(found) > 1:  # a table of contents
+        items = "".join(
+            f"<li><a href='#s{i}'>{html.escape(kind)}: {html.escape(str(path.relative_to(root)))}</a></li>"
+            for i, (kind, path, _) in enumerate(found)
+        )
+        parts.append(f"<ul>{items}</ul>")
     for i, (kind, path, summary) in enumerate(found):
         section = collect(kind, path, summary)
         slug = f"{i:02d}-{re.sub(r'[^A-Za-z0-9]+', '-', path.name).strip('-') or kind}"
@@ -55,7 +61,7 @@ def build_report(root: str | Path, out_dir: str | Path | None = None) -> Path:
             png = fn(section, out / f"{slug}-{name}.png")
             if png is not None:
                 images.append((name, png.name))
-        parts.append(_section_html(section, images))
+        parts.append(f"<section id='s{i}'>{_section_html(section, images)}</section>")
     page = out / "index.html"
     page.write_text(
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>osum-data report</title>"
@@ -124,7 +130,7 @@ def _section_html(s: Section, images: list[tuple[str, str]]) -> str:
         )
         body.append(f"<p>LLM use per stage:</p><table>{head}{trs}</table>")
     if not s.snr_values:
-        body.append("<p class='note'>No augmented cuts (no custom.augment.snr) in this section.</p>")
+        body.append("<p class='note'>No augmented cuts (no SNR in custom.augment) in this section.</p>")
     for name, file in images:
         body.append(f"<img src='{html.escape(file)}' alt='{html.escape(name.replace('_', ' '))}'>")
     return "\n".join(body)

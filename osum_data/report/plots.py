@@ -101,7 +101,7 @@ def snr(s: Section, path: Path) -> Path | None:
         return None
     fig, ax = plt.subplots(figsize=(7, 3.0))
     ax.stairs(s.snr, SNR_BINS, fill=True, color="#c07030")
-    ax.set_xlabel("SNR (dB) of augmented cuts (custom.augment.snr)")
+    ax.set_xlabel("SNR (dB) of augmented cuts (custom.augment: snr, or its noise step's snr_db)")
     ax.set_ylabel("cuts")
     extra = f", {s.snr_out_of_range} outside the axis" if s.snr_out_of_range else ""
     ax.set_title(f"SNR distribution ({s.snr_values} augmented cuts{extra})")

@@ -75,8 +75,12 @@ def kind_of(path: Path) -> tuple[str, dict[str, Any]] | None:
     return None
 
 
+KIND_ORDER = {"mix": 0, "run": 1, "export": 2}
+
+
 def find_sections(root: Path) -> list[tuple[str, Path, dict[str, Any]]]:
-    """The folder itself if it is a run, mix or export; else those found up to two levels below."""
+    """The folder itself if it is a run, mix or export; else those found up to two levels below
+    (mixes first, then runs, then exports)."""
     root = Path(root)
     found = kind_of(root)
     if found:
@@ -91,7 +95,7 @@ def find_sections(root: Path) -> list[tuple[str, Path, dict[str, Any]]]:
             k = kind_of(grand)
             if k and grand.name != "run":
                 out.append((k[0], grand, k[1]))
-    return out
+    return sorted(out, key=lambda s: (KIND_ORDER[s[0]], str(s[1])))
 
 
 def cut_files(kind: str, path: Path) -> list[Path]:
@@ -126,6 +130,19 @@ def labels_of(d: dict[str, Any]) -> list[tuple[str, str, str]]:
     return out
 
 
+def snr_of(augment: Any) -> float | None:
+    """The SNR an augmented cut was mixed at: `custom.augment.snr` (or `snr_db`), or that of its
+    noise step (`custom.augment.noise.snr_db`, as the augment stage records it)."""
+    if not isinstance(augment, dict):
+        return None
+    for holder in (augment, *(v for v in augment.values() if isinstance(v, dict))):
+        for key in ("snr", "snr_db"):
+            value = holder.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return float(value)
+    return None
+
+
 def collect(kind: str, path: Path, summary: dict[str, Any]) -> Section:
     title = {
         "run": f"Pipeline run '{summary.get('pipeline', path.name)}'",
@@ -146,8 +163,8 @@ def collect(kind: str, path: Path, summary: dict[str, Any]) -> Section:
             for field_, value, source in labels_of(d):
                 s.hours_by_label[f"{field_}:{value}"] += duration / 3600
                 s.label_sources[(field_, value, source)] += 1
-            snr = ((d.get("custom") or {}).get("augment") or {}).get("snr")
-            if isinstance(snr, int | float):
+            snr = snr_of((d.get("custom") or {}).get("augment"))
+            if snr is not None:
                 s.snr_values += 1
                 i = np.searchsorted(SNR_BINS, snr, side="right") - 1
                 if 0 <= i < len(s.snr):

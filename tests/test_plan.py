@@ -20,6 +20,9 @@ KEYS = {  # the task keys each bundled run writes (as its summary.json's cuts_by
     "ser": ["<EMOTION>", "<TRANSCRIBE> <EMOTION>"],
     "sgc": ["<TRANSCRIBE> <GENDER>", "<TRANSCRIBE> <AGE> <GENDER>"],
     "sap": ["<TRANSCRIBE> <AGE> <GENDER>", "<AGE> <GENDER>"],
+    "ssr": ["<TRANSCRIBE> <STYLE>", "<STYLE>"],
+    "sttc": ["<TRANSCRIBE> <S2TCHAT>", "<S2TCHAT>"],
+    "persona": ["untemplated"],  # persona speech is an input for other runs, not task samples
 }
 
 
@@ -32,7 +35,7 @@ def test_bundled_plans_load_and_their_mix_validates(name, tmp_path, monkeypatch)
         counts = dict.fromkeys(KEYS[run["name"]], 3)
         (tmp_path / run["name"] / "summary.json").write_text(json.dumps({"cuts_by_task": counts}))
     cfg = build_mix_config(mix_config_of(plan, tmp_path))
-    assert {"asr", "srwt", "ved", "ser", "sgc", "sap_sgc"} <= set(cfg.tasks)
+    assert set(cfg.tasks) == {"asr", "srwt", "ved", "ser", "sgc", "sap_sgc", "ssr", "sttc"}
     assert [d.name for d in cfg.tasks["sap_sgc"].datasets] == ["sgc-sap_sgc", "sap"]
     assert cfg.tasks["asr"].datasets[0].manifest == str(tmp_path / "asr" / "cuts.jsonl.gz")
 

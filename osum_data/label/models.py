@@ -31,7 +31,7 @@ from lhotse.cut import Cut
 from lhotse.utils import fastcopy
 from pydantic import DirectoryPath, Field, PositiveFloat, PositiveInt
 
-from osum_data.run.stage import Reject, StageContext, StageResult, error_reject, is_fatal, register_stage
+from osum_data.run.stage import Reject, StageContext, StageResult, register_stage, rejecting
 from osum_data.tasks.registry import LabelError, NoLabel, registry
 
 Field_ = Literal["gender", "age", "emotion"]
@@ -141,14 +141,8 @@ class ModelLabel:
         result = StageResult()
         ready: list[tuple[Cut, np.ndarray]] = []
         for cut in cuts:
-            try:
+            with rejecting(result, cut):
                 ready.append((cut, self._audio(cut)))
-            except Reject as r:
-                result.rejected.append((cut, r))
-            except Exception as e:
-                if is_fatal(e):
-                    raise
-                result.rejected.append((cut, error_reject(e)))
         counts: Counter = Counter()
         confusion: Counter = Counter()
         for i in range(0, len(ready), self.batch_size):

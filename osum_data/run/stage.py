@@ -25,11 +25,12 @@ User packages add stages without editing ours through the entry point group `osu
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import importlib
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -226,6 +227,21 @@ def is_fatal(e: BaseException) -> bool:
     return isinstance(e, OSError) and e.errno in FATAL_ERRNOS
 
 
+@contextlib.contextmanager
+def rejecting(result: StageResult, cut: Cut) -> Iterator[None]:
+    """In a batch stage's loop over cuts: a Reject, or any other error, raised inside the block
+    rejects `cut` into `result` (with the cause) instead of failing the batch; a full disk still
+    stops the run. `with rejecting(result, cut): result.kept.append(work(cut))`."""
+    try:
+        yield
+    except Reject as r:
+        result.rejected.append((cut, r))
+    except Exception as e:  # a bug or an unexpected input: this cut only, with the cause
+        if is_fatal(e):
+            raise
+        result.rejected.append((cut, error_reject(e)))
+
+
 def apply_per_cut(
     fn: Callable[..., Any], cuts: list[Cut], ctx: StageContext | None, params: dict
 ) -> StageResult:
@@ -233,17 +249,9 @@ def apply_per_cut(
     result = StageResult()
     extra = {"ctx": ctx} if ctx is not None else {}
     for cut in cuts:
-        try:
+        with rejecting(result, cut):
             out = fn(cut, **extra, **params)
-        except Reject as r:
-            result.rejected.append((cut, r))
-            continue
-        except Exception as e:  # a bug or an unexpected input: this cut only, with the cause
-            if is_fatal(e):
-                raise
-            result.rejected.append((cut, error_reject(e)))
-            continue
-        result.kept.extend(out if isinstance(out, list) else [out])
+            result.kept.extend(out if isinstance(out, list) else [out])
     return result
 
 

@@ -21,7 +21,7 @@ from osum_data.label.align.words import (
     reference_words,
     set_word_alignment,
 )
-from osum_data.run.stage import Reject, StageContext, StageResult, error_reject, is_fatal
+from osum_data.run.stage import Reject, StageContext, StageResult, rejecting
 
 SAMPLE_RATE = 16000
 
@@ -82,19 +82,11 @@ class AlignerStage:
         result = StageResult()
         t0, audio_s, words = time.perf_counter(), 0.0, 0
         for cut in cuts:
-            try:
+            with rejecting(result, cut):
                 out = self.align_cut(cut)
-            except Reject as r:
-                result.rejected.append((cut, r))
-                continue
-            except Exception as e:  # this cut only, with the cause
-                if is_fatal(e):
-                    raise
-                result.rejected.append((cut, error_reject(e)))
-                continue
-            result.kept.append(out)
-            audio_s += out.duration
-            words += len(out.supervisions[0].alignment["word"])
+                result.kept.append(out)
+                audio_s += out.duration
+                words += len(out.supervisions[0].alignment["word"])
         result.counters = {
             "aligned_audio_s": round(audio_s, 3),
             "aligned_words": words,

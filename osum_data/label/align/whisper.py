@@ -25,7 +25,7 @@ from pydantic import Field
 
 from osum_data.label.align.base import AlignerStage, resolve_device, supervision_audio
 from osum_data.label.align.words import RefWord, Span, spans_from_timed_words
-from osum_data.run.stage import Reject, StageContext, StageResult, error_reject, is_fatal, register_stage
+from osum_data.run.stage import Reject, StageContext, StageResult, register_stage, rejecting
 
 Device = Literal["auto", "cpu", "cuda"]
 
@@ -172,12 +172,6 @@ class WhisperTranscriber(_WhisperBase):
     def __call__(self, cuts: list[Cut], ctx: StageContext) -> StageResult:
         result = StageResult()
         for cut in cuts:
-            try:
+            with rejecting(result, cut):
                 result.kept.append(self.transcribe(cut))
-            except Reject as r:
-                result.rejected.append((cut, r))
-            except Exception as e:
-                if is_fatal(e):
-                    raise
-                result.rejected.append((cut, error_reject(e)))
         return result

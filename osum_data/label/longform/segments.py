@@ -90,11 +90,11 @@ def resolve_overlaps(
 def run_segmenter(cuts: list[Cut], segment_fn, source: str, min_duration: float) -> StageResult:
     """Apply `segment_fn(cut) -> (segments, counters)` to each long cut; derived cuts shorter than
     `min_duration` are left out (counted), a cut left with none is rejected."""
-    from osum_data.run.stage import add_counters, error_reject, is_fatal
+    from osum_data.run.stage import add_counters, rejecting
 
     result = StageResult()
     for cut in cuts:
-        try:
+        with rejecting(result, cut):
             segments, counters = segment_fn(cut)
             short = [s for s in segments if s.end - s.start < min_duration]
             segments = [s for s in segments if s.end - s.start >= min_duration]
@@ -102,12 +102,6 @@ def run_segmenter(cuts: list[Cut], segment_fn, source: str, min_duration: float)
                 raise Reject("no_segments", f"cut {cut.id}: no segment of at least {min_duration} s found")
             result.kept += [segment_cut(cut, s, source) for s in segments]
             add_counters(result.counters, {**counters, "segments": len(segments), "too_short": len(short)})
-        except Reject as r:
-            result.rejected.append((cut, r))
-        except Exception as e:
-            if is_fatal(e):
-                raise
-            result.rejected.append((cut, error_reject(e)))
     return result
 
 

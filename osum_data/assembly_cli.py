@@ -10,15 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+from osum_data.cli import positive_int
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -103,7 +95,7 @@ def _cmd_run_all(args: argparse.Namespace) -> int:
 
 
 def _engine_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", type=_positive_int, default=None, help="Ray workers (default: CPU count)")
+    p.add_argument("--workers", type=positive_int, default=None, help="Ray workers (default: CPU count)")
     p.add_argument("--address", default=None, help="existing Ray cluster, e.g. 'auto'")
     p.add_argument("--no-progress", action="store_true")
 
@@ -123,7 +115,7 @@ def add_assembly_commands(sub) -> None:
         p.add_argument("out", help="export folder")
         if fmt == "osum":
             p.add_argument("--shards", action="store_true", help="also write tar shards")
-        p.add_argument("--shard-size", type=_positive_int, default=None, help="cuts per shard/part")
+        p.add_argument("--shard-size", type=positive_int, default=None, help="cuts per shard/part")
         p.add_argument(
             "--relative",
             action="store_true",
@@ -154,7 +146,7 @@ def add_assembly_commands(sub) -> None:
     run_all.add_argument("plan", help="plan YAML, e.g. pipelines/all.yaml")
     run_all.add_argument("--output", required=True, help="output folder")
     run_all.add_argument("--limit", type=int, default=None, help="inputs from builders: first N items only")
-    run_all.add_argument("--workers", type=_positive_int, default=2)
+    run_all.add_argument("--workers", type=positive_int, default=2)
     run_all.add_argument("--address", default=None, help="existing Ray cluster, e.g. 'auto'")
     run_all.add_argument("--no-progress", action="store_true")
     run_all.set_defaults(func=_cmd_run_all)

@@ -99,7 +99,7 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("pipeline")
     run.add_argument("--input", default=None, help="input cuts (jsonl or jsonl.gz); not for source pipelines")
     run.add_argument("--output", required=True, help="output directory")
-    run.add_argument("--workers", type=_positive_int, default=None, help="Ray workers (default: CPU count)")
+    run.add_argument("--workers", type=positive_int, default=None, help="Ray workers (default: CPU count)")
     run.add_argument("--address", default=None, help="existing Ray cluster, e.g. 'auto'")
     run.add_argument(
         "--set",
@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the demo: real speech through every pipeline of demo.yaml")
     demo.add_argument("--output", default="manifests/demo")
     demo.add_argument("--plan", default="pipelines/demo.yaml")
-    demo.add_argument("--workers", type=_positive_int, default=2)
+    demo.add_argument("--workers", type=positive_int, default=2)
     demo.add_argument("--limit", type=int, default=None, help="use only the first N prompts")
     demo.add_argument("--no-progress", action="store_true")
     demo.set_defaults(func=_cmd_demo)

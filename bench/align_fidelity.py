@@ -1,7 +1,7 @@
 """Aligner fidelity and throughput on real recorded speech with known word boundaries.
 
 The test set joins single-word Asterisk prompts (digits, letters) with pauses of known length
-(`osum_data.joined.word_test_set`), so every word's true start and end is known to 5 ms. For each
+(`osum_data.demo.joined.word_test_set`), so every word's true start and end is known to 5 ms. For each
 backend it prints the median and 90th-percentile boundary error (starts and ends of kept words),
 how many utterances it kept, its real-time factor per core (align time / audio time, one thread),
 and the speed-up of 2 worker processes over 1 on the same cuts, all measured side by side in one
@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 from lhotse import CutSet  # noqa: E402
 
 from osum_data.corpora import prepare  # noqa: E402
-from osum_data.joined import word_test_set  # noqa: E402
+from osum_data.demo.joined import word_test_set  # noqa: E402
 from osum_data.run.stage import StageContext  # noqa: E402
 
 _stage = None

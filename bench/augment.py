@@ -34,7 +34,7 @@ from osum_data.augment.transforms import build_chain, run_chain
 from osum_data.augment.write import fit_peak
 from osum_data.corpora import prepare
 from osum_data.demo import write_tsv
-from osum_data.demo_para import synthetic_rir
+from osum_data.demo.para import synthetic_rir
 from osum_data.run.config import build_config
 from osum_data.run.params import SideInput
 from osum_data.run.runner import ensure_ray, run_pipeline

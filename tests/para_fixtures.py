@@ -11,7 +11,7 @@ import soundfile as sf
 
 from osum_data.corpora import prepare
 from osum_data.demo import write_tsv
-from osum_data.demo_para import synthetic_rir
+from osum_data.demo.para import synthetic_rir
 
 
 def colored_noise(seconds: float, sampling_rate: int, exponent: float, seed: int) -> np.ndarray:

@@ -13,7 +13,7 @@ from lhotse import CutSet
 from lhotse.serialization import deserialize_item as deserialize_cut
 
 from osum_data.corpora import prepare
-from osum_data.joined import word_test_set
+from osum_data.demo.joined import word_test_set
 from osum_data.label.align.ctc import CTCAligner, ctc_token_spans, frame_seconds, group_chars, spell
 from osum_data.label.align.sphinx import PocketSphinxAligner
 from osum_data.label.align.whisper import WhisperAligner

@@ -12,7 +12,7 @@ import yaml
 from lhotse import CutSet
 
 from osum_data.corpora import prepare
-from osum_data.joined import join_prompts, longform_recording
+from osum_data.demo.joined import join_prompts, longform_recording
 from osum_data.label.longform.diarize import Diarize, annotation_turns, chunk_bounds
 from osum_data.label.longform.segments import Segment
 from osum_data.label.longform.vad import SileroVAD, plan_segments

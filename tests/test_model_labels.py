@@ -59,7 +59,7 @@ def tiny_model(tmp_path_factory) -> Path:
 def cuts(tmp_path_factory) -> list:
     """Two real female prompts, a synthetic male voice, and a cut without gender."""
     from osum_data.demo import SOUNDS_DIR
-    from osum_data.demo_para import plan, synthesise
+    from osum_data.demo.para import plan, synthesise
 
     folder = tmp_path_factory.mktemp("lab") / "c"
     folder.mkdir()

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 from lhotse import CutSet
 
-from osum_data.demo_para import asterisk_few_input, events_input, plan, synthesise
+from osum_data.demo.para import asterisk_few_input, events_input, plan, synthesise
 from osum_data.manifest_io import read_jsonl, write_jsonl
 from osum_data.run.config import ConfigError, load_pipeline
 from osum_data.run.runner import run_pipeline

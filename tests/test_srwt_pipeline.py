@@ -10,7 +10,7 @@ from lhotse import CutSet
 
 from osum_data.corpora import prepare
 from osum_data.demo import build_asterisk_corpus
-from osum_data.joined import longform_input
+from osum_data.demo.joined import longform_input
 from osum_data.label.align.words import reference_words
 from osum_data.run.config import load_pipeline
 from osum_data.run.runner import run_pipeline

@@ -7,7 +7,7 @@
 - `noise_input` / `rir_input`: background noise (real music excerpts + sox noise) and synthetic room
   impulse responses for the `augment` stage.
 Each is a demo input builder `(output_dir, limit) -> cuts manifest`, writing under its own folder and
-importing its metadata.tsv with `prepare tsv`. What they synthesise is listed in demo_para.yaml.
+importing its metadata.tsv with `prepare tsv`. What they synthesise is listed in para.yaml.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ SAMPLING_RATE = 16000
 
 @cache
 def plan() -> dict:
-    with open(Path(__file__).with_name("demo_para.yaml"), encoding="utf-8") as f:
+    with open(Path(__file__).with_name("para.yaml"), encoding="utf-8") as f:
         return yaml.safe_load(f)
 
 

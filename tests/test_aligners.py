@@ -57,8 +57,38 @@ def test_pocketsphinx_boundaries_on_real_speech(joined, tmp_path):
 def test_pocketsphinx_rejects_words_it_cannot_pronounce(joined, tmp_path):
     cut = joined[0][0].to_dict()
     cut["supervisions"][0]["text"] = "zorblax " + cut["supervisions"][0]["text"]
-    res = PocketSphinxAligner()([deserialize_cut(cut)], ctx(tmp_path))
+    res = PocketSphinxAligner(guess_pronunciations=False)([deserialize_cut(cut)], ctx(tmp_path))
     assert res.rejected[0][1].code == "oov_word" and "zorblax" in res.rejected[0][1].detail
+
+
+def test_pocketsphinx_without_espeak_names_why_the_word_has_no_pronunciation(joined, tmp_path, monkeypatch):
+    stage = PocketSphinxAligner()
+    monkeypatch.setattr(stage.g2p, "binary", None)  # as on a machine without espeak-ng
+    cut = joined[0][0].to_dict()
+    cut["supervisions"][0]["text"] = "zorblax " + cut["supervisions"][0]["text"]
+    res = stage([deserialize_cut(cut)], ctx(tmp_path))
+    assert res.rejected[0][1].code == "oov_word"
+    assert "zorblax (espeak-ng is not installed to guess it)" in res.rejected[0][1].detail
+
+
+def test_guessed_pronunciations_align_real_speech_like_dictionary_ones(joined, tmp_path):
+    """A dictionary without any of the test set's words: every word is pronounced by espeak-ng,
+    and the boundaries on real speech stay within the same tolerance as with the real dictionary."""
+    from osum_data.label.align.sphinx import shipped_model
+
+    cuts, reference = joined
+    spoken = {t for c in cuts for w in reference_words(c.supervisions[0].text) for t in w.spoken}
+    lines = Path(shipped_model()[1]).read_text().splitlines()
+    kept = [ln for ln in lines if ln.split()[0].split("(")[0] not in spoken]
+    assert len(lines) - len(kept) >= len(spoken)  # every word and its alternates removed
+    small = tmp_path / "without_test_words.dict"
+    small.write_text("\n".join(kept) + "\n")
+    res = PocketSphinxAligner(dictionary=str(small))(list(cuts), ctx(tmp_path))
+    assert not res.rejected and len(res.kept) == 4
+    errs = boundary_errors(res.kept, reference)
+    assert np.median(errs) <= 0.05 and np.percentile(errs, 90) <= 0.2
+    guessed = {w for c in res.kept for w in c.supervisions[0].custom["alignment_guessed_words"]}
+    assert guessed == spoken and res.counters["guessed_pronunciation_cuts"] == 4
 
 
 def test_whisper_keeps_agreeing_and_rejects_disagreeing_transcripts(joined, tmp_path):

@@ -151,7 +151,14 @@ def describe(summary: dict[str, Any]) -> str:
     if summary.get("splits"):
         text += " (" + ", ".join(f"{k}: {v}" for k, v in summary["splits"].items()) + ")"
     if summary.get("data_config"):
-        text += f"; data_config.yaml lists {len(summary['data_config'])} shard set(s) with the mix's weights"
+        # OSUM repeats shards by weight at training time, so the export holds each training cut once:
+        # its count differs from the realised mix's, and saying so avoids a false alarm of loss.
+        unique = sum(int(entry.get("cuts", 0)) for entry in summary["data_config"].values())
+        text += (
+            f"; data_config.yaml lists {len(summary['data_config'])} shard set(s) of {unique:,} unique "
+            f"training cuts that OSUM repeats by the mix's weights, "
+            f"plus {summary.get('cuts', 0) - unique:,} dev/test cuts"
+        )
     if summary.get("rejected"):
         text += f". Rejected {summary['rejected']:,}: see rejects.jsonl.gz"
     return text + "."

@@ -2,7 +2,9 @@
 
 The decoder searches only the reference word sequence (with optional silences between words), so
 every word gets a span unless the audio cannot be matched at all. Frames are 10 ms. Words missing
-from the pronunciation dictionary are rejected by name (`oov_word`) rather than guessed.
+from the pronunciation dictionary get a pronunciation guessed by espeak-ng (`g2p.py`), and the
+supervision lists them in `custom.alignment_guessed_words`; with `guess_pronunciations: false`, or
+when no guess can be made, the cut is rejected naming the words (`oov_word`).
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import numpy as np
 from lhotse.cut import Cut
 
 from osum_data.label.align.base import SAMPLE_RATE, AlignerStage
+from osum_data.label.align.g2p import EspeakG2P
 from osum_data.label.align.words import RefWord, Span, word_spans_from_tokens
-from osum_data.run.stage import Reject, register_stage
+from osum_data.run.stage import Reject, StageContext, StageResult, register_stage
 
 _ALTERNATE = re.compile(r"\(\d+\)$")  # 'a(2)': the second pronunciation of 'a'
 
@@ -26,10 +29,11 @@ def shipped_model() -> tuple[str, str]:
     return get_model_path("en-us/en-us"), get_model_path("en-us/cmudict-en-us.dict")
 
 
-@register_stage("align_pocketsphinx", version=2, num_cpus=1)
+@register_stage("align_pocketsphinx", version=3, num_cpus=1)
 class PocketSphinxAligner(AlignerStage):
     """Word spans by PocketSphinx forced alignment; `model_dir`/`dictionary` default to the
-    package's en-us model, `languages` are those the model can align."""
+    package's en-us model, `languages` are those the model can align, `guess_pronunciations`
+    lets espeak-ng pronounce words the dictionary lacks."""
 
     source = "model:pocketsphinx-en-us"
 
@@ -39,8 +43,12 @@ class PocketSphinxAligner(AlignerStage):
         dictionary: str | None = None,
         languages: list[str] = ("en",),
         allow_zero_length: bool = False,
+        guess_pronunciations: bool = True,
     ):
         super().__init__(allow_zero_length)
+        self.g2p = EspeakG2P() if guess_pronunciations else None
+        self._guessed: dict[str, str] = {}  # word -> phones added to the decoders
+        self._cut_guessed: list[str] = []  # the current cut's words with guessed pronunciations
         from pocketsphinx import Decoder
 
         hmm, dic = shipped_model()
@@ -64,13 +72,42 @@ class PocketSphinxAligner(AlignerStage):
         segs = [s for s in decoder.seg() if not (s.word.startswith(("<", "[")) or s.word.endswith("]"))]
         return segs if [_ALTERNATE.sub("", s.word) for s in segs] == tokens else None
 
+    def _pronounce_missing(self, tokens: list[str], cut: Cut) -> None:
+        """Add guessed pronunciations of the tokens the dictionary lacks, or reject the cut."""
+        missing = sorted({t for t in tokens if self.decoder.lookup_word(t) is None})
+        why: dict[str, str] = {}
+        for word in missing:
+            phones, reason = self.g2p.pronounce(word) if self.g2p else (None, "")
+            if phones is None:
+                why[word] = reason
+                continue
+            self._guessed[word] = " ".join(phones)
+            for decoder in (self.decoder, self._wide):
+                if decoder is not None:
+                    decoder.add_word(word, self._guessed[word], True)
+        if why:
+            listed = ", ".join(f"{w} ({r})" if r else w for w, r in why.items())
+            raise Reject("oov_word", f"cut {cut.id}: not in the pronunciation dictionary: {listed}")
+
+    def align_cut(self, cut: Cut) -> Cut:
+        self._cut_guessed = []  # align() fills it
+        out = super().align_cut(cut)
+        if self._cut_guessed:
+            sup = out.supervisions[0]
+            sup.custom = {**(sup.custom or {}), "alignment_guessed_words": self._cut_guessed}
+        return out
+
+    def __call__(self, cuts: list[Cut], ctx: StageContext) -> StageResult:
+        result = super().__call__(cuts, ctx)
+        result.counters["guessed_pronunciation_cuts"] = sum(
+            1 for c in result.kept if "alignment_guessed_words" in (c.supervisions[0].custom or {})
+        )
+        return result
+
     def align(self, audio: np.ndarray, words: list[RefWord], language: str, cut: Cut) -> list[Span | None]:
         tokens = [t for w in words for t in w.spoken]
-        missing = sorted({t for t in tokens if self.decoder.lookup_word(t) is None})
-        if missing:
-            raise Reject(
-                "oov_word", f"cut {cut.id}: not in the pronunciation dictionary: {', '.join(missing)}"
-            )
+        self._pronounce_missing(tokens, cut)
+        self._cut_guessed = sorted(set(tokens) & self._guessed.keys())
         pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16).tobytes()
         segs = self._run(self.decoder, tokens, pcm)
         if segs is None:  # pruned away with the default beams: once more with wide ones (slower)
@@ -78,6 +115,8 @@ class PocketSphinxAligner(AlignerStage):
                 from pocketsphinx import Decoder
 
                 self._wide = Decoder(**self._settings, beam=1e-100, wbeam=1e-80, pbeam=1e-100)
+                for word, phones in self._guessed.items():
+                    self._wide.add_word(word, phones, True)
             segs = self._run(self._wide, tokens, pcm)
         if segs is None:
             raise Reject("align_failed", f"cut {cut.id}: pocketsphinx found no alignment of every word")

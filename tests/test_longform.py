@@ -53,6 +53,27 @@ def test_vad_finds_the_known_pauses_within_100_ms(long_cut, tmp_path):
     assert res.counters["segments"] == 5
 
 
+def test_vad_in_windows_finds_what_the_whole_recording_gives(long_cut, tmp_path):
+    """Read in 22 s windows (as hours-long recordings are, 600 s each), the 28 s recording gives the
+    same segments as read whole: no region is cut at a window edge."""
+    cut, reference = long_cut
+    whole = SileroVAD(padding=0.0, min_duration=0.3, max_duration=12.0)([cut], ctx(tmp_path))
+    windowed = SileroVAD(padding=0.0, min_duration=0.3, max_duration=12.0, window=22.0)([cut], ctx(tmp_path))
+    assert whole.counters["windows"] == 1 and windowed.counters["windows"] >= 2
+    got = [(c.custom["segment"]["start"], c.custom["segment"]["end"]) for c in windowed.kept]
+    want = [(c.custom["segment"]["start"], c.custom["segment"]["end"]) for c in whole.kept]
+    assert len(got) == len(want) == len(reference)
+    for (s, e), (ws, we) in zip(got, want, strict=True):
+        assert abs(s - ws) <= 0.05 and abs(e - we) <= 0.05, (s, e, ws, we)
+
+
+def test_vad_window_too_short_for_its_segments_is_refused_before_work():
+    from osum_data.run.config import load_pipeline
+
+    with pytest.raises(ConfigError, match=r"stage 'segment': window 25.0 is too short: give at least 30.0 s"):
+        load_pipeline(Path(__file__).resolve().parents[1] / "pipelines/longform.yaml", ["segment.window=25"])
+
+
 def test_vad_padding_stays_inside_pauses_and_long_runs_split_at_the_longest_pause(long_cut, tmp_path):
     cut, reference = long_cut
     padded = SileroVAD(padding=0.2, min_duration=0.3)([cut], ctx(tmp_path)).kept

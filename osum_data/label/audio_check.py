@@ -18,6 +18,7 @@ from lhotse.cut import Cut, MonoCut
 from lhotse.utils import fastcopy
 from pydantic import Field, PositiveInt
 
+from osum_data.label.audio_windows import audio_windows
 from osum_data.manifest_io import atomic_path, safe_file_name
 from osum_data.run.stage import Reject, StageContext, per_cut_stage
 
@@ -64,16 +65,20 @@ def check_audio(cut: Cut, min_peak: Annotated[float, Field(ge=0)] = 1e-4) -> Cut
         trunc = wav_truncation(path)
         if trunc:
             raise Reject("truncated_audio", f"{path}: {trunc}")
+    size = bad = 0
+    peak = 0.0
     try:
-        audio = cut.load_audio()
+        for _, audio in audio_windows(cut):  # long recordings a window at a time
+            size += audio.size
+            bad += int(np.size(audio) - np.count_nonzero(np.isfinite(audio)))
+            if audio.size:
+                peak = max(peak, float(np.max(np.abs(np.nan_to_num(audio, posinf=0.0, neginf=0.0)))))
     except Exception as e:  # lhotse wraps backend errors; the message names the file
         raise Reject("unreadable_audio", f"{type(e).__name__}: {str(e).splitlines()[0]}") from None
-    if audio.size == 0:
+    if size == 0:
         raise Reject("empty_audio", f"cut {cut.id}: 0 samples")
-    bad = int(np.size(audio) - np.count_nonzero(np.isfinite(audio)))
     if bad:
         raise Reject("non_finite_samples", f"cut {cut.id}: {bad} NaN/Inf samples")
-    peak = float(np.max(np.abs(audio)))
     if peak < min_peak:
         raise Reject("silent_audio", f"cut {cut.id}: peak {peak:.2e} < {min_peak}")
     return cut
@@ -122,13 +127,14 @@ def audio_policy(
 def downmix(cut: Cut, out_dir: Path, sampling_rate: int) -> MonoCut:
     """The mean of a multi-channel cut's channels as a new mono FLAC recording; supervisions,
     labels and custom fields carry over, and `custom.downmixed_from` says where it came from."""
-    audio = (
-        cut.resample(sampling_rate).load_audio() if cut.sampling_rate != sampling_rate else cut.load_audio()
-    )
-    mono = np.asarray(audio, dtype=np.float32).mean(axis=0)
+    src = cut.resample(sampling_rate) if cut.sampling_rate != sampling_rate else cut
     path = out_dir / f"{safe_file_name(cut.id)}.flac"
-    with atomic_path(path) as tmp:
-        sf.write(tmp, mono, sampling_rate, format="FLAC", subtype="PCM_16")
+    with (
+        atomic_path(path) as tmp,
+        sf.SoundFile(tmp, "w", samplerate=sampling_rate, channels=1, format="FLAC", subtype="PCM_16") as out,
+    ):
+        for _, audio in audio_windows(src):  # long recordings a window at a time
+            out.write(audio.mean(axis=0))
     rec = Recording.from_file(path, recording_id=f"{cut.id}#downmix")
     sups = [fastcopy(s, recording_id=rec.id, channel=0) for s in cut.supervisions]
     custom = {

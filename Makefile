@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/align_fidelity.py
 	$(VENV)/bin/python bench/mix_shar.py
 	$(VENV)/bin/python bench/mix_memory.py
+	$(VENV)/bin/python bench/longform_memory.py
 	$(VENV)/bin/python bench/scaling_estimate.py
 
 clean:

@@ -5,7 +5,7 @@ The folder is what `Pipeline.from_pretrained` reads locally: `config.yaml` plus 
 names (`segmentation/`, `embedding/`, `plda/` for pyannote/speaker-diarization-community-1). It is
 never fetched at run time; a missing folder stops the run before any work with what to download
 and where. The waveform is handed to pyannote already loaded (16 kHz mono), which is much faster
-than letting it decode the file, and in chunks of `chunk_s` seconds so that memory stays bounded on
+than letting it decode the file, and read in chunks of `chunk_s` seconds so that memory stays bounded on
 very long recordings (speaker labels are then per chunk). Turns where another speaker talks too are
 dropped (`overlap: drop`, more than `max_overlap` seconds) or kept with `custom.segment.overlap_s`
 (`mark`). Speaker ids are `<recording id>:<pyannote label>` (with the chunk when there are several),
@@ -21,6 +21,7 @@ import numpy as np
 from lhotse.cut import Cut
 from pydantic import Field
 
+from osum_data.label.audio_windows import window_audio
 from osum_data.label.longform.segments import Segment, resolve_overlaps, run_segmenter
 from osum_data.run.stage import StageContext, StageResult, register_stage
 
@@ -103,13 +104,16 @@ class Diarize:
             if v is not None
         }
 
-    def turns(self, audio: np.ndarray, recording_id: str) -> list[Segment]:
+    def turns(self, cut: Cut, recording_id: str) -> list[Segment]:
+        """Speaker turns of a 16 kHz cut, read and diarised one chunk at a time."""
         import torch
 
-        bounds = chunk_bounds(len(audio), self.chunk_s)
+        bounds = chunk_bounds(round(cut.duration * SAMPLE_RATE), self.chunk_s)
         out: list[Segment] = []
         for k, (a, b) in enumerate(bounds):
-            wave = torch.from_numpy(np.ascontiguousarray(audio[a:b], dtype=np.float32))[None]
+            audio = window_audio(cut, a / SAMPLE_RATE, min(cut.duration, b / SAMPLE_RATE))
+            audio = audio.mean(axis=0) if audio.ndim == 2 else audio
+            wave = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None]
             result = self.pipeline({"waveform": wave, "sample_rate": SAMPLE_RATE}, **self.speakers)
             annotation = getattr(result, "speaker_diarization", result)
             prefix = f"{recording_id}:" + (f"c{k}:" if len(bounds) > 1 else "")
@@ -118,9 +122,7 @@ class Diarize:
 
     def segments(self, cut: Cut) -> tuple[list[Segment], dict]:
         src = cut.resample(SAMPLE_RATE) if cut.sampling_rate != SAMPLE_RATE else cut
-        audio = np.asarray(src.load_audio(), dtype=np.float32)
-        audio = audio.mean(axis=0) if audio.ndim == 2 else audio
-        turns = self.turns(audio, cut.recording_id)
+        turns = self.turns(src, cut.recording_id)
         kept, dropped = resolve_overlaps(turns, self.overlap, self.max_overlap)
         return kept, {"turns": len(turns), "overlap_dropped": dropped}
 

@@ -189,6 +189,9 @@ def test_usage_errors_are_one_line_with_exit_code_2(tmp_path):
     broken = tmp_path / "broken.yaml"
     broken.write_text("name: x\nstages:\n  - stage: template\n   task: asr\n")
     (tmp_path / "a_file").write_text("x")
+    own = tmp_path / "own"  # a run folder used as both input and output
+    own.mkdir()
+    (own / "cuts.jsonl.gz").write_bytes(manifest.read_bytes())
     cases = {
         "workers": (
             ["run", ASR, "--input", manifest, "--output", tmp_path / "o", "--workers", "-1"],
@@ -232,12 +235,17 @@ def test_usage_errors_are_one_line_with_exit_code_2(tmp_path):
             "channels='downmx'",
         ),
         "corpus": (["prepare", "tsv", tmp_path / "nowhere", tmp_path / "o"], "corpus directory"),
+        "input_in_output": (  # used to move the input to superseded/ and then miss it
+            ["run", ASR, "--input", own / "cuts.jsonl.gz", "--output", own],
+            f"--input {own / 'cuts.jsonl.gz'} lies in --output {own}",
+        ),
     }
     for name, (args, fragment) in cases.items():
         proc = _cli(*args)
         assert proc.returncode == 2, (name, proc.stderr[-2000:])
         assert "Traceback" not in proc.stderr, (name, proc.stderr[-2000:])
         assert fragment in _error_line(proc.stderr), (name, proc.stderr[-2000:])
+    assert (own / "cuts.jsonl.gz").read_bytes() == manifest.read_bytes()  # untouched
 
 
 def test_runtime_errors_exit_1_and_debug_shows_the_traceback(tmp_path):

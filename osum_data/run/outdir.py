@@ -54,6 +54,19 @@ def locked(out_dir: Path) -> Iterator[None]:
         os.close(fd)  # closing releases the lock (and a killed process releases it too)
 
 
+def check_input_outside(out_dir: Path, input_path: Path) -> None:
+    """Refuse an input that the run would move or overwrite: one of `out_dir`'s final files, or a
+    file under its shards/ or superseded/ folders (`--output` pointed at the input's own folder)."""
+    src = input_path / "cuts.jsonl.gz" if input_path.is_dir() else input_path
+    src, out = src.resolve(), out_dir.resolve()
+    owned = [out / name for name in FINAL_FILES] + [out / SHARD_DIR, out / SUPERSEDED_DIR]
+    if any(src == p or p in src.parents for p in owned):
+        raise OutputError(
+            f"--input {input_path} lies in --output {out_dir}, whose files the run replaces; "
+            "write the output to another folder"
+        )
+
+
 def set_aside_previous(out_dir: Path, identity: dict[str, str]) -> Path | None:
     """If the final files come from another configuration or input, move them to
     `superseded/<config hash>-<input digest>/` so the directory never shows two runs mixed."""

@@ -464,6 +464,8 @@ def run_pipeline(
             f"pipeline {config.name!r} makes its own input ({config.source_stage.name}): drop --input"
         )
     notice = on_notice or (lambda m: print(f"note: {m}", file=sys.stderr))
+    if input_path is not None:
+        outdir.check_input_outside(out_dir, Path(input_path))
     with outdir.locked(out_dir):
         if input_path is None:
             input_path = _generate_source(config, out_dir)

@@ -88,7 +88,8 @@ def test_batch_round_trip_through_validation_and_cache(tmp_path, capsys):
             f.write(json.dumps(_result_line(line, content, status=503 if i == 5 else 200)) + "\n")
     assert _cli(["llm", "batch-import", str(results), "--requests", str(out), set_cache]) == 0
     report = capsys.readouterr().out
-    assert "4 results cached, 1 malformed" in report and "1 failed" in report
+    assert "6 lines = 5 imported (4 answers cached, 1 malformed cached as rejects) + 1 rejected" in report
+    assert "1 failed (not cached)" in report and "results.jsonl:6: failed request" in report
 
     # The re-run, endpoint down: five answers come from the cache (4 validated, 1 cached reject with
     # its raw text); the one the batch failed is asked again (and fails: nothing listens).
@@ -133,3 +134,154 @@ def test_export_splits_at_the_line_limit_and_skips_torn_lines(tmp_path):
     assert report.requests == 5 and report.torn_lines == 1
     assert [p.name for p in report.files] == ["b.000.jsonl", "b.001.jsonl", "b.002.jsonl"]
     assert sum(len(p.read_text().splitlines()) for p in report.files) == 5
+
+
+# ---------------------------------------------------------------------------------------------------
+# import hardening: no server needed; the requests file and its sidecar are written here.
+
+GOOD = json.dumps({"answer": "fine"})
+KEYS = [f"{i:064x}" for i in range(1, 4)]
+
+
+def _requests_file(tmp_path) -> tuple:
+    """A batch-export output for KEYS (answers validated as `Answer`), and a cache to import into."""
+    from osum_data.llm.structured import schema_ref
+
+    requests = tmp_path / "batch.jsonl"
+    requests.write_text("".join(json.dumps({"custom_id": k}) + "\n" for k in KEYS))
+    sidecar = {"format": 1, "schemas": {k: schema_ref(Answer) for k in KEYS}}
+    (tmp_path / "batch.jsonl.osum.json").write_text(json.dumps(sidecar))
+    return requests, AnswerCache(tmp_path / "cache")
+
+
+def _results(path, *lines) -> str:
+    """A results file of `lines` (dicts become result lines, strings are written as they are)."""
+    with open(path, "w") as f:
+        for line in lines:
+            f.write((line if isinstance(line, str) else json.dumps(line)) + "\n")
+    return str(path)
+
+
+def _answer(key: str, content: str | None) -> dict:
+    return _result_line({"custom_id": key, "body": {"model": "m"}}, content)
+
+
+def test_import_never_replaces_a_valid_answer_with_a_malformed_one(tmp_path, capsys):
+    requests, cache = _requests_file(tmp_path)
+    good = _results(tmp_path / "good.jsonl", _answer(KEYS[0], GOOD), _answer(KEYS[1], "no json"))
+    bad = _results(tmp_path / "bad.jsonl", _answer(KEYS[0], '{"style": "x"}'))
+    cache_dir = f"--set=llm.cache_dir={cache.root}"
+    assert _cli(["llm", "batch-import", good, "--requests", str(requests), cache_dir]) == 0
+    capsys.readouterr()
+    # A later results file with a malformed answer for the same request: the valid answer stays.
+    assert _cli(["llm", "batch-import", bad, "--requests", str(requests), cache_dir]) == 1
+    out, err = capsys.readouterr()
+    assert cache.get(KEYS[0])["status"] == "ok" and cache.get(KEYS[0])["text"] == GOOD
+    assert "1 kept existing valid answer" in out and "bad.jsonl:1: kept existing valid answer" in out
+    assert "nothing imported from" in err and err.count("\n") == 1
+    # A cached reject is no valid answer: a later malformed one replaces it, a valid one too.
+    again = _results(tmp_path / "again.jsonl", _answer(KEYS[1], "still no json"), _answer(KEYS[2], GOOD))
+    report = import_batch([again], requests, cache)
+    assert (report.malformed, report.results, report.kept) == (1, 1, 0)
+    assert cache.get(KEYS[1])["text"] == "still no json"
+    fixed = import_batch([_results(tmp_path / "fixed.jsonl", _answer(KEYS[1], GOOD))], requests, cache)
+    assert fixed.results == 1 and cache.get(KEYS[1])["status"] == "ok"
+
+
+def test_import_reads_every_line_and_counts_the_bad_ones(tmp_path, capsys):
+    requests, cache = _requests_file(tmp_path)
+    failed = {"custom_id": KEYS[1], "response": None, "error": {"message": "rate limit"}}
+    body_str = {"custom_id": KEYS[1], "response": {"status_code": 200, "body": "str"}}
+    results = _results(
+        tmp_path / "r.jsonl",
+        _answer(KEYS[0], GOOD),  # 1 imported
+        _answer("f" * 64, GOOD),  # 2 unknown custom_id
+        "garbage line",  # 3 not JSON
+        '"a json string"',  # 4 wrong shape (it crashed with AttributeError)
+        "[1, 2]",  # 5 wrong shape
+        json.dumps(failed),  # 6 failed request
+        json.dumps(body_str),  # 7 a 200 whose body is no chat completion
+        _answer(KEYS[2], "no json"),  # 8 imported as a cached reject
+        '{"custom_id": "trunc',  # 9 torn
+    )
+    report = import_batch([results], requests, cache)
+    assert report.lines == 9 == report.imported + report.rejected
+    assert (report.results, report.malformed) == (1, 1)
+    assert (report.unknown, report.bad_lines, report.failed, report.kept) == (1, 5, 1, 0)
+    assert [where.rsplit(":", 1)[1] for where, _ in report.rejects] == ["2", "3", "4", "5", "6", "7", "9"]
+    reasons = dict(report.rejects)
+    assert "is not in batch.jsonl" in reasons[f"{results}:2"]
+    assert "the line is a string, not a JSON object" in reasons[f"{results}:4"]
+    assert "response.body is a string" in reasons[f"{results}:7"]
+    assert cache.get(KEYS[2])["status"] == "rejected"  # line 8, after the bad lines, was read
+    assert _cli(["llm", "batch-import", results, "--requests", str(requests)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("9 lines = 2 imported") and "r.jsonl:3: not JSON" in out
+
+    # Nothing usable at all: exit 1 and say so; an empty file likewise.
+    junk = _results(tmp_path / "junk.jsonl", "garbage", '"str"')
+    assert _cli(["llm", "batch-import", junk, "--requests", str(requests)]) == 1
+    assert "nothing imported from" in capsys.readouterr().err
+    empty = _results(tmp_path / "empty.jsonl")
+    assert _cli(["llm", "batch-import", empty, "--requests", str(requests)]) == 1
+    assert "no result lines" in capsys.readouterr().err
+
+
+def test_import_names_the_file_to_fix(tmp_path, capsys):
+    requests, cache = _requests_file(tmp_path)
+    good = _results(tmp_path / "good.jsonl", _answer(KEYS[0], GOOD))
+    # A missing results file is named as given (not the sidecar), before anything is imported.
+    with pytest.raises(BatchError, match=r"nope\.jsonl: no such results file") as e:
+        import_batch([good, tmp_path / "nope.jsonl"], requests, cache)
+    assert ".osum.json" not in str(e.value) and cache.get(KEYS[0]) is None
+    with pytest.raises(BatchError, match=r"--requests .*nope\.jsonl: no such file"):
+        import_batch([good], tmp_path / "nope.jsonl", cache)
+    (tmp_path / "batch.jsonl.osum.json").write_text("{broken")
+    assert _cli(["llm", "batch-import", good, "--requests", str(requests)]) == 2
+    err = capsys.readouterr().err
+    assert "batch.jsonl.osum.json: not valid JSON" in err and "batch-export` again" in err
+    assert err.count("\n") == 1
+
+
+def _pending(tmp_path):
+    batch_dir = tmp_path / "collected"
+    batch_dir.mkdir()
+    line = {"custom_id": "k1", "body": {"model": "m", "messages": []}, "schema": None}
+    (batch_dir / "pending-h-1-x.jsonl").write_text(json.dumps(line) + "\n")
+    return batch_dir
+
+
+def test_export_refuses_a_directory_out_and_a_line_limit_below_one(tmp_path, capsys):
+    batch_dir, out_dir = _pending(tmp_path), tmp_path / "outdir"
+    out_dir.mkdir()
+    assert _cli(["llm", "batch-export", str(batch_dir), "--out", str(out_dir)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {out_dir} is a directory; give a file path" in err and err.count("\n") == 1
+    assert not list(tmp_path.rglob("*.tmp")) and not list(out_dir.iterdir())
+    for bad in ("0", "-1"):
+        with pytest.raises(SystemExit) as e:
+            _cli(
+                [
+                    "llm",
+                    "batch-export",
+                    str(batch_dir),
+                    "--out",
+                    str(tmp_path / "b.jsonl"),
+                    "--max-lines",
+                    bad,
+                ]
+            )
+        assert e.value.code == 2
+        assert f"argument --max-lines: must be at least 1, got {bad}" in capsys.readouterr().err
+    with pytest.raises(BatchError, match="at least 1"):
+        export_batch(batch_dir, tmp_path / "b.jsonl", max_lines=0)
+    assert not (tmp_path / "b.jsonl").exists()
+
+
+def test_a_failed_atomic_write_leaves_no_temporary_file(tmp_path):
+    from osum_data.llm.batch import write_atomic
+
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(IsADirectoryError):
+        write_atomic(tmp_path / "taken", ["x\n"])
+    assert not list(tmp_path.glob("*.tmp"))

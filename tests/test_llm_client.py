@@ -270,3 +270,30 @@ def test_stats_merge_across_workers():
     total = LLMStats.merge([a.as_dict(), b.as_dict()])
     assert total["requests"] == 5 and total["total_tokens"] == 15 and total["cache_hits"] == 1
     assert total["rejected"] == {"malformed": 3, "refusal": 1}
+
+
+def test_a_reject_never_replaces_a_valid_answer_another_worker_cached(tmp_path):
+    """Two workers ask the same question; the other one caches a valid answer while ours comes back
+    malformed: the valid answer stays in the cache, and it is our result too."""
+    settings = fast_settings("http://unused", cache_dir=tmp_path / "cache", malformed_retries=0)
+    cache = AnswerCache(tmp_path / "cache")
+    req = ask(1)
+
+    def other_worker_wins(text: str, body: dict) -> str:
+        cache.put(
+            key, {"status": "ok", "text": '{"answer": "from the other worker"}', "model": "fault-model"}
+        )
+        return "not json"
+
+    with FaultServer(reply_fn=other_worker_wins) as srv:
+        client = LLMClient(settings.model_copy(update={"base_url": srv.base_url}))
+        key = client.key(req)
+        (result,) = client.run([req])
+        assert srv.requests == 1
+    assert result.ok and result.value.answer == "from the other worker"
+    assert cache.get(key)["status"] == "ok"
+    # Without a valid answer in the cache, the malformed verdict is cached as before.
+    with FaultServer(reply_fn=lambda text, body: "not json") as srv:
+        client = LLMClient(settings.model_copy(update={"base_url": srv.base_url}))
+        (result,) = client.run([ask(2)])
+    assert result.code == "malformed" and cache.get(client.key(ask(2)))["status"] == "rejected"

@@ -136,3 +136,25 @@ def test_llm_serve_command_runs_until_terminated(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--port", "99999"], "argument --port: must be >= 1 and <= 65535, got '99999'"),
+        (["--port", "0"], "argument --port: must be >= 1 and <= 65535, got '0'"),
+        (["--n-ctx", "0"], "argument --n-ctx: must be >= 256, got '0'"),
+        (["--n-ctx", "many"], "argument --n-ctx: must be >= 256, got 'many'"),
+    ],
+)
+def test_llm_serve_options_out_of_range_are_one_usage_line(argv, expected, capsys):
+    """The bounds of EmbeddedSettings, checked when the command line is parsed: no pydantic dump,
+    no server started."""
+    from osum_data.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["llm", "serve", *argv])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == f"osum-data llm serve: error: {expected}"
+    assert "validation error" not in err and "pydantic" not in err

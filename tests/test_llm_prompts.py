@@ -11,9 +11,10 @@ import yaml
 from llm_fault_server import FaultServer
 from llm_helpers import llm_env  # noqa: F401
 
-from osum_data.llm.cli import add_llm_commands
+from osum_data.llm.cli import add_llm_commands, settings_from_overrides
 from osum_data.llm.filters import check_text
 from osum_data.tasks.prompts import instruction_problems, leak_patterns, prompt_pool
+from osum_data.yaml_config import ConfigError
 
 pytestmark = pytest.mark.usefixtures("llm_env")
 KEY = "<EMOTION>"
@@ -74,6 +75,28 @@ def test_expand_rejects_unknown_keys(tmp_path, capsys):
     argv = ["prompts", "expand", "<NOPE>", "--n", "3", "--set=llm.base_url=http://127.0.0.1:9/v1"]
     assert _cli([*argv, "--set=llm.model=m"]) == 2
     assert "no task key" in capsys.readouterr().err
+
+
+def test_expand_checks_temperature_and_out_before_any_request(tmp_path, capsys, monkeypatch):
+    """`--temperature` has the bounds of llm.temperature; a directory `--out` fails before the endpoint
+    is asked, and no temporary file is left behind."""
+    monkeypatch.chdir(tmp_path)  # the default --out is in the working directory
+    with FaultServer(reply_fn=_scripted_reply) as srv:
+        argv = ["prompts", "expand", KEY, "--n", "2"]
+        argv += [f"--set=llm.base_url={srv.base_url}", "--set=llm.model=fault-model"]
+        for bad in ("-3", "2.5", "nan"):
+            with pytest.raises(SystemExit) as e:
+                _cli([*argv, "--temperature", bad])
+            assert e.value.code == 2
+            assert f"argument --temperature: must be >= 0 and <= 2, got '{bad}'" in capsys.readouterr().err
+        with pytest.raises(ConfigError, match="llm.temperature"):  # the same range as the setting
+            settings_from_overrides(["llm.temperature=2.5"])
+        (tmp_path / "outdir").mkdir()
+        assert _cli([*argv, "--out", str(tmp_path / "outdir")]) == 2
+        err = capsys.readouterr().err
+        assert f"--out {tmp_path / 'outdir'} is a directory; give a file path" in err and err.count("\n") == 1
+        assert srv.requests == 0 and not list(tmp_path.rglob("*.tmp"))
+        assert _cli([*argv, "--temperature", "2", "--out", str(tmp_path / "ok.yaml")]) == 0
 
 
 @pytest.mark.slow  # ~30-80 s on 2 busy cores: the 135M model writes ~1.5k tokens

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,18 @@ class AnswerCache:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def put_reject(self, key: str, entry: dict[str, Any], still_valid: Callable[[str | None], bool]) -> bool:
+        """Store a reject unless `key` already holds an ok answer that `still_valid(text)` accepts; False
+        when the valid answer was kept. A verdict of "malformed" is only ever about one answer: a batch
+        results file imported after a better one, or a worker that lost a race to another, must not
+        throw away a good answer that cost a request. Get-then-put narrows the race to one file read
+        and needs no lock (see the module docstring)."""
+        current = self.get(key)
+        if current is not None and current.get("status") == "ok" and still_valid(current.get("text")):
+            return False
+        self.put(key, entry)
+        return True
 
     def __contains__(self, key: str) -> bool:
         return self.path(key).exists()

@@ -13,7 +13,11 @@ import re
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, TypeAdapter
 
 from osum_data.yaml_config import ConfigError, parse_override
 
@@ -48,6 +52,29 @@ def settings_from_overrides(overrides: list[str]):
             node = node.setdefault(part, {})
         node[path[-1]] = value
     return load_llm_settings(section)
+
+
+def setting_type(
+    model: type[BaseModel], name: str, kind: type[int] | type[float]
+) -> Callable[[str], int | float]:
+    """An argparse `type` for an option that sets the field `model.name`: validated by pydantic against
+    the field's own bounds when the command line is parsed, so `--port 99999` ends as one usage line
+    naming the option and its range (exit 2), and an option never accepts what `--set llm.KEY=` refuses."""
+    metadata = model.model_fields[name].metadata
+    adapter = TypeAdapter(Annotated[(kind, *metadata)])
+    words = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    allowed = " and ".join(
+        f"{sign} {getattr(m, k)}" for m in metadata for k, sign in words.items() if hasattr(m, k)
+    )
+
+    def parse(text: str) -> int | float:
+        try:
+            return adapter.validate_python(kind(text))
+        except ValueError:  # pydantic's ValidationError is one
+            what = f"must be {allowed}" if allowed else f"expected a {kind.__name__}"
+            raise argparse.ArgumentTypeError(f"{what}, got {text!r}") from None
+
+    return parse
 
 
 @_one_line_errors
@@ -92,7 +119,12 @@ def _cmd_batch_import(args: argparse.Namespace) -> int:
         [Path(p) for p in args.results], Path(args.requests), AnswerCache(settings.resolved_cache_dir())
     )
     print(report.summary())
-    return 0
+    if report.imported:
+        return 0
+    files = ", ".join(args.results)
+    why = f"all {report.lines} lines were rejected (above)" if report.lines else "no result lines in it"
+    print(f"osum-data {args.command}: error: nothing imported from {files}: {why}", file=sys.stderr)
+    return 1
 
 
 def _default_out(key: str, language: str) -> Path:
@@ -102,6 +134,7 @@ def _default_out(key: str, language: str) -> Path:
 
 @_one_line_errors
 def _cmd_prompts_expand(args: argparse.Namespace) -> int:
+    from osum_data.llm.batch import check_out_file
     from osum_data.llm.client import LLMClient
     from osum_data.llm.endpoint import resolve_endpoint
     from osum_data.llm.prompt_expand import check_expand_args, expand_prompts, write_review_yaml
@@ -109,6 +142,7 @@ def _cmd_prompts_expand(args: argparse.Namespace) -> int:
     check_expand_args(args.key, args.n, args.language)
     settings = settings_from_overrides(args.set)
     out = Path(args.out) if args.out else _default_out(args.key, args.language)
+    check_out_file(out)  # before the endpoint is started and asked
     with resolve_endpoint(settings) as resolved:
         client = LLMClient(resolved)
         result = expand_prompts(client, args.key, args.n, args.language, args.seed, args.temperature)
@@ -121,21 +155,28 @@ def _cmd_prompts_expand(args: argparse.Namespace) -> int:
 
 def add_llm_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add `llm ...` and `prompts ...` to the `osum-data` parser's subcommands."""
+    from osum_data.cli import positive_int
+    from osum_data.llm.batch import OPENAI_MAX_LINES
+    from osum_data.llm.settings import EmbeddedSettings, LLMSettings
+
     set_help = "LLM setting, e.g. llm.base_url=http://host:8000/v1 llm.model=NAME llm.cache_dir=DIR"
 
     llm = subparsers.add_parser("llm", help="the LLM endpoint: local server, batch files")
     llm_sub = llm.add_subparsers(dest="llm_command", required=True)
 
     serve = llm_sub.add_parser("serve", help="run the embedded local LLM server until Ctrl-C")
-    serve.add_argument("--port", type=int, default=None, help="default: a free port")
+    port = setting_type(EmbeddedSettings, "port", int)
+    serve.add_argument("--port", type=port, default=None, help="default: a free port")
     serve.add_argument("--model", default=None, help="a .gguf file (default: SmolLM2-135M-Instruct)")
-    serve.add_argument("--n-ctx", type=int, default=2048)
+    serve.add_argument("--n-ctx", type=setting_type(EmbeddedSettings, "n_ctx", int), default=2048)
     serve.set_defaults(func=_cmd_serve)
 
     exp = llm_sub.add_parser("batch-export", help="merge collected requests into one OpenAI batch JSONL")
     exp.add_argument("batch_dir", help="the llm.batch_dir a run collected its requests in")
     exp.add_argument("--out", required=True, help="batch input file (also runs with vllm run-batch)")
-    exp.add_argument("--max-lines", type=int, default=50_000, help="split into files of at most N lines")
+    exp.add_argument(
+        "--max-lines", type=positive_int, default=OPENAI_MAX_LINES, help="split into files of at most N lines"
+    )
     exp.add_argument("--set", action="append", default=[], metavar="llm.KEY=VALUE", help=set_help)
     exp.set_defaults(func=_cmd_batch_export)
 
@@ -153,6 +194,6 @@ def add_llm_commands(subparsers: argparse._SubParsersAction) -> None:
     expand.add_argument("--language", choices=["zh", "en"], default="en")
     expand.add_argument("--out", default=None, help="YAML for review (default: prompts_LANG_KEY.yaml)")
     expand.add_argument("--seed", type=int, default=0)
-    expand.add_argument("--temperature", type=float, default=0.9)
+    expand.add_argument("--temperature", type=setting_type(LLMSettings, "temperature", float), default=0.9)
     expand.add_argument("--set", action="append", default=[], metavar="llm.KEY=VALUE", help=set_help)
     expand.set_defaults(func=_cmd_prompts_expand)

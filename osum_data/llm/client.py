@@ -15,13 +15,14 @@ What happens to one request:
    would fail the same way, and rejecting them all would bury a configuration error in the rejects.
 4. The answer is validated (pydantic). A malformed answer or a refusal is re-asked with a fresh seed
    (and `retry_temperature` when decoding was greedy: asking again greedily gives the same answer),
-   then rejected with the raw text in the reason. Results and content rejects are cached; transport
-   failures are not.
+   then rejected with the raw text in the reason. Results and content rejects are cached (a reject
+   never over a valid answer another worker cached meanwhile); transport failures are not.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -44,6 +45,7 @@ from osum_data.llm.structured import (
     parse_answer,
     prompt_hint,
     response_format,
+    validates,
 )
 from osum_data.yaml_config import ConfigError
 
@@ -304,7 +306,13 @@ class LLMClient:
             self._store(key, {"status": "ok", "text": text})
             return LLMResult(req.id, key, value=value, text=text)
         reason = redact(f"{self.settings.malformed_retries + 1} answers failed validation, last: {last}")
-        self._store(key, {"status": "rejected", "code": code, "reason": reason, "text": last.raw})
+        entry = {"status": "rejected", "code": code, "reason": reason, "text": last.raw, "model": self.model}
+        still_valid = functools.partial(validates, model=req.schema)
+        if self.cache is not None and not self.cache.put_reject(key, entry, still_valid):
+            # Another worker cached a valid answer while we were asking: it stands, and it is ours.
+            hit = self._from_cache(key, req)
+            if hit is not None and hit.ok:
+                return hit
         return LLMResult(req.id, key, text=last.raw, code=code, reason=f"{req.id}: {reason}")
 
     def _backoff(self, attempt: int, retry_after: str | None) -> float:

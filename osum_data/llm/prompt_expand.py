@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import random
 import re
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field
 
+from osum_data.llm.batch import write_atomic
 from osum_data.llm.client import LLMClient, LLMRequest
 from osum_data.llm.filters import Deduper, LengthBounds, check_text
 from osum_data.tasks.prompts import LANGUAGES, instruction_problems, leak_patterns, prompt_pool
@@ -159,6 +159,4 @@ def write_review_yaml(result: ExpandResult, path: Path) -> None:
         lines += [f"request {r}" for r in result.failed_requests]
         tail += "".join("#   " + " ".join(line.splitlines()) + "\n" for line in lines)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(head + body + tail, encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, [head, body, tail])

@@ -102,3 +102,12 @@ def parse_answer(text: str | None, model: type[BaseModel] | None) -> Any:
             f"{'.'.join(str(x) for x in err['loc']) or '<root>'}: {err['msg']}" for err in e.errors()[:5]
         )
         raise MalformedOutput(f"does not match {model.__name__} ({problems})", raw) from None
+
+
+def validates(text: str | None, model: type[BaseModel] | None) -> bool:
+    """Whether `parse_answer` accepts `text` (a cached answer checked before a reject may replace it)."""
+    try:
+        parse_answer(text, model)
+    except MalformedOutput:
+        return False
+    return True

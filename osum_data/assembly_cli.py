@@ -59,7 +59,7 @@ def _cmd_mix(args: argparse.Namespace) -> int:
     print(json.dumps({k: s[k] for k in keys}, indent=2, ensure_ascii=False))
     for task, t in s["tasks"].items():
         disjoint = (
-            "speaker-disjoint"
+            "speaker-disjoint" + (f" ({t['note']})" if t.get("note") else "")
             if t["speaker_disjoint"]
             else f"not speaker-disjoint ({t.get('note', 'no speakers')})"
         )

@@ -27,8 +27,26 @@ _Loader.add_implicit_resolver(
 )
 
 
-def load_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+class _UniqueKeyLoader(_Loader):
+    """Refuses a key given twice in one mapping: YAML's last-wins would silently drop the first
+    (merge keys `<<` still override as YAML means them)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in first:
+                raise ConfigError(f"line {line}: key {key!r} given twice (first on line {first[key]})")
+            first[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str, unique_keys: bool = False) -> Any:
+    """Parse YAML; `unique_keys`: a key repeated in one mapping is a ConfigError naming it."""
+    return yaml.load(text, Loader=_UniqueKeyLoader if unique_keys else _Loader)  # noqa: S506
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

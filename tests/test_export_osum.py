@@ -219,22 +219,90 @@ def test_bad_cuts_are_rejected_with_reasons(tmp_path):
         task_cut(rec, "no-target", text["agent-loginok"]),
         task_cut(rec, "bad-label", "x", task="<TRANSCRIBE> <EMOTION>", target="x<MALE>"),
         task_cut(rec, "good", text["agent-loginok"]),  # duplicate id
+        task_cut(rec, "negstart", text["agent-loginok"], offset=-5.0, duration=1.0),
+        task_cut(rec, "overlong", text["agent-loginok"], offset=0.0, duration=rec.duration + 5),
     ]
     del cuts[2].custom["target"]
     CutSet.from_cuts(cuts).to_file(tmp_path / "cuts.jsonl.gz")
     gone.unlink()
     report = export_osum(tmp_path / "cuts.jsonl.gz", tmp_path / "out", shards=True)
-    assert (report.cuts, report.exported, report.rejected) == (5, 1, 4)
+    assert (report.cuts, report.exported, report.rejected) == (7, 1, 6)
     rejects = {r["id"]: r["custom"]["reject"] for r in read_jsonl(tmp_path / "out" / "rejects.jsonl.gz")}
-    assert list(rejects) == ["deleted", "no-target", "bad-label", "good"]
+    assert list(rejects) == ["deleted", "no-target", "bad-label", "good", "negstart", "overlong"]
     assert all(r["stage"] == "export_osum" for r in rejects.values())
     assert rejects["deleted"]["reason"] == f"audio: FileNotFoundError: no such file: {gone}"
     assert rejects["no-target"]["reason"] == "missing target"
     assert rejects["bad-label"]["reason"].startswith("bad target:")
     assert rejects["good"]["reason"].startswith("duplicate key")
+    # defect 28: a span outside the recording is a reject, and every reject carries its code
+    assert rejects["negstart"]["reason"] == "bad span: cut starts at -5 s, before its recording"
+    assert rejects["overlong"]["reason"].startswith("bad span: cut ends at")
+    codes = {k: r["code"] for k, r in rejects.items()}
+    assert codes == {
+        "deleted": "audio",
+        "no-target": "missing_target",
+        "bad-label": "bad_target",
+        "good": "duplicate_key",
+        "negstart": "bad_span",
+        "overlong": "bad_span",
+    }
     assert [s.key for s in read_shards(tmp_path / "out" / "shards_list.txt")] == ["good"]
-    assert report.reasons == {"audio": 1, "bad target": 1, "duplicate key": 1, "missing target": 1}
-    assert "Rejected 4" in report.summary()
+    assert report.reasons == {
+        "audio": 1,
+        "bad span": 2,
+        "bad target": 1,
+        "duplicate key": 1,
+        "missing target": 1,
+    }
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["rejected_by_reason"] == {
+        "audio": 1,
+        "bad_span": 2,
+        "bad_target": 1,
+        "duplicate_key": 1,
+        "missing_target": 1,
+    }
+    assert "Rejected 6" in report.summary()
+
+
+def test_export_refuses_its_input_folder_and_a_broken_summary(tmp_path):
+    """Defects 1 and 18: OUT that is (or holds) the input's folder is refused before anything is
+    written; a run or mix folder whose summary.json is broken says so."""
+    from osum_data.export.formats import ExportInputError, export
+
+    run = tmp_path / "run"
+    run.mkdir()
+    rec = Recording.from_file(SOUNDS_DIR / "agent-loginok.wav")
+    CutSet.from_cuts([task_cut(rec, "a", "x")]).to_file(run / "cuts.jsonl.gz")
+    (run / "summary.json").write_text('{"type": "run"}')
+    before = {p: p.read_bytes() for p in run.iterdir()}
+    for fmt in ("osum", "nemo"):
+        for cuts, out in ((run, run), (run / "cuts.jsonl.gz", tmp_path)):
+            with pytest.raises(ExportInputError, match=f"export folder {out} is \\(or holds\\) {run}"):
+                export(fmt, cuts, out)
+    with pytest.raises(ExportInputError, match="is \\(or holds\\)"):
+        export_osum(run / "cuts.jsonl.gz", run)
+    assert {p: p.read_bytes() for p in run.iterdir()} == before
+    (run / "summary.json").write_text("{broken")
+    with pytest.raises(ExportInputError, match=f"^{run}/summary.json: not valid JSON \\(Expecting"):
+        export("nemo", run, tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+
+
+def test_samples_reject_a_span_outside_the_recording():
+    """Defect 28 for NeMo, HF and ShareGPT: their shared sample builder rejects with `bad_span`."""
+    from osum_data.export.samples import to_sample
+    from osum_data.run.stage import Reject
+
+    rec = Recording.from_file(SOUNDS_DIR / "agent-loginok.wav")
+    for cut in (
+        task_cut(rec, "neg", "x", offset=-5.0, duration=1.0),
+        task_cut(rec, "long", "x", duration=rec.duration + 1),
+    ):
+        with pytest.raises(Reject) as e:
+            to_sample(cut)
+        assert e.value.code == "bad_span" and "recording" in str(e.value)
+    assert to_sample(task_cut(rec, "ok", "x", duration=rec.duration)).id == "ok"
 
 
 def test_reader_rejects_invalid_samples(exported, tmp_path):

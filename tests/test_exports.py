@@ -218,7 +218,7 @@ def test_rejects_resume_and_cli_errors(mix, tmp_path):
     gone.unlink()
     first = export("hf", tmp_path / "cuts.jsonl.gz", tmp_path / "hf", shard_size=2)
     assert (first["cuts"], first["exported"], first["rejected"]) == (6, 4, 2)
-    assert first["rejected_by_reason"] == {"audio": 1, "missing_instruction": 1}
+    assert first["rejected_by_reason"] == first["reasons"] == {"audio": 1, "missing_instruction": 1}
     rejects = {r["id"]: r["custom"]["reject"] for r in read_jsonl(tmp_path / "hf" / "rejects.jsonl.gz")}
     assert (
         "no such file" in rejects[rows[2]["id"]]["reason"] and rejects[rows[1]["id"]]["stage"] == "export_hf"

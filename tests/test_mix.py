@@ -374,3 +374,184 @@ def test_cli_mix_with_overrides_and_a_usage_error(asr, tmp_path):
         timeout=300,
     )
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "tasks.sgc.weight" in bad.stderr
+
+
+# --- fast checks on synthetic task samples (fields only: no audio is read with `audio: none`) ----------
+
+KEYS = {"asr": ("<TRANSCRIBE>", "hello there"), "ser": ("<TRANSCRIBE> <EMOTION>", "hello there<HAPPY>")}
+
+
+def samples(path: Path, task: str, n: int, speakers: int | None = 3, prefix: str = "c") -> Path:
+    """`n` templated samples of `task` (a fake recording: fields-only mixes never open it)."""
+    key, target = KEYS[task]
+    rows = []
+    for i in range(n):
+        cid = f"{prefix}{i:05d}"
+        spk = f"spk{i % speakers}" if speakers else None
+        rows.append(
+            {
+                "id": cid,
+                "start": 0.0,
+                "duration": 1.0,
+                "channel": 0,
+                "supervisions": [
+                    {
+                        "id": cid,
+                        "recording_id": cid,
+                        "start": 0.0,
+                        "duration": 1.0,
+                        "channel": 0,
+                        "speaker": spk,
+                    }
+                ],
+                "recording": {
+                    "id": cid,
+                    "sources": [{"type": "file", "channels": [0], "source": f"/nonexistent/{cid}.wav"}],
+                    "sampling_rate": 16000,
+                    "num_samples": 16000,
+                    "duration": 1.0,
+                },
+                "custom": {"task": key, "target": target, "instruction": "Say it."},
+                "type": "MonoCut",
+            }
+        )
+    from osum_data.manifest_io import write_jsonl
+
+    write_jsonl(path, rows)
+    return path
+
+
+def test_numbers_are_finite_and_bounded_at_validation(tmp_path):
+    """Defect 13/6: inf/nan weights, totals and temperatures, and a runaway total, name their key."""
+    base = {"tasks": {"asr": {"datasets": ["x"]}}}
+    cases = {
+        "tasks.asr.weight": {"tasks": {"asr": {"weight": float("inf"), "datasets": ["x"]}}},
+        "tasks.asr.datasets.0.weight": {
+            "tasks": {"asr": {"datasets": [{"manifest": "x", "weight": float("nan")}]}}
+        },
+        "total": {**base, "total": float("inf")},
+        "temperature": {**base, "temperature": float("nan")},
+    }
+    for key, raw in cases.items():
+        with pytest.raises(ConfigError, match=rf": {key}: Input should be a finite number"):
+            build_mix_config(raw)
+    with pytest.raises(ConfigError, match=r"total: Input should be less than or equal to 1000000000"):
+        build_mix_config({**base, "total": 1e12})
+
+
+def test_extreme_weights_and_temperature_give_finite_shares(tmp_path):
+    """Defect 13: task weights of 1e308 (sum overflows) and temperature 0.001 (power overflows)."""
+    asr, ser = samples(tmp_path / "asr.jsonl", "asr", 20), samples(tmp_path / "ser.jsonl", "ser", 10)
+    raw = {
+        "audio": "none",
+        "splits": {"dev": 0, "test": 0},
+        "tasks": {
+            "asr": {"weight": 1e308, "datasets": [str(asr)]},
+            "ser": {"weight": 1e308, "datasets": [str(ser)]},
+        },
+    }
+    s = build_mix(build_mix_config(raw), tmp_path / "big", progress=False).summary
+    assert s["tasks"]["asr"]["target_share"] == s["tasks"]["ser"]["target_share"] == 0.5
+    assert s["cuts_by_task"] == {"asr": 15, "ser": 15}
+    raw["tasks"]["asr"]["weight"] = raw["tasks"]["ser"]["weight"] = 1
+    s = build_mix(build_mix_config({**raw, "temperature": 0.001}), tmp_path / "cold", progress=False).summary
+    assert s["tasks"]["asr"]["target_share"] == 1.0 and s["cuts_by_task"] == {"asr": 30}
+
+
+def test_runaway_repeats_are_refused_before_writing(tmp_path):
+    """Defect 6: a dataset weight of 1e6 on 20 cuts would write 2e7 cuts: refused with the numbers."""
+    asr = samples(tmp_path / "asr.jsonl", "asr", 20)
+    raw = {
+        "audio": "none",
+        "splits": {"dev": 0, "test": 0},
+        "tasks": {"asr": {"datasets": [{"manifest": str(asr), "weight": 1e6}]}},
+    }
+    with pytest.raises(
+        MixError,
+        match=r"dataset 'asr' would repeat its 20 training cut\(s\) 1e\+06 times \(at most 1000\); "
+        r"lower tasks\.asr\.datasets\.0\.weight \(1e\+06\)",
+    ):
+        build_mix(build_mix_config(raw), tmp_path / "o", progress=False)
+    assert not (tmp_path / "o" / "plan" / "train").exists()
+    raw["tasks"]["asr"]["datasets"][0]["weight"] = 1
+    with pytest.raises(MixError, match=r"lower total \(1e\+06\) or tasks\.asr\.datasets\.0\.weight"):
+        build_mix(build_mix_config({**raw, "total": 1e6}), tmp_path / "o", progress=False)
+
+
+def test_no_training_cuts_left_says_why(tmp_path):
+    """Defect 19: per dataset, lines read, rejected by main reason, and where the rejects are."""
+    junk = tmp_path / "junk.jsonl"
+    junk.write_text("{not json\n" + json.dumps({"id": "x", "duration": 1.0, "custom": {}}) + "\n{oops\n")
+    ser = samples(tmp_path / "ser.jsonl", "ser", 10)
+    raw = {"audio": "none", "tasks": {"asr": {"datasets": [str(junk)]}, "ser": {"datasets": [str(ser)]}}}
+    out = tmp_path / "o"
+    with pytest.raises(MixError) as e:
+        build_mix(build_mix_config(raw), out, progress=False)
+    msg = str(e.value)
+    assert "task 'asr' has no training cuts left ('junk': 3 line(s), 3 rejected (most: bad_json 2))" in msg
+    assert f"rejects with their reasons: {out / 'rejects.jsonl.gz'}" in msg and "\n" not in msg
+
+
+def test_mix_yaml_duplicates_typos_and_cross_field_locations(tmp_path):
+    """Defect 20: a key given twice, `manifestt:`, and errors between fields name where they are."""
+    from osum_data.mix.config import load_mix_config
+
+    def error(text: str) -> str:
+        path = tmp_path / "mix.yaml"
+        path.write_text(text)
+        with pytest.raises(ConfigError) as e:
+            load_mix_config(path)
+        return str(e.value)
+
+    assert error("tasks:\n  asr: {datasets: [a]}\n  asr: {datasets: [b]}\n").endswith(
+        "mix.yaml: line 3: key 'asr' given twice (first on line 2)"
+    )
+    assert error("tasks:\n  asr:\n    datasets:\n      - {manifestt: a}\n").endswith(
+        "unknown key 'tasks.asr.datasets.0.manifestt'; known keys: name, manifest, weight"
+    )
+    assert ": tasks: every task has weight 0" in error("tasks:\n  asr: {weight: 0, datasets: [a]}\n")
+    msg = error(
+        "tasks:\n  asr: {datasets: [{name: d, manifest: a}]}\n  ser: {datasets: [{name: d, manifest: b}]}\n"
+    )
+    assert ": tasks.ser.datasets.0.name: two datasets named 'd' (the other is tasks.asr.datasets.0)" in msg
+    assert "?" not in msg
+
+
+def test_max_cuts_holds_with_speaker_disjoint_splits(tmp_path):
+    """Defect 27: whole speakers are held out while they fit under max_cuts, then it stops; cuts
+    without a speaker never push a split over; a speaker larger than max_cuts is named in the note."""
+    many = samples(tmp_path / "asr.jsonl", "asr", 300, speakers=40)  # 7-8 cuts per speaker
+    nobody = samples(tmp_path / "asr2.jsonl", "asr", 200, speakers=None, prefix="u")
+    raw = {
+        "audio": "none",
+        "splits": {"dev": 0.2, "test": 0.2, "max_cuts": 20, "min_speakers": 2},
+        "tasks": {"asr": {"datasets": [str(many), str(nobody)]}},
+    }
+    s = build_mix(build_mix_config(raw), tmp_path / "a", progress=False).summary["tasks"]["asr"]
+    assert s["speaker_disjoint"] and 0 < s["dev_cuts"] <= 20 and 0 < s["test_cuts"] <= 20
+    assert s["train_cuts"] + s["dev_cuts"] + s["test_cuts"] == 500
+    big = samples(tmp_path / "ser.jsonl", "ser", 12, speakers=3)  # 4 cuts per speaker
+    raw = {
+        "audio": "none",
+        "splits": {"dev": 0.3, "test": 0.3, "max_cuts": 2, "min_speakers": 2},
+        "tasks": {"ser": {"datasets": [str(big)]}},
+    }
+    s = build_mix(build_mix_config(raw), tmp_path / "b", progress=False).summary["tasks"]["ser"]
+    assert s["dev_cuts"] == s["test_cuts"] == 0 and s["train_cuts"] == 12
+    assert "splits.max_cuts=2 is below the smallest speaker's 4 cuts: dev and test" in s["note"]
+
+
+def test_mix_refuses_an_output_over_its_inputs(tmp_path):
+    """Defect 1: --output the input's run folder (or a folder holding it): one line, nothing touched."""
+    run = tmp_path / "run"
+    run.mkdir()
+    samples(run / "cuts.jsonl.gz", "asr", 10)
+    (run / "summary.json").write_text("{}")
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    cfg = build_mix_config({"audio": "none", "tasks": {"asr": {"datasets": [str(run)]}}})
+    for out in (run, tmp_path):
+        with pytest.raises(
+            MixError, match=rf"--output {out} is \(or holds\) {run}, the folder of task 'asr'"
+        ):
+            build_mix(cfg, out, progress=False)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before

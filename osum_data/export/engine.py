@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,17 @@ def run_export_stage(
     return run_pipeline(
         config, Path(cuts), out / RUN_DIR, workers=workers, address=address, progress=progress
     )
+
+
+def clashing_input(out: Path, inputs: Iterable[Path]) -> Path | None:
+    """The first input folder that `out` is or contains, else None. Writing an export or a mix there
+    would replace that run's summary.json and rejects.jsonl.gz (or its files) with ours."""
+    target = Path(os.path.abspath(out)).resolve()
+    for folder in inputs:
+        f = Path(os.path.abspath(folder)).resolve()
+        if f == target or target in f.parents:
+            return Path(folder)
+    return None
 
 
 def shard_dirs(run_dir: Path, stage: str, shards: int) -> Iterator[tuple[int, Path]]:

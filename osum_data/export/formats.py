@@ -14,7 +14,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from osum_data.export.engine import RUN_DIR, export_rejects, run_export_stage, write_summary
+from osum_data.export.engine import (
+    RUN_DIR,
+    clashing_input,
+    export_rejects,
+    run_export_stage,
+    write_summary,
+)
 
 FORMATS = ("osum", "nemo", "hf", "sharegpt")
 DEFAULT_SHARD_SIZE = {"osum": 1000, "nemo": 1000, "hf": 500, "sharegpt": 1000}
@@ -25,10 +31,16 @@ class ExportInputError(ValueError):
 
 
 def mix_folder(path: Path) -> bool:
-    try:
-        return json.loads((path / "summary.json").read_text()).get("type") == "mix"
-    except (OSError, ValueError):
+    """Whether `path` is a mix folder; a summary.json that is not JSON is an ExportInputError (a run or
+    mix folder whose summary is broken must not pass for something else)."""
+    summary = path / "summary.json"
+    if not summary.is_file():
         return False
+    try:
+        data = json.loads(summary.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ExportInputError(f"{summary}: not valid JSON ({e}); run the mix or pipeline again") from None
+    return isinstance(data, dict) and data.get("type") == "mix"
 
 
 def resolve_input(cuts: str | Path) -> tuple[Path, bool]:
@@ -52,6 +64,16 @@ def resolve_input(cuts: str | Path) -> tuple[Path, bool]:
     raise ExportInputError(f"{p}: not a cuts manifest, a run folder (cuts.jsonl.gz) or a mix folder")
 
 
+def refuse_output_over_input(out: Path, folder: Path) -> None:
+    """OUT must not be (or hold) the input's folder: the export's summary.json, rejects.jsonl.gz and
+    run/ would replace the input run's own (checked before anything is written)."""
+    if clashing_input(out, [folder]) is not None:
+        raise ExportInputError(
+            f"export folder {out} is (or holds) {folder}, the input's folder: the export would overwrite "
+            "its summary.json and rejects.jsonl.gz; choose another OUT"
+        )
+
+
 def export(
     fmt: str,
     cuts: str | Path,
@@ -72,6 +94,7 @@ def export(
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"export folder {out} is a file; give a directory")
     manifest, is_mix = resolve_input(cuts)
+    refuse_output_over_input(out, Path(cuts) if is_mix else manifest.parent)
     if fmt == "osum":
         if is_mix:
             from osum_data.export.osum_config import export_osum_mix
@@ -116,6 +139,7 @@ def export(
 
         splits = gather_sharegpt(out, run["shards"])
     counters = next((s.get("counters", {}) for s in run["stages"] if s["stage"] == stage), {})
+    reasons = export_rejects(out / RUN_DIR, out / "rejects.jsonl.gz", stage)
     summary = {
         "type": "export",
         "format": fmt,
@@ -125,7 +149,8 @@ def export(
         "cuts": run["in"],
         "exported": run["out"],
         "rejected": run["rejected"],
-        "rejected_by_reason": export_rejects(out / RUN_DIR, out / "rejects.jsonl.gz", stage),
+        "rejected_by_reason": reasons,
+        "reasons": reasons,  # the same counts under the OSUM export's key: every format has both
         "hours": round(float(counters.get("seconds", 0.0)) / 3600, 6),
         "splits": splits,
         "hours_by_task": run.get("hours_by_task", {}),

@@ -90,6 +90,7 @@ class ExportReport:
     referenced: int = 0  # exported cuts whose wav is the source file itself
     materialised: int = 0  # exported cuts rendered into OUT/wav/
     reasons: dict[str, int] = field(default_factory=dict)  # rejects by reason category
+    codes: dict[str, int] = field(default_factory=dict, repr=False)  # by code, like the other formats
 
     def summary(self) -> str:
         text = (
@@ -106,7 +107,10 @@ class ExportReport:
         return text
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """`reasons` by category and, under the other formats' key, `rejected_by_reason` by code."""
+        d = asdict(self)
+        d["rejected_by_reason"] = d.pop("codes")
+        return d
 
 
 def export_osum(
@@ -131,6 +135,9 @@ def export_osum(
         raise NotADirectoryError(f"export folder {out} is a file; give a directory")
     if not Path(cuts_path).is_file():
         raise FileNotFoundError(f"cuts manifest not found: {cuts_path}")
+    from osum_data.export.formats import refuse_output_over_input
+
+    refuse_output_over_input(out, Path(cuts_path).parent)
     report, groups = run_osum_export(
         cuts_path, out, shards, shard_size, num_workers, relative, address, progress
     )
@@ -185,7 +192,7 @@ def run_osum_export(
         referenced=int(counters.get("referenced", 0)),
         materialised=int(counters.get("materialised", 0)),
     )
-    report.reasons = _export_rejects(out / RUN_DIR, out / "rejects.jsonl.gz")
+    report.reasons, report.codes = _export_rejects(out / RUN_DIR, out / "rejects.jsonl.gz")
     return report, groups
 
 
@@ -246,6 +253,21 @@ def render_16k(cut: Cut) -> np.ndarray:
         raise ValueError(f"loaded {len(audio)} samples, expected {n}")
     audio = np.pad(audio[:n], (0, n - min(n, len(audio))))
     return to_int16(audio)
+
+
+SPAN_TOLERANCE = LENGTH_TOLERANCE / SAMPLING_RATE  # seconds a cut may end past its recording
+
+
+def span_problem(cut: Cut) -> str | None:
+    """Why a cut's span is not inside its recording (negative start, end past the recording), or
+    None. Lhotse would pad or shift such a cut silently instead of failing."""
+    if not isinstance(cut, MonoCut):
+        return None
+    if cut.start < 0:
+        return f"bad span: cut starts at {cut.start:g} s, before its recording"
+    if cut.has_recording and cut.end > cut.recording.duration + SPAN_TOLERANCE:
+        return f"bad span: cut ends at {cut.end:g} s, after its recording's {cut.recording.duration:g} s"
+    return None
 
 
 class _Reject(Exception):
@@ -374,6 +396,9 @@ class ExportOsumStage:
 
     def _one(self, cut: Cut, files: Path, group: str) -> _Result:
         task, txt = _target(cut)
+        span = span_problem(cut)
+        if span is not None:
+            raise _Reject(span)
         try:
             _check_sources_exist(cut)
             path = None if self.relative else referenced_wav(cut)
@@ -434,23 +459,27 @@ def _gather(out: Path, run_dir: Path, n_shards: int, shards: bool) -> dict[str, 
     return tars
 
 
-def _export_rejects(run_dir: Path, dest: Path) -> dict[str, int]:
+def _export_rejects(run_dir: Path, dest: Path) -> tuple[dict[str, int], dict[str, int]]:
     """The run's rejects as this export's: the raw line for items rejected up front, the cut
-    otherwise, each with `custom.reject = {stage: export_osum, reason}`; returns counts by the
-    reason's category (the text before its first colon)."""
+    otherwise, each with `custom.reject = {stage: export_osum, reason, code}`; returns counts by the
+    reason's category (the text before its first colon) and by code."""
     reasons: Counter[str] = Counter()
+    codes: Counter[str] = Counter()
     with open_jsonl_writer(dest) as f:
         for rec in read_jsonl(run_dir / "rejects.jsonl.gz"):
             custom = rec.get("custom") or {}
             reason = custom.get("reject", {}).get("reason", "rejected")
+            code = custom.get("reject", {}).get("code") or _code(reason)
             pre = custom.get(PRE_REJECT)
             if pre:
                 out = reject_record(pre["raw"], STAGE, pre["reason"])
             else:
                 out = reject_record({k: v for k, v in rec.items()}, STAGE, reason)
+            out["custom"]["reject"]["code"] = code
             reasons[reason.split(":")[0]] += 1
+            codes[code] += 1
             f.write(dumps(out) + "\n")
-    return dict(sorted(reasons.items()))
+    return dict(sorted(reasons.items())), dict(sorted(codes.items()))
 
 
 def _check_sources_exist(cut: Cut) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import soundfile as sf
 from lhotse.cut import Cut
 
-from osum_data.export.osum import _brief, _check_sources_exist, _target, render_16k, safe_name
+from osum_data.export.osum import _brief, _check_sources_exist, _target, render_16k, safe_name, span_problem
 from osum_data.export.osum_reader import SAMPLING_RATE
 from osum_data.run.stage import Reject, StageContext, StageResult, is_fatal
 
@@ -68,11 +68,15 @@ def flac_bytes(cut: Cut) -> tuple[bytes, int]:
 
 
 def to_sample(cut: Cut) -> Sample:
-    """The sample, or Reject: not a task sample (code `target`), no instruction, no audio."""
+    """The sample, or Reject: not a task sample (code `target`), a span outside the recording, no
+    instruction, no audio."""
     try:
         task, target = _target(cut)
     except Exception as e:  # osum._Reject: missing/unknown/unparsable target
         raise Reject(str(e).split(":")[0].replace(" ", "_"), str(e)) from None
+    span = span_problem(cut)
+    if span is not None:
+        raise Reject("bad_span", span)
     custom = cut.custom or {}
     instruction = custom.get("instruction")
     if not isinstance(instruction, str) or not instruction.strip():

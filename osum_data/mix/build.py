@@ -38,7 +38,7 @@ import yaml
 from lhotse import CutSet
 from lhotse.cut import Cut
 
-from osum_data.export.engine import concat_files, zero_gzip_mtime
+from osum_data.export.engine import clashing_input, concat_files, zero_gzip_mtime
 from osum_data.manifest_io import atomic_path, open_jsonl_writer, read_jsonl, write_jsonl
 from osum_data.mix.config import MixConfig
 from osum_data.mix.plan import (
@@ -170,6 +170,14 @@ def build_mix(
     out = Path(output_dir)
     if out.exists() and not out.is_dir():
         raise MixError(f"--output {out} is a file; give a folder")
+    for task, entry in cfg.tasks.items():
+        for ds in entry.datasets:
+            folder = clashing_input(out, [ds.path().parent])
+            if folder is not None:
+                raise MixError(
+                    f"--output {out} is (or holds) {folder}, the folder of task {task!r} dataset "
+                    f"{ds.name!r}: the mix would overwrite its files; choose another --output"
+                )
     with _locked(out):
         return _build(cfg, out, workers, address, progress)
 
@@ -215,7 +223,7 @@ def _build(cfg: MixConfig, out: Path, workers: int | None, address: str | None, 
     lap("scan")
     for t in tasks:
         split_task(t, cfg)
-    size_datasets(tasks, cfg)
+    size_datasets(tasks, cfg, out / "rejects.jsonl.gz")
     for t in tasks:
         for d in t.datasets:
             write_splits(d, out)

@@ -18,7 +18,13 @@
 
 Semantics (README "Mixing"): a dataset `weight` is a repeat/subsample factor inside its task (2: every
 cut twice; 0.5: a fixed half; 1.5: once plus a fixed half). Task weights set each task's share of the
-training set. Everything is validated here, before any manifest is read.
+training set. Everything is validated here, before any manifest is read: numbers must be finite,
+a key given twice in the file is an error, and so is an unknown key (the known ones are listed).
+
+Bounds (they keep a typo from running for days or filling the disk): `total` is at most MAX_TOTAL
+(1e9 cuts, or hours); a dataset weight at most MAX_DATASET_WEIGHT (1e6); and once the manifests are
+read, the plan refuses a dataset repeated more than MAX_REPEAT (1000) times or a training set of more
+than MAX_TOTAL cuts (plan.check_bounds), before anything is written.
 """
 
 from __future__ import annotations
@@ -28,13 +34,26 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from osum_data.yaml_config import ConfigError, load_yaml, parse_override
 
-Positive = Annotated[float, Field(gt=0)]
+MAX_TOTAL = 1e9  # cuts (or hours) in the training set
+MAX_DATASET_WEIGHT = 1e6
+MAX_REPEAT = 1000  # a dataset's realised repeat factor
+
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Weight = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class _At(ValueError):
+    """A cross-field error that knows where it is (pydantic gives model validators no location)."""
+
+    def __init__(self, loc: str, msg: str):
+        super().__init__(msg)
+        self.loc = loc
 
 
 class Splits(BaseModel):
@@ -52,7 +71,7 @@ class Dataset(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]*$")] = ""  # prefixes the dataset's cut ids
     manifest: str
-    weight: Annotated[float, Field(ge=0)] = 1.0
+    weight: Annotated[float, Field(ge=0, le=MAX_DATASET_WEIGHT, allow_inf_nan=False)] = 1.0
 
     def path(self) -> Path:
         """The cuts manifest: the file itself, or a run folder's cuts.jsonl.gz."""
@@ -62,7 +81,7 @@ class Dataset(BaseModel):
 
 class TaskEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    weight: Annotated[float, Field(ge=0)] = 1.0
+    weight: Weight = 1.0  # any finite size: only the ratios of task weights matter
     datasets: list[Dataset] = Field(min_length=1)
 
     @field_validator("datasets", mode="before")
@@ -81,7 +100,7 @@ class MixConfig(BaseModel):
     seed: int = 0
     unit: Literal["cuts", "hours"] = "cuts"
     temperature: Positive | None = None
-    total: Positive | None = None
+    total: Annotated[float, Field(gt=0, le=MAX_TOTAL, allow_inf_nan=False)] | None = None
     audio: Literal["flac", "none"] = "flac"
     sampling_rate: Annotated[int, Field(ge=8000)] = 16000
     shard_size: Annotated[int, Field(ge=1)] = 1000
@@ -103,19 +122,24 @@ class MixConfig(BaseModel):
     @model_validator(mode="after")
     def _names(self) -> MixConfig:
         """Default dataset names (the run folder or file stem), unique across the mix."""
-        seen: set[str] = set()
+        seen: dict[str, str] = {}  # name -> where
         for task, entry in self.tasks.items():
-            for ds in entry.datasets:
+            for k, ds in enumerate(entry.datasets):
+                where = f"tasks.{task}.datasets.{k}"
                 base = ds.name or _default_name(Path(ds.manifest)) or task
                 name, i = base, 2
                 while name in seen:
                     if ds.name:
-                        raise ValueError(f"two datasets named {ds.name!r}")
+                        raise _At(
+                            f"{where}.name",
+                            f"two datasets named {ds.name!r} (the other is {seen[name]}); "
+                            "give each its own name",
+                        )
                     name, i = f"{base}-{i}", i + 1
                 ds.name = name
-                seen.add(name)
+                seen[name] = where
         if not any(e.weight > 0 for e in self.tasks.values()):
-            raise ValueError("every task has weight 0")
+            raise _At("tasks", "every task has weight 0; give at least one a weight above 0")
         return self
 
     def digest(self) -> str:
@@ -153,14 +177,38 @@ def build_mix_config(raw: Any, source: str = "<mix>") -> MixConfig:
     try:
         return MixConfig(**raw)
     except ValidationError as e:
-        err = e.errors()[0]
-        key = ".".join(str(x) for x in err["loc"]) or "?"
+        errors = e.errors()
+        # A typo (`manifestt:`) is also a missing key: name the typo, it is the cause.
+        err = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
+        key = ".".join(str(x) for x in err["loc"])
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, _At):
+            raise ConfigError(f"{source}: {cause.loc}: {cause}") from None
         if err["type"] == "extra_forbidden":
-            raise ConfigError(f"{source}: unknown key {key!r}") from None
+            known = _known_keys(err["loc"][:-1])
+            hint = f"; known keys: {', '.join(known)}" if known else ""
+            raise ConfigError(f"{source}: unknown key {key!r}{hint}") from None
+        key = key or "(top level)"
         if err["type"] == "missing":
             raise ConfigError(f"{source}: missing key {key!r}") from None
         msg = err["msg"].removeprefix("Value error, ")
         raise ConfigError(f"{source}: {key}: {msg}") from None
+
+
+def _known_keys(loc: tuple) -> list[str]:
+    """The field names of the model at `loc` (a task name or list index steps into dict/list)."""
+    model: Any = MixConfig
+    for part in loc:
+        fields = getattr(model, "model_fields", None)
+        if fields is not None and isinstance(part, str) and part in fields:
+            model = fields[part].annotation
+        elif get_origin(model) in (dict, list):
+            model = get_args(model)[-1]
+        else:
+            return []
+        while get_origin(model) is not None and get_origin(model) not in (dict, list):
+            model = next((a for a in get_args(model) if a is not type(None)), model)  # X | None
+    return list(getattr(model, "model_fields", {}))
 
 
 def load_mix_config(path: str | Path, overrides: list[str] | None = None) -> MixConfig:
@@ -168,7 +216,9 @@ def load_mix_config(path: str | Path, overrides: list[str] | None = None) -> Mix
     if not path.is_file():
         raise ConfigError(f"mix file not found: {path}")
     try:
-        raw = load_yaml(path.read_text(encoding="utf-8")) or {}
+        raw = load_yaml(path.read_text(encoding="utf-8"), unique_keys=True) or {}
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
     except Exception as e:  # yaml.YAMLError, UnicodeDecodeError
         raise ConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
     return build_mix_config(apply_overrides(raw, overrides or []), str(path))

@@ -288,10 +288,11 @@ def split_task(task: TaskPlan, cfg: MixConfig) -> None:
                 if got[which] >= want[which]:
                     continue
                 # Whole speakers fill a split up to half again its target; the first one may overshoot
-                # (else a 2% split of few large speakers stays empty) unless it holds a quarter of all.
+                # (else a 2% split of few large speakers stays empty) unless it holds a quarter of all;
+                # never beyond max_cuts.
                 fits = got[which] + spk_cuts[spk] <= 1.5 * want[which] + 1
                 first = got[which] == 0 and spk_cuts[spk] <= known / 4
-                if fits or first:
+                if (fits or first) and got[which] + spk_cuts[spk] <= s.max_cuts:
                     held[spk] = which
                     got[which] += spk_cuts[spk]
                     break
@@ -299,6 +300,13 @@ def split_task(task: TaskPlan, cfg: MixConfig) -> None:
                 break
         if len(held) >= task.speakers:  # never leave train without a speaker
             held.pop(order[-1], None)
+        smallest = min(spk_cuts.values())
+        empty = [SPLITS[w] for w in (DEV, TEST) if want[w] > 0 and got[w] == 0 and smallest > s.max_cuts]
+        if empty:
+            task.note = (
+                f"splits.max_cuts={s.max_cuts} is below the smallest speaker's {smallest} cuts: "
+                f"{' and '.join(empty)} hold no whole speaker (only cuts without a known speaker)"
+            )
     elif task.speakers:
         task.note = (
             f"{task.speakers} known speaker(s) (< splits.min_speakers={s.min_speakers}): dev/test are "
@@ -313,14 +321,40 @@ def split_task(task: TaskPlan, cfg: MixConfig) -> None:
             known = d.spk >= 0
             by_cut[known] = spk_split[d.spk[known]]
         d.split = by_cut
+    for which in (DEV, TEST):
+        _cap(task, which, s.max_cuts, held_by_speaker=task.speaker_mode)
+
+
+def _cap(task: TaskPlan, which: int, max_cuts: int, held_by_speaker: bool) -> None:
+    """At most `max_cuts` in split `which`: per-cut draws (cuts without a known speaker, or every cut
+    outside speaker mode) can land a few over the target; the ones with the largest group draws go
+    back to train, whole groups at a time (a group's cuts share their draw)."""
+    count = sum(d.split_count(which) for d in task.datasets)
+    if count <= max_cuts:
+        return
+
+    def movable(d: DatasetPlan) -> np.ndarray:
+        m = d.split == which
+        return m & (d.spk < 0) if held_by_speaker else m
+
+    draws = np.sort(np.concatenate([d.gdraw[movable(d)] for d in task.datasets]))[::-1]
+    excess = count - max_cuts
+    if len(draws) < excess:  # cannot happen: speakers are held within max_cuts
+        return
+    threshold = draws[excess - 1]  # moving every draw >= it moves at least `excess` cuts
+    for d in task.datasets:
+        d.split[movable(d) & (d.gdraw >= threshold)] = TRAIN
 
 
 # --- sizes -----------------------------------------------------------------------------------
 
 
-def size_datasets(tasks: list[TaskPlan], cfg: MixConfig) -> None:
+def size_datasets(tasks: list[TaskPlan], cfg: MixConfig, rejects: Path | None = None) -> None:
     """Task shares, then each dataset's repeat factor, realised exactly: whole copies plus the train
-    cuts with the smallest subsample draws (cuts) or as many as reach the hours (hours)."""
+    cuts with the smallest subsample draws (cuts) or as many as reach the hours (hours).
+
+    Shares are computed in log space, relative to the largest: any finite weight (1e308 included)
+    and any positive temperature (0.001 included) give finite shares that sum to 1."""
     hours = cfg.unit == "hours"
 
     def size(d: DatasetPlan) -> float:
@@ -330,14 +364,15 @@ def size_datasets(tasks: list[TaskPlan], cfg: MixConfig) -> None:
     active = [t for t in tasks if t.weight > 0]
     for t in active:
         if natural[t.name] <= 0:
-            raise MixError(
-                f"task {t.name!r} has no training {cfg.unit} left (its datasets are empty, rejected, or all "
-                "held out, or weigh 0)"
-            )
+            raise MixError(_nothing_left(t, cfg, rejects))
     if cfg.temperature is None:
-        raw = {t.name: t.weight for t in active}
+        log_raw = {t.name: math.log(t.weight) for t in active}
     else:
-        raw = {t.name: (t.weight * natural[t.name]) ** (1.0 / cfg.temperature) for t in active}
+        log_raw = {t.name: math.log(t.weight) + math.log(natural[t.name]) for t in active}
+    top = max(log_raw.values())
+    temp = cfg.temperature or 1.0
+    # (x - top) / T <= 0: exp never overflows; a tiny T sends the smaller tasks' shares towards 0.
+    raw = {name: math.exp((v - top) / temp) for name, v in log_raw.items()}
     total_raw = sum(raw.values())
     total = cfg.total if cfg.total is not None else sum(natural[t.name] for t in active)
     for t in tasks:
@@ -345,7 +380,62 @@ def size_datasets(tasks: list[TaskPlan], cfg: MixConfig) -> None:
         scale = t.share * total / natural[t.name] if t.share > 0 else 0.0
         for d in t.datasets:
             d.factor = d.weight * scale
+    check_bounds(tasks, cfg)
+    for t in tasks:
+        for d in t.datasets:
             _realise(d, hours)
+
+
+def check_bounds(tasks: list[TaskPlan], cfg: MixConfig) -> None:
+    """Refuse a plan that would repeat a dataset more than MAX_REPEAT times or write more than
+    MAX_TOTAL training cuts, with the numbers and the key to change, before a cut is written."""
+    from osum_data.mix.config import MAX_REPEAT, MAX_TOTAL
+
+    planned = 0.0
+    for t in tasks:
+        for d in t.datasets:
+            if d.factor > MAX_REPEAT:
+                raise MixError(
+                    f"task {t.name!r}, dataset {d.name!r} would repeat its {d.train_cuts} training cut(s) "
+                    f"{d.factor:.3g} times (at most {MAX_REPEAT}); lower {_knobs(t, d, cfg)}, or give the "
+                    "task more data"
+                )
+            planned += d.factor * d.train_cuts
+    if planned > MAX_TOTAL:
+        raise MixError(
+            f"the mix would hold {planned:.3g} training cuts (at most {MAX_TOTAL:.0e}); lower "
+            + ("`total` or " if cfg.total is not None else "")
+            + "the dataset weights (tasks.<task>.datasets[].weight)"
+        )
+
+
+def _knobs(t: TaskPlan, d: DatasetPlan, cfg: MixConfig) -> str:
+    """The keys that set a dataset's repeat factor, with their values."""
+    i = next(k for k, x in enumerate(t.datasets) if x is d)
+    knobs = [f"tasks.{t.name}.datasets.{i}.weight ({d.weight:g})"]
+    if cfg.total is not None:
+        knobs.insert(0, f"total ({cfg.total:g})")
+    return " or ".join(knobs)
+
+
+def _nothing_left(t: TaskPlan, cfg: MixConfig, rejects: Path | None) -> str:
+    """Why a task has no training cuts: per dataset, lines read, rejected (main reason), held out."""
+    parts = []
+    for d in t.datasets:
+        text = f"{d.name!r}: {d.lines} line(s)"
+        n_rej = sum(d.rejected.values())
+        if n_rej:
+            code, n = d.rejected.most_common(1)[0]
+            text += f", {n_rej} rejected (most: {code} {n})"
+        if d.elsewhere:
+            text += f", {d.elsewhere} sample(s) of the mix's other tasks"
+        if d.valid:
+            text += f", {d.split_count(DEV) + d.split_count(TEST)} held out for dev/test"
+        if d.weight == 0:
+            text += ", weight 0"
+        parts.append(text)
+    where = f"; rejects with their reasons: {rejects}" if rejects is not None else ""
+    return f"task {t.name!r} has no training {cfg.unit} left ({'; '.join(parts)}){where}"
 
 
 def _realise(d: DatasetPlan, hours: bool) -> None:

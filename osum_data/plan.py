@@ -26,6 +26,8 @@ a plan. Sections, each optional except `runs`:
       set: [data.max_duration=20]
 
 Paths in the plan are relative to the current directory (the repository root for the bundled plans).
+Input and run names become folder names: letters, digits, `_` and `-`. `load_plan` checks the whole
+plan before any work (run-all would otherwise stop at a typo hours in, after the first runs).
 """
 
 from __future__ import annotations
@@ -34,15 +36,23 @@ import importlib
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from osum_data.manifest_io import read_jsonl
-from osum_data.yaml_config import ConfigError, load_yaml
+from osum_data.yaml_config import ConfigError, load_yaml_file
 
 PLAN_KEYS = ("inputs", "runs", "export", "mix", "mix_export", "report", "train", "description")
+# Folders run-all writes next to the runs' own: a run of one of these names would be overwritten.
+RESERVED_NAMES = ("inputs", "mix", "export", "examples", "report", "train")
+NAME = r"^[A-Za-z0-9_-]+$"
+# Input and run names become folder names (OUT/<run>, OUT/inputs/<input>): no separators, no `..`.
+Name = Annotated[str, Field(pattern=NAME)]
 
 
 def _builder(path: str) -> Callable[[Path, int | None], Path]:
@@ -51,36 +61,305 @@ def _builder(path: str) -> Callable[[Path, int | None], Path]:
     return getattr(importlib.import_module(module), name)
 
 
-def load_plan(path: str | Path) -> dict[str, Any]:
+class _Entry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InputEntry(_Entry):
+    """One named input: exactly one of `builder`, `manifest`, `prepare` (+ `corpus_dir`)."""
+
+    builder: str | None = None
+    manifest: str | None = None
+    prepare: str | None = None
+    corpus_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> InputEntry:
+        kinds = [k for k in ("builder", "manifest", "prepare") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(
+                f"give exactly one of builder, manifest, prepare (got {', '.join(kinds) or 'none'})"
+            )
+        if (self.prepare is None) != (self.corpus_dir is None):
+            raise ValueError("`prepare:` and `corpus_dir:` go together")
+        if self.prepare is not None:
+            from osum_data.corpora import PREPARERS
+
+            if self.prepare not in PREPARERS:
+                raise ValueError(f"unknown corpus {self.prepare!r} (known: {', '.join(sorted(PREPARERS))})")
+        if self.builder is not None:
+            module, _, name = self.builder.partition(":")
+            try:
+                found = callable(getattr(importlib.import_module(module), name, None)) and bool(name)
+            except ImportError as e:
+                raise ValueError(f"builder {self.builder!r}: {e}") from None
+            if not found:
+                raise ValueError(f"builder {self.builder!r}: expected `module:function`, no such function")
+        return self
+
+
+class RunEntry(_Entry):
+    """One pipeline run. `input` absent: the plan's first input; null, "none" or []: a source pipeline."""
+
+    name: Name
+    pipeline: str
+    input: str | list[str] | None = None
+    set: list[str] = []
+    export: bool = True
+
+    def sources(self, inputs: list[str]) -> list[str]:
+        """The input and earlier-run names this run reads (empty: its pipeline makes its own input)."""
+        source = self.input if "input" in self.model_fields_set else (inputs[0] if inputs else None)
+        if source in (None, "none"):
+            return []
+        return [source] if isinstance(source, str) else list(source)
+
+
+class ExportOptions(_Entry):
+    shards: bool = False
+    shard_size: Annotated[int, Field(ge=1)] | None = None
+    relative: bool = False
+
+
+class TrainEntry(_Entry):
+    config: str = "training/configs/tiny.yaml"
+    steps: Annotated[int, Field(ge=1)] = 4
+    set: list[str] = []
+
+
+def _check_formats(formats: list[str]) -> None:
+    from osum_data.export.formats import FORMATS
+
+    for fmt in formats:
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown format {fmt!r} (formats: {', '.join(FORMATS)})")
+
+
+class Plan(_Entry):
+    description: str = ""
+    inputs: dict[Name, InputEntry] = {}
+    runs: list[RunEntry] = Field(min_length=1)
+    export: dict[str, ExportOptions] = {}
+    mix: dict[str, Any] | None = None
+    mix_export: list[str] = []
+    report: bool = False
+    train: TrainEntry | None = None
+
+    @field_validator("inputs", "export", mode="before")
+    @classmethod
+    def _empty_mapping(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+    @field_validator("export", mode="before")
+    @classmethod
+    def _export_defaults(cls, value: Any) -> Any:
+        if isinstance(value, dict):  # `osum:` with nothing under it: the defaults
+            return {k: {} if v is None else v for k, v in value.items()}
+        return value
+
+    @field_validator("train", mode="before")
+    @classmethod
+    def _train_switch(cls, value: Any) -> Any:
+        return {} if value is True else None if value is False else value
+
+    @field_validator("export")
+    @classmethod
+    def _export_formats(cls, value: dict[str, ExportOptions]) -> dict[str, ExportOptions]:
+        _check_formats(list(value))
+        return value
+
+    @field_validator("mix_export")
+    @classmethod
+    def _mix_export_formats(cls, value: list[str]) -> list[str]:
+        _check_formats(value)
+        return value
+
+
+def _explain(path: Path, raw: dict[str, Any], err: dict[str, Any]) -> str:
+    """One pydantic error as `PLAN: run 'asr': unknown key 'inptu'`."""
+    loc = list(err["loc"])
+    where = [str(loc.pop(0))] if loc else []
+    if where == ["runs"] and loc and isinstance(loc[0], int):
+        i = loc.pop(0)
+        entry = raw["runs"][i]
+        name = entry.get("name") if isinstance(entry, dict) else None
+        where = [f"run {name!r}" if isinstance(name, str) else f"run #{i + 1}"]
+    elif where == ["inputs"] and loc and loc[0] != "[key]":
+        where = [f"input {loc.pop(0)!r}"]
+    key = ".".join(str(x) for x in loc if x != "[key]")
+    if err["type"] == "extra_forbidden":
+        what = f"unknown key {key!r}"
+    elif err["type"] == "missing":
+        what = f"missing key {key!r}"
+    elif err["type"] == "string_pattern_mismatch":
+        what = f"name {err['input']!r} must be letters, digits, '_' or '-' (it names a folder)"
+    else:
+        msg = err["msg"].removeprefix("Value error, ")
+        what = f"{key}: {msg}" if key else msg
+    return f"{path}: " + ": ".join([*where, what])
+
+
+def load_plan(path: str | Path, check_paths: bool = True) -> dict[str, Any]:
+    """Read and validate the whole plan before any work: its entries (unknown keys, types, names),
+    each run's input, each run's pipeline with its `set:` overrides, the exports and the mix. With
+    `check_paths`, the input manifests, corpus folders and the trainer config must exist too.
+
+    Returns the plan as a dict, each run's `input` resolved to the list of names it reads."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"plan file not found: {path}")
-    plan = load_yaml(path.read_text(encoding="utf-8")) or {}
-    if not isinstance(plan, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    unknown = sorted(set(plan) - set(PLAN_KEYS))
+    raw = load_yaml_file(path)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: not a plan (expected a mapping with runs:)")
+    unknown = sorted(set(raw) - set(PLAN_KEYS))
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(PLAN_KEYS)})")
-    if not plan.get("runs"):
+    if not raw.get("runs"):
         raise ConfigError(f"{path}: no runs")
-    names = [r.get("name") for r in plan["runs"]]
-    if len(set(names)) != len(names) or None in names:
-        raise ConfigError(f"{path}: every run needs a distinct name (got {names})")
-    for run in plan["runs"]:
-        if not Path(run.get("pipeline", "")).is_file():
-            raise ConfigError(f"{path}: run {run['name']!r}: pipeline file not found: {run.get('pipeline')}")
-    return plan
+    try:
+        plan = Plan(**raw)
+    except ValidationError as e:
+        raise ConfigError(_explain(path, raw, e.errors()[0])) from None
+    _check_names(path, plan)
+    if check_paths:
+        _check_paths(path, plan)
+    _check_runs(path, plan)
+    _check_mix(path, plan)
+    out = plan.model_dump()
+    inputs = list(plan.inputs)
+    for run, entry in zip(plan.runs, out["runs"], strict=True):
+        entry["input"] = run.sources(inputs)
+    return out
+
+
+def _check_names(path: Path, plan: Plan) -> None:
+    seen: set[str] = set()
+    for run in plan.runs:
+        if run.name in seen:
+            raise ConfigError(f"{path}: two runs named {run.name!r}; every run needs a distinct name")
+        if run.name in RESERVED_NAMES:
+            raise ConfigError(
+                f"{path}: run {run.name!r}: the name of a folder run-all writes itself "
+                f"({', '.join(RESERVED_NAMES)}); rename the run"
+            )
+        if not Path(run.pipeline).is_file():
+            raise ConfigError(f"{path}: run {run.name!r}: pipeline file not found: {run.pipeline}")
+        seen.add(run.name)
+
+
+def _check_paths(path: Path, plan: Plan) -> None:
+    """What must already exist on disk: input manifests, corpus folders, the trainer config."""
+    for name, entry in plan.inputs.items():
+        if entry.manifest is not None and not Path(entry.manifest).expanduser().exists():
+            raise ConfigError(f"{path}: input {name!r}: manifest not found: {entry.manifest}")
+        if entry.corpus_dir is not None and not Path(entry.corpus_dir).expanduser().is_dir():
+            raise ConfigError(f"{path}: input {name!r}: corpus_dir is not a folder: {entry.corpus_dir}")
+    if plan.train is not None and not Path(plan.train.config).is_file():
+        raise ConfigError(f"{path}: train: config file not found: {plan.train.config}")
+
+
+def _manifest_of(entry: InputEntry) -> Path | None:
+    """An input's manifest if it exists before the plan runs (`manifest:`), else None."""
+    if entry.manifest is None:
+        return None
+    p = Path(entry.manifest).expanduser()
+    p = p / "cuts.jsonl.gz" if p.is_dir() else p
+    return p if p.is_file() else None
+
+
+def _check_runs(path: Path, plan: Plan) -> None:
+    """Each run's input names an input or an earlier run, and its pipeline loads with its `set:`.
+
+    A `${name}` whose manifest the plan makes later (a built or prepared input, an earlier run)
+    stands in as an empty placeholder file, accepted as a side input without reading it."""
+    from osum_data.run.config import load_pipeline
+    from osum_data.run.params import planned_side_inputs
+
+    inputs = list(plan.inputs)
+    with tempfile.TemporaryDirectory(prefix="osum-plan-") as tmp:
+        known: dict[str, Path] = {}
+        placeholders: dict[Path, str] = {}
+
+        def make(name: str, existing: Path | None) -> None:
+            if existing is None:
+                existing = Path(tmp) / f"{name}.jsonl.gz"
+                existing.touch()
+                placeholders[existing] = name
+            known[name] = existing
+
+        for name, entry in plan.inputs.items():
+            make(name, _manifest_of(entry))
+        for run in plan.runs:
+            where = f"{path}: run {run.name!r}"
+            sources = run.sources(inputs)
+            for name in sources:
+                if name not in known:
+                    have = ", ".join(known) or "none"
+                    raise ConfigError(
+                        f"{where}: input {name!r} is neither an input nor an earlier run (those are: {have})"
+                    )
+            try:
+                overrides = [expand_paths(x, known) for x in run.set]
+            except ConfigError as e:
+                raise ConfigError(f"{where}: set: {str(e).removeprefix('plan: ')}") from None
+            try:
+                with planned_side_inputs(placeholders):
+                    config = load_pipeline(run.pipeline, overrides)
+            except ConfigError as e:
+                message = str(e)
+                for p, name in placeholders.items():
+                    message = message.replace(str(p), "${" + name + "}")
+                raise ConfigError(f"{where}: {message}") from None
+            if not sources and config.source_stage is None:
+                raise ConfigError(f"{where}: give `input:` (pipeline {config.name!r} has no source stage)")
+            if sources and config.source_stage is not None:
+                raise ConfigError(
+                    f"{where}: pipeline {config.name!r} makes its own input "
+                    f"({config.source_stage.name}): set `input: null`"
+                )
+            make(run.name, None)
+
+
+def _check_mix(path: Path, plan: Plan) -> None:
+    """The `mix:` section through the mix's own validator; `run:` datasets must name a run."""
+    from osum_data.mix.config import build_mix_config
+
+    if plan.mix is None:
+        if plan.mix_export:
+            raise ConfigError(f"{path}: mix_export needs a `mix:` section (there is no mix to export)")
+        return
+    runs = [r.name for r in plan.runs]
+    mix = dict(plan.mix)
+    tasks = mix.get("tasks")
+    if tasks and isinstance(tasks, dict):
+        for task, entry in tasks.items():
+            datasets = entry.get("datasets") if isinstance(entry, dict) else None
+            for i, ds in enumerate(datasets if isinstance(datasets, list) else []):
+                if isinstance(ds, dict) and "run" in ds and ds["run"] not in runs:
+                    raise ConfigError(
+                        f"{path}: mix: tasks.{task}.datasets.{i}.run: no run named {ds['run']!r} "
+                        f"(runs: {', '.join(runs)})"
+                    )
+        mix["tasks"] = _resolve_runs(tasks, Path("OUT"))
+    elif not tasks:  # filled in from the runs' task samples once they ran: check the rest now
+        from osum_data.tasks import registry
+
+        task = next(iter(registry().tasks))
+        mix["tasks"] = {task: {"datasets": [{"name": "planned", "manifest": "OUT/planned"}]}}
+    build_mix_config(mix, f"{path}: mix")
 
 
 def build_input(name: str, entry: dict[str, Any], output: Path, limit: int | None) -> Path:
-    if "builder" in entry:
+    if entry.get("builder") is not None:
         return Path(_builder(entry["builder"])(output, limit))
-    if "manifest" in entry:
+    if entry.get("manifest") is not None:
         path = Path(entry["manifest"]).expanduser()
         if not path.exists():
             raise ConfigError(f"input {name!r}: manifest not found: {path}")
         return path / "cuts.jsonl.gz" if path.is_dir() else path
-    if "prepare" in entry:
+    if entry.get("prepare") is not None:
         from osum_data.corpora import prepare
 
         report = prepare(entry["prepare"], Path(entry["corpus_dir"]).expanduser(), output / "inputs" / name)
@@ -98,12 +377,11 @@ def expand_paths(override: str, manifests: dict[str, Path]) -> str:
     return override
 
 
-def run_input(run: str, source: Any, manifests: dict[str, Path], output: Path) -> Path | None:
-    """The manifest a run reads: one input or earlier run, several of them concatenated (a list),
-    or none (null / "none": a pipeline with a source stage)."""
-    if source in (None, "none", []):
+def run_input(run: str, names: list[str], manifests: dict[str, Path], output: Path) -> Path | None:
+    """The manifest a run reads: one input or earlier run, several of them concatenated, or none
+    (a pipeline with a source stage)."""
+    if not names:
         return None
-    names = [source] if isinstance(source, str) else list(source)
     for name in names:
         if name not in manifests:
             raise ConfigError(f"run {run!r}: input {name!r} is neither an input nor an earlier run")
@@ -128,7 +406,7 @@ def run_plan(
     from osum_data.run.config import load_pipeline
     from osum_data.run.runner import run_pipeline
 
-    plan = load_plan(plan_path)
+    plan = load_plan(plan_path)  # the whole plan, before any work
     output = Path(output)
     started = time.monotonic()
     manifests: dict[str, Path] = {}
@@ -137,13 +415,11 @@ def run_plan(
         manifests[name] = build_input(name, entry, output, limit)
         results[f"input:{name}"] = {"cuts": sum(1 for _ in read_jsonl(manifests[name]))}
     for run in plan["runs"]:
-        overrides = [expand_paths(str(x), manifests) for x in run.get("set", []) or []]
+        overrides = [expand_paths(x, manifests) for x in run["set"]]
         config = load_pipeline(run["pipeline"], overrides)
-        # absent: the first input (the bundled plans' corpus); null or "none": a source pipeline
-        source = run.get("input", next(iter(plan.get("inputs") or {}), None))
         res = run_pipeline(
             config,
-            run_input(run["name"], source, manifests, output),
+            run_input(run["name"], run["input"], manifests, output),
             output / run["name"],
             workers=workers,
             address=address,
@@ -230,8 +506,18 @@ def mix_config_of(plan: dict[str, Any], output: Path) -> dict[str, Any]:
                 name = run["name"] if len(ids) == 1 else f"{run['name']}-{task}"
                 entry = tasks.setdefault(task, {"weight": 1.0, "datasets": []})
                 entry["datasets"].append({"run": run["name"], "name": name})
+    mix["tasks"] = _resolve_runs(tasks, output)
+    return mix
+
+
+def _resolve_runs(tasks: dict[str, Any], output: Path) -> dict[str, Any]:
+    """`{run: NAME}` datasets -> `{name: NAME, manifest: OUTPUT/NAME/cuts.jsonl.gz}`; entries of
+    another shape are left for the mix validator to name."""
     resolved = {}
     for task, entry in tasks.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("datasets", []), list):
+            resolved[task] = entry
+            continue
         entry = dict(entry)
         datasets = []
         for ds in entry.get("datasets", []):
@@ -239,13 +525,12 @@ def mix_config_of(plan: dict[str, Any], output: Path) -> dict[str, Any]:
                 ds = {
                     **{k: v for k, v in ds.items() if k != "run"},
                     "name": ds.get("name", ds["run"]),
-                    "manifest": str(output / ds["run"] / "cuts.jsonl.gz"),
+                    "manifest": str(output / str(ds["run"]) / "cuts.jsonl.gz"),
                 }
             datasets.append(ds)
         entry["datasets"] = datasets
         resolved[task] = entry
-    mix["tasks"] = resolved
-    return mix
+    return resolved
 
 
 def _mix(

@@ -7,6 +7,7 @@ must not silently become one, so our loader also resolves such numbers as floats
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -47,6 +48,17 @@ class _UniqueKeyLoader(_Loader):
 def load_yaml(text: str, unique_keys: bool = False) -> Any:
     """Parse YAML; `unique_keys`: a key repeated in one mapping is a ConfigError naming it."""
     return yaml.load(text, Loader=_UniqueKeyLoader if unique_keys else _Loader)  # noqa: S506
+
+
+def load_yaml_file(path: Path) -> Any:
+    """The file's YAML content; broken YAML or text is a one-line ConfigError naming the file."""
+    try:
+        return load_yaml(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

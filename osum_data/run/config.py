@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from osum_data.run.params import ParamError, side_inputs, validate_params
 from osum_data.run.stage import RESERVED, Resources, get_stage, load_stage_modules
-from osum_data.yaml_config import ConfigError, load_yaml, parse_override
+from osum_data.yaml_config import ConfigError, load_yaml_file, parse_override
 
 STAGE_KEYS = RESERVED
 
@@ -277,11 +277,9 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
     if not path.is_file():
         what = "is a directory" if path.is_dir() else "not found"
         raise ConfigError(f"pipeline file {what}: {path}")
-    try:
-        raw = load_yaml(path.read_text(encoding="utf-8")) or {}
-    except Exception as e:  # yaml.YAMLError, UnicodeDecodeError
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    raw = load_yaml_file(path)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):  # a JSONL line, a list, a bare string: some other kind of file
+        raise ConfigError(f"{path}: not a pipeline (expected a mapping with stages:)")
     return build_config(apply_overrides(raw, overrides or []), str(path))

@@ -13,6 +13,9 @@ from __future__ import annotations
 import hashlib
 import inspect
 import typing
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -38,6 +41,12 @@ class SideInput:
         return f"SideInput({str(self.path)!r})"
 
     @property
+    def planned(self) -> bool:
+        """A manifest a plan will make before this run starts (`${name}` in a run's `set:`): while the
+        plan is validated it is a placeholder, so checks of its content must wait for the run."""
+        return self.path in _PLANNED.get()
+
+    @property
     def digest(self) -> str:
         return _file_digest(str(self.path.resolve()), self.path.stat().st_mtime_ns, self.path.stat().st_size)
 
@@ -53,6 +62,8 @@ class SideInput:
             if not isinstance(value, str | Path) or not str(value).strip():
                 raise ValueError("expected the path of a cuts manifest (jsonl or jsonl.gz)")
             path = Path(value).expanduser()
+            if path in _PLANNED.get():
+                return cls(path)
             if not path.is_file():
                 raise ValueError(f"side-input manifest {str(path)!r} does not exist")
             return cls(path)
@@ -60,6 +71,19 @@ class SideInput:
         return core_schema.no_info_plain_validator_function(
             validate, serialization=core_schema.plain_serializer_function_ser_schema(lambda v: str(v.path))
         )
+
+
+_PLANNED: ContextVar[frozenset[Path]] = ContextVar("planned_side_inputs", default=frozenset())
+
+
+@contextmanager
+def planned_side_inputs(paths: Iterable[Path]) -> Iterator[None]:
+    """While a plan is validated: these placeholder paths stand for manifests the plan makes later."""
+    token = _PLANNED.set(frozenset(Path(p) for p in paths))
+    try:
+        yield
+    finally:
+        _PLANNED.reset(token)
 
 
 @cache

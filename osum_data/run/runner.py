@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -183,7 +184,7 @@ def ensure_ray(address: str | None, workers: int) -> None:
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     if address:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
+        _connect(address)
     else:
         # address="local" always starts a private instance; plain ray.init() would silently join
         # whatever cluster happens to run on this machine.
@@ -194,6 +195,55 @@ def ensure_ray(address: str | None, workers: int) -> None:
             logging_level=logging.WARNING,
             log_to_driver=True,
         )
+
+
+@contextlib.contextmanager
+def _stderr_into(sink: Any) -> Iterator[None]:
+    """Redirect file descriptor 2 (Python's and Ray's C++ logging alike) into `sink` for a while."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(sink.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _unreachable(address: str, reason: str) -> RunError:
+    return RunError(
+        f"cannot reach the Ray cluster at {address}: {reason[:200]}; is `ray start --head` running there?"
+    )
+
+
+def _connect(address: str) -> None:
+    """Join the cluster at `address`; an unreachable one is one line, within about 20 s.
+
+    Ray retries a closed port for 40 s, so `host:port` is first tried with a plain TCP connection
+    (5 s). While Ray retries a port that answers but is no GCS (about 20 s), its GCS client logs a
+    warning a second: that log is held back."""
+    import socket
+    import tempfile
+
+    hostport = re.fullmatch(r"(?:ray://)?([^:/\[\]]+):(\d+)", address)
+    if hostport:
+        try:
+            socket.create_connection((hostport[1], int(hostport[2])), timeout=5).close()
+        except OSError as e:
+            why = "no answer within 5 s" if isinstance(e, TimeoutError) else e.strerror or type(e).__name__
+            raise _unreachable(address, why) from None
+    with tempfile.TemporaryFile() as held:
+        try:
+            with _stderr_into(held):
+                ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
+        except ConnectionError as e:
+            cause = cause_of(e.__cause__) if e.__cause__ is not None else e
+            lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
+            reason = lines[-1].removeprefix("ray.exceptions.RpcError: ") if lines else type(e).__name__
+            raise _unreachable(address, reason) from e
+        held.seek(0)
+        sys.stderr.write(held.read().decode("utf-8", "replace"))  # joined: what Ray said is shown
 
 
 # --- the run -----------------------------------------------------------------------------------

@@ -171,9 +171,11 @@ def test_sgc_and_sap_double_the_data_and_use_multi_label_keys(corpus, tmp_path, 
         )
 
 
-def test_every_task_pipeline_takes_the_audio_policy_override_and_sgc_needs_noise():
+def test_every_task_pipeline_takes_the_audio_policy_override_and_sgc_needs_noise(corpus):
     for name in ("ved", "ser", "sgc", "sap"):
-        sets = [] if name in ("ved", "ser") else ["augment.copies=0"]
+        sets = {"ved": [f"event_composite.events={corpus['events']}"], "ser": []}.get(
+            name, ["augment.copies=0"]
+        )
         cfg = load_pipeline(PIPELINES / f"{name}.yaml", [EIGHT_KHZ, *sets])
         names = [s.name for s in cfg.stages]
         assert names[:5] == ["normalize_text", "filter_duration", "filter_cps", "check_audio", "audio_policy"]
@@ -183,3 +185,5 @@ def test_every_task_pipeline_takes_the_audio_policy_override_and_sgc_needs_noise
             ConfigError, match=r"stage 'augment': nothing to augment with: set noise=NOISE_CUTS"
         ):
             load_pipeline(PIPELINES / f"{name}.yaml")
+    with pytest.raises(ConfigError, match=r"stage 'event_composite': events: .* set event_composite.events="):
+        load_pipeline(PIPELINES / "ved.yaml")  # VED, likewise, needs event clips to join speech with

@@ -32,6 +32,21 @@ def fit_length(samples: np.ndarray, n: int) -> np.ndarray:
     return np.pad(samples, (0, n - samples.shape[-1]))
 
 
+def playable(cut: Cut) -> bool:
+    """A clip a bank can draw from: it has audio and a length."""
+    return cut.duration > 0 and cut.has_recording
+
+
+def require_clips(
+    side: SideInput | None, key: str, what: str, keep: Callable[[Cut], bool] = playable
+) -> None:
+    """For a stage's `check`: a ValueError (one line naming the parameter and the file) when the
+    manifest holds no clip passing `keep` (a module-level function), so the run stops at load time
+    instead of every worker failing to build its bank."""
+    if side is not None and not side.planned and not side.has_cut(keep):
+        raise ValueError(f"{key}: side-input manifest {str(side.path)!r} holds no usable {what}")
+
+
 class AudioBank:
     """The clips of a side-input CutSet at one sampling rate. `keep` filters the cuts (e.g. event
     clips with an event label); the order is the manifest's, so an index means the same clip in
@@ -47,9 +62,7 @@ class AudioBank:
     ):
         self.what = what
         self.sampling_rate = sampling_rate
-        self.cuts = [
-            c for c in side.cuts() if c.duration > 0 and c.has_recording and (keep is None or keep(c))
-        ]
+        self.cuts = [c for c in side.cuts() if playable(c) and (keep is None or keep(c))]
         if not self.cuts:
             raise ValueError(f"{what} manifest {str(side.path)!r} holds no usable cuts (with audio)")
         self.lengths = [compute_num_samples(c.duration, sampling_rate) for c in self.cuts]

@@ -23,9 +23,9 @@ from lhotse import SupervisionSegment
 from lhotse.cut import Cut
 from lhotse.supervision import AlignmentItem
 from lhotse.utils import fastcopy
-from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt
 
-from osum_data.augment.bank import AudioBank, mono
+from osum_data.augment.bank import AudioBank, mono, playable, require_clips
 from osum_data.augment.write import derived_cut, fit_peak, write_flac
 from osum_data.run.params import SideInput
 from osum_data.run.stage import Reject, StageContext, StageResult, apply_per_cut, register_stage
@@ -37,6 +37,11 @@ def events_of(cut: Cut) -> list[str]:
     if not cut.supervisions:
         return []
     return list((cut.supervisions[0].custom or {}).get("events") or [])
+
+
+def event_clip(cut: Cut) -> bool:
+    """A clip the stage can join with speech: audio, a length and an event label."""
+    return playable(cut) and bool(events_of(cut))
 
 
 def _rng(seed: int, cut_id: str) -> np.random.Generator:
@@ -54,6 +59,13 @@ def _check(p: dict[str, Any]) -> None:
             raise ValueError(f"{key} {list(p[key])}: the minimum is above the maximum")
     if not p["positions"]:
         raise ValueError("positions: give at least one of before, after, overlap")
+    if p["events"] is None:
+        raise ValueError(
+            "events: no event clips to join speech with: set event_composite.events=EVENT_CUTS (cuts with "
+            "custom.events, e.g. from `osum-data prepare esc50`), or drop the event_composite stage when "
+            "every cut already carries its events"
+        )
+    require_clips(p["events"], "events", "event clips (cuts with audio and custom.events)", event_clip)
 
 
 @register_stage("event_composite", version=1, check=_check)
@@ -64,14 +76,14 @@ class EventComposite:
         self,
         events: SideInput | None = None,
         positions: list[Position] = ("before", "after"),
-        gap_s: tuple[float, float] = (0.15, 0.6),
+        gap_s: tuple[NonNegativeFloat, NonNegativeFloat] = (0.15, 0.6),
         event_level_db: tuple[float, float] = (-6.0, 0.0),
         max_duration: PositiveFloat = 30.0,
         sampling_rate: PositiveInt = 16000,
         cache_mb: Annotated[float, Field(gt=0)] = 256.0,
     ):
         self.bank = (
-            AudioBank(events, sampling_rate, "event clip", cache_mb, keep=lambda c: bool(events_of(c)))
+            AudioBank(events, sampling_rate, "event clip", cache_mb, keep=event_clip)
             if events is not None
             else None
         )

@@ -18,7 +18,7 @@ from lhotse.cut import Cut
 from lhotse.utils import fastcopy
 from pydantic import Field, PositiveFloat, PositiveInt
 
-from osum_data.augment.bank import AudioBank
+from osum_data.augment.bank import AudioBank, require_clips
 from osum_data.augment.transforms import build_chain, run_chain
 from osum_data.augment.write import derived_cut, fit_peak, write_flac
 from osum_data.label.audio_check import downmix
@@ -46,6 +46,8 @@ def _check(p: dict[str, Any]) -> None:
         )
     if p["copies"] == 0 and not p["keep_original"]:
         raise ValueError("copies=0 with keep_original=false would drop every cut")
+    require_clips(p["noise"], "noise", "noise cuts (cuts with audio and a duration)")
+    require_clips(p["rir"], "rir", "impulse responses (cuts with audio and a duration)")
 
 
 @register_stage("augment", version=1, check=_check)

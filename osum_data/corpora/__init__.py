@@ -63,7 +63,11 @@ def prepare(name: str, corpus_dir: str | Path, out_dir: str | Path) -> ImportRep
         preparer = PREPARERS[name]
     except KeyError:
         raise KeyError(f"unknown corpus {name!r}; known: {', '.join(PREPARERS)}") from None
-    corpus_dir = Path(corpus_dir)
+    corpus_dir, out_dir = Path(corpus_dir), Path(out_dir)
+    if corpus_dir.is_file():
+        raise NotADirectoryError(f"{corpus_dir} is a file, not a corpus directory")
     if not corpus_dir.is_dir():
         raise FileNotFoundError(f"corpus directory {corpus_dir} does not exist")
-    return preparer(corpus_dir, Path(out_dir))
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"{out_dir} is a file; give a directory for the manifests")
+    return preparer(corpus_dir, out_dir)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from osum_data.corpora.rejects import MALFORMED_LINE, UNKNOWN_LABEL, RowError
 from osum_data.corpora.report import ImportReport
-from osum_data.corpora.rows import Row, import_rows, relative
+from osum_data.corpora.rows import Row, field_count_error, import_rows, relative
 
 CORPUS = "audioset"
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
@@ -102,7 +102,15 @@ def read_ontology(root: Path) -> dict[str, str]:
     if not found:
         raise FileNotFoundError(f"AudioSet segment lists need {ONTOLOGY} (mid -> display_name) under {root}")
     with open(found[0], encoding="utf-8", newline="") as f:
-        return {row["mid"].strip(): row["display_name"].strip() for row in csv.DictReader(f)}
+        reader = csv.DictReader(f)
+        out = {}
+        for row in reader:
+            bad = field_count_error(row, reader.line_num)
+            if bad is not None or row.get("mid") is None or row.get("display_name") is None:
+                why = bad.message if bad else "no mid or display_name column"
+                raise ValueError(f"{found[0]}: {why}; fix the ontology table")
+            out[row["mid"].strip()] = row["display_name"].strip()
+        return out
 
 
 def scan_fsd50k(root: Path, table: Path, audio: AudioIndex) -> Iterator[Row]:
@@ -110,12 +118,18 @@ def scan_fsd50k(root: Path, table: Path, audio: AudioIndex) -> Iterator[Row]:
     with open(table, encoding="utf-8-sig", newline="") as f:
         reader = csv.DictReader(f)
         for record in reader:
+            source = f"{relative(table, root)}:{reader.line_num}"
+            problem = field_count_error(record, reader.line_num)
+            if problem is not None:
+                row_id = f"{table.stem}_{(record.get('fname') or '').strip() or f'line{reader.line_num}'}"
+                yield Row(id=row_id, source=source, audio=None, problem=problem)
+                continue
             fname = (record.get("fname") or "").strip()
             labels = [v for v in (record.get("labels") or "").split(",") if v.strip()]
             path = audio.find(fname, preferred=audio_dir) if fname else None
             yield Row(
                 id=f"{table.stem}_{fname}",
-                source=f"{relative(table, root)}:{reader.line_num}",
+                source=source,
                 audio=path or audio_dir / f"{fname}.wav",
                 events=[class_name(v) for v in labels],
                 custom={"subset": (record.get("split") or table.stem).strip(), "labels_raw": labels},

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from osum_data.corpora.rejects import MALFORMED_LINE, UNKNOWN_LABEL, RowError
 from osum_data.corpora.report import ImportReport
-from osum_data.corpora.rows import Row, conventions, import_rows, relative
+from osum_data.corpora.rows import Row, conventions, field_count_error, import_rows, relative
 
 CORPUS = "cremad"
 
@@ -40,7 +40,13 @@ def read_demographics(path: Path) -> dict[str, dict[str, str]]:
         reader = csv.DictReader(f)
         if not {"ActorID", "Age", "Sex"} <= set(reader.fieldnames or []):
             raise ValueError(f"{path}: expected columns ActorID, Age, Sex; got {reader.fieldnames}")
-        return {row["ActorID"].strip(): row for row in reader}
+        out = {}
+        for row in reader:
+            bad = field_count_error(row, reader.line_num)
+            if bad is not None:
+                raise ValueError(f"{path}: {bad.message}; fix the demographics table")
+            out[row["ActorID"].strip()] = row
+        return out
 
 
 def scan(root: Path, audio_dir: Path, demographics: dict[str, dict[str, str]]) -> Iterator[Row]:

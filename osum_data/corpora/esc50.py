@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from osum_data.corpora.report import ImportReport
-from osum_data.corpora.rows import Row, import_rows, relative
+from osum_data.corpora.rows import Row, field_count_error, import_rows, relative
 
 CORPUS = "esc50"
 REQUIRED = ("filename", "fold", "category")
@@ -40,11 +40,17 @@ def scan(root: Path, base: Path) -> Iterator[Row]:
         if missing:
             raise ValueError(f"{table}: missing column(s) {', '.join(missing)}")
         for record in reader:
+            source = f"{relative(table, root)}:{reader.line_num}"
+            problem = field_count_error(record, reader.line_num)
+            if problem is not None:
+                row_id = Path((record.get("filename") or "").strip()).stem or f"line{reader.line_num}"
+                yield Row(id=row_id, source=source, audio=None, problem=problem)
+                continue
             filename = record["filename"].strip()
             category = record["category"].strip()
             yield Row(
                 id=Path(filename).stem,
-                source=f"{relative(table, root)}:{reader.line_num}",
+                source=source,
                 audio=base / "audio" / filename,
                 events=[category],
                 custom={

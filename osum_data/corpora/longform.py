@@ -28,6 +28,8 @@ def recording_id(root: Path, path: Path) -> str:
 def prepare_longform(corpus_dir: Path, out_dir: Path) -> ImportReport:
     root = Path(corpus_dir).resolve()
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) under {corpus_dir}")
     rejects, cuts, seen = RejectLog(), [], set()
     for path in files:
         rec_id = recording_id(root, path)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from osum_data.corpora.rejects import MALFORMED_LINE, RowError
 from osum_data.corpora.report import ImportReport
-from osum_data.corpora.rows import Row, conventions, import_rows, relative
+from osum_data.corpora.rows import Row, conventions, field_count_error, import_rows, relative
 
 CORPUS = "meld"
 REQUIRED = ("Utterance", "Speaker", "Emotion", "Dialogue_ID", "Utterance_ID")
@@ -71,6 +71,10 @@ def scan_split(root: Path, split: str, table: Path, clips: Path | None) -> Itera
     clip_dir = clips or table.parent / conventions(CORPUS)["splits"][split]["clips"]
     for record in reader:
         source = f"{relative(table, root)}:{reader.line_num}"
+        problem = field_count_error(record, reader.line_num)
+        if problem is not None:
+            yield Row(id=f"{split}_line{reader.line_num}", source=source, audio=None, problem=problem)
+            continue
         dia, utt = (record.get("Dialogue_ID") or "").strip(), (record.get("Utterance_ID") or "").strip()
         if not (dia.isdigit() and utt.isdigit()):
             problem = RowError(MALFORMED_LINE, f"Dialogue_ID {dia!r} / Utterance_ID {utt!r} are not numbers")

@@ -1,13 +1,14 @@
-"""MUSAN and RIRS_NOISES through lhotse's recipes: noise, music, babble and room impulse responses as
-plain cuts (one per recording, no supervisions), for the augmentation stage's side inputs.
+"""MUSAN and RIRS_NOISES: noise, music, babble and room impulse responses as plain cuts (one per
+recording, no supervisions), for the augmentation stage's side inputs.
 
-Each cut's custom says what it is: `kind` (noise | music | speech | rir) plus what the recipes drop:
-MUSAN's ANNOTATIONS fields (music genres and vocals, which lhotse keeps only on supervisions, and the
-speech/noise annotations it ignores), RIRS_NOISES' list files (`--noise-type`, `--bg-fg-type`,
+Each cut's custom says what it is: `kind` (noise | music | speech | rir) plus what lhotse's recipes
+drop: MUSAN's ANNOTATIONS fields (music genres and vocals, which lhotse keeps only on supervisions,
+and the speech/noise annotations it ignores), RIRS_NOISES' list files (`--noise-type`, `--bg-fg-type`,
 `--room-id` from pointsource_noises/noise_list, real_rirs_isotropic_noises/{rir,noise}_list and
-simulated_rirs/*/rir_list). Every wav under a part's folder is a row: a file the recipe skipped is
-rejected with the reason (real_rirs_isotropic_noises files named neither *rir* nor *noise*).
-Multi-channel recordings (some real RIRs) become MultiCuts over all channels.
+simulated_rirs/*/rir_list). Every wav under a part's folder is a row. MUSAN is read file by file, so
+an unreadable file is a reject with the reason; RIRS_NOISES goes through lhotse's recipe, and a file
+the recipe skipped is rejected with the reason (real_rirs_isotropic_noises files named neither *rir*
+nor *noise*). Multi-channel recordings (some real RIRs) become MultiCuts over all channels.
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ from typing import Any
 
 from lhotse import Recording
 from lhotse.cut import Cut, MonoCut, MultiCut
-from lhotse.recipes import prepare_musan as lhotse_prepare_musan
 from lhotse.recipes import prepare_rir_noise as lhotse_prepare_rir_noise
 
+from osum_data.corpora.audio import probe
 from osum_data.corpora.output import write_import
 from osum_data.corpora.recipe import run_recipe
-from osum_data.corpora.rejects import DROPPED_BY_LHOTSE, RejectLog
+from osum_data.corpora.rejects import DROPPED_BY_LHOTSE, DUPLICATE_ID, RejectLog, RowError
 from osum_data.corpora.report import ImportReport
 
 MUSAN_PARTS = ("music", "speech", "noise")
@@ -42,27 +43,42 @@ RIR_PARTS = {  # lhotse part -> (folder, kind, which wavs of the folder the reci
 
 
 def prepare_musan(corpus_dir: Path, out_dir: Path) -> ImportReport:
+    """Every wav of each part, probed one by one (not through lhotse's recipe, which fails as a
+    whole on one unreadable file or an empty folder): a file that cannot be read is a reject with
+    the reason, and the rest import."""
     root = _locate(Path(os.path.abspath(corpus_dir)), "musan", MUSAN_PARTS)
     parts = [p for p in MUSAN_PARTS if (root / p).is_dir()]
-    manifests = run_recipe("prepare_musan", lhotse_prepare_musan, root, output_dir=None, parts=parts)
     cuts: dict[str, list[Cut]] = {}
     rejects = RejectLog()
     rows = 0
+    seen: dict[str, Path] = {}
     for part in parts:
         annotations = _musan_annotations(root / part)
-        music = {s.recording_id: s.custom for s in manifests[part].get("supervisions", [])}
-        recordings = {r.id: r for r in manifests[part]["recordings"]}
         wavs = sorted((root / part).rglob("*.wav"))
         rows += len(wavs)
+        recordings: dict[str, Recording] = {}
+        for wav in wavs:
+            try:
+                if wav.stem in seen:
+                    raise RowError(DUPLICATE_ID, f"id {wav.stem!r} already taken by {seen[wav.stem]}")
+                seen[wav.stem] = wav
+                recordings[wav.stem] = probe(wav, wav.stem)
+            except RowError as e:
+                rejects.add_error(e, id=wav.stem, audio=str(wav), source=str(wav.relative_to(root)))
 
-        def extra(rec: Recording, part: str = part, annotations=annotations, music=music) -> dict[str, Any]:
+        def extra(rec: Recording, part: str = part, annotations=annotations) -> dict[str, Any]:
             info: dict[str, Any] = {"kind": part, "source": "musan"}
-            if rec.id in annotations:
-                info["annotation"] = annotations[rec.id]
-            info.update(music.get(rec.id) or {})
+            fields = annotations.get(rec.id)
+            if fields is not None:
+                info["annotation"] = fields
+                if part == "music" and len(fields) >= 2:  # <id> <genres> <vocals Y/N> <artist>
+                    info.update(genres=fields[0].split(","), vocals=fields[1] == "Y")
             return info
 
-        cuts[part] = _cuts(root, wavs, recordings, lambda p: p.stem, extra, rejects, f"musan {part}")
+        probed = [w for w in wavs if recordings.get(w.stem) is not None and seen[w.stem] == w]
+        cuts[part] = _cuts(root, probed, recordings, lambda p: p.stem, extra, rejects, f"musan {part}")
+    if rows == 0:
+        raise FileNotFoundError(f"no .wav files under {', '.join(str(root / p) for p in parts)}")
     return write_import(Path(out_dir), "musan", rows, cuts, rejects)
 
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from osum_data.corpora.report import ImportReport
-from osum_data.corpora.rows import Row, conventions, import_rows, relative
+from osum_data.corpora.rows import Row, conventions, field_count_error, import_rows, relative
 
 CORPUS = "nonspeech7k"
 FILE_COLUMNS = ("filename", "fname", "file")
@@ -60,11 +60,17 @@ def scan(root: Path, split: str, table: Path, clips: Path) -> Iterator[Row]:
                 f"{table}: need a file name and a class name column; header: {reader.fieldnames}"
             )
         for record in reader:
+            source = f"{relative(table, root)}:{reader.line_num}"
+            problem = field_count_error(record, reader.line_num)
+            if problem is not None:
+                name = Path((record.get(file_col) or "").strip()).stem or f"line{reader.line_num}"
+                yield Row(id=f"{split}_{name}", source=source, audio=None, problem=problem)
+                continue
             name = (record[file_col] or "").strip()
             filename = name if Path(name).suffix else f"{name}.wav"
             yield Row(
                 id=f"{split}_{Path(filename).stem}",
-                source=f"{relative(table, root)}:{reader.line_num}",
+                source=source,
                 audio=clips / filename,
                 events=[(record[class_col] or "").strip()],
                 custom={"subset": split},

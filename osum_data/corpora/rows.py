@@ -31,6 +31,7 @@ from osum_data.corpora.rejects import (
     EMPTY_ID,
     INVALID_CUT,
     MISSING_AUDIO,
+    WRONG_FIELD_COUNT,
     RejectLog,
     RowError,
 )
@@ -169,6 +170,19 @@ def _conventions() -> dict[str, Any]:
 def conventions(corpus: str) -> dict[str, Any]:
     """The file-naming tables of one corpus from conventions.yaml."""
     return _conventions()[corpus]
+
+
+def field_count_error(record: dict[str | None, Any], line: int) -> RowError | None:
+    """A `wrong_field_count` error for a csv.DictReader record whose row is short (DictReader fills
+    the missing fields with None) or long (the extra fields go under the key None), else None;
+    `line` is the reader's line_num, which names the row in the message."""
+    extra = record.get(None) or []
+    missing = [k for k, v in record.items() if k is not None and v is None]
+    if not extra and not missing:
+        return None
+    header = sum(1 for k in record if k is not None)
+    fields = header - len(missing) + len(extra)
+    return RowError(WRONG_FIELD_COUNT, f"line {line} has {fields} fields, the header has {header}")
 
 
 def relative(path: Path, root: Path) -> str:

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from osum_data.report.stats import Section, collect, find_sections
+from osum_data.report.stats import Section, SummaryError, collect, find_sections
 
 REPORT_DIR = "report"
 CSS = """
@@ -28,7 +28,7 @@ img { display: block; margin: 0.5em 0 1.5em; max-width: 100%; }
 
 
 class ReportError(ValueError):
-    """DIR holds nothing to report on."""
+    """DIR holds nothing to report on, or the report cannot be written where asked."""
 
 
 def build_report(root: str | Path, out_dir: str | Path | None = None) -> Path:
@@ -38,12 +38,17 @@ def build_report(root: str | Path, out_dir: str | Path | None = None) -> Path:
     root = Path(root)
     if not root.is_dir():
         raise ReportError(f"report: {root} is not a folder")
-    found = find_sections(root)
+    out = Path(out_dir) if out_dir else root / REPORT_DIR
+    if out.exists() and not out.is_dir():
+        raise ReportError(f"report: --out {out} is a file; give a folder for the report")
+    try:
+        found = find_sections(root)
+    except SummaryError as e:
+        raise ReportError(f"report: {e}") from None
     if not found:
         raise ReportError(
             f"report: {root} is not a run, mix or export folder (no summary.json of one), and holds none"
         )
-    out = Path(out_dir) if out_dir else root / REPORT_DIR
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     parts = [f"<h1>osum-data report: {html.escape(str(root))}</h1>"]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from osum_data.manifest_io import read_jsonl
 
@@ -61,18 +62,88 @@ def _collect_llm(counters: dict[str, Any], found: dict[str, float]) -> None:
             found[k] = found.get(k, 0) + v
 
 
+class SummaryError(ValueError):
+    """A summary.json the report cannot use (one line naming the file)."""
+
+
+class _Shape(BaseModel):
+    """The parts of a summary the report reads; anything else may be there too."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class _StageRow(_Shape):
+    stage: str
+    counters: dict[str, Any] = {}
+
+
+class _RunSummary(_Shape):
+    pipeline: str
+    accounting: str
+    rejected_by_reason: dict[str, int] = {}
+    stages: list[_StageRow] = []
+
+
+class _MixTask(_Shape):
+    target_share: float
+    realised_share: float
+    train_cuts: int
+    dev_cuts: int
+    test_cuts: int
+    speaker_disjoint: bool
+    note: str = ""
+
+
+class _MixSummary(_Shape):
+    tasks: dict[str, _MixTask] = {}
+    rejected_by_reason: dict[str, int] = {}
+    unit: str = "cuts"
+
+
+class _ExportSummary(_Shape):
+    format: str = "?"
+    rejected_by_reason: dict[str, int] | None = None
+
+
+SHAPES: dict[str, type[_Shape]] = {"run": _RunSummary, "mix": _MixSummary, "export": _ExportSummary}
+
+
 def kind_of(path: Path) -> tuple[str, dict[str, Any]] | None:
+    """(kind, summary) of a run, mix or export folder; None for a folder without summary.json.
+    A summary.json that is there but unusable (not JSON, empty, a list, the wrong shape) is a
+    SummaryError naming it: skipping it would leave that folder out of the report silently."""
+    file = path / "summary.json"
+    if not file.is_file():
+        return None
     try:
-        summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise SummaryError(f"{file}: cannot be read ({e})") from None
+    if not text.strip():
+        raise SummaryError(f"{file} is empty; re-run the command that wrote it")
+    try:
+        summary = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SummaryError(
+            f"{file}: not valid JSON ({e.msg}, line {e.lineno}); re-run the command that wrote it"
+        ) from None
     if not isinstance(summary, dict):
-        return None
+        raise SummaryError(
+            f"{file}: holds a JSON {type(summary).__name__}, not the summary of a run, mix or export"
+        )
     if summary.get("type") in ("mix", "export"):
-        return summary["type"], summary
-    if "pipeline" in summary and "accounting" in summary:
-        return "run", summary
-    return None
+        kind = summary["type"]
+    elif "pipeline" in summary:
+        kind = "run"
+    else:
+        raise SummaryError(f"{file}: not the summary of a run, mix or export (no 'pipeline' or 'type' key)")
+    try:
+        SHAPES[kind].model_validate(summary)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(x) for x in err["loc"]) or "?"
+        raise SummaryError(f"{file}: {kind} summary with a bad {key!r}: {err['msg']}") from None
+    return kind, summary
 
 
 KIND_ORDER = {"mix": 0, "run": 1, "export": 2}

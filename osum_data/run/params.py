@@ -10,17 +10,20 @@ configuration, and `max_duration: abc` never reaches a worker.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import inspect
+import json
 import typing
-from collections.abc import Iterable, Iterator
+import zlib
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, create_model
 from pydantic_core import core_schema
 
 from osum_data.run.stage import StageDef
@@ -54,6 +57,13 @@ class SideInput:
         """The manifest as an eager CutSet (cached per process)."""
         return _load_cutset(str(self.path.resolve()), self.digest)
 
+    def has_cut(self, keep: Callable[[Any], bool]) -> bool:
+        """Whether some cut of the manifest passes `keep` (a module-level function, so the answer
+        can be cached). Reads lazily up to the first such cut: the driver checks that a stage will
+        find what it needs before any work, without loading a large manifest."""
+        st = self.path.stat()
+        return _has_cut(str(self.path.resolve()), st.st_mtime_ns, st.st_size, keep)
+
     @classmethod
     def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> core_schema.CoreSchema:
         def validate(value: Any) -> SideInput:
@@ -64,8 +74,14 @@ class SideInput:
             path = Path(value).expanduser()
             if path in _PLANNED.get():
                 return cls(path)
+            if path.is_dir():
+                raise ValueError(f"side-input manifest {str(path)!r} is a directory, not a cuts manifest")
             if not path.is_file():
                 raise ValueError(f"side-input manifest {str(path)!r} does not exist")
+            st = path.stat()
+            problem = _manifest_problem(str(path.resolve()), st.st_mtime_ns, st.st_size)
+            if problem:
+                raise ValueError(f"side-input manifest {str(path)!r} {problem}")
             return cls(path)
 
         return core_schema.no_info_plain_validator_function(
@@ -100,6 +116,88 @@ def _load_cutset(path: str, digest: str):
     from lhotse import CutSet
 
     return CutSet.from_file(path).to_eager()
+
+
+def _first_line(path: str) -> str | None:
+    """The first non-blank line of a JSON-lines file (gzip or plain), None when there is none."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                return line
+    return None
+
+
+@cache
+def _manifest_problem(path: str, mtime_ns: int, size: int) -> str | None:
+    """Why the file is not a cuts manifest (judged by its first line), or None when it looks like one."""
+    from lhotse.cut import Cut
+    from lhotse.serialization import deserialize_item
+
+    try:
+        line = _first_line(path)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        return f"is not a readable gzip file ({e}); re-create it"
+    except UnicodeDecodeError:
+        return "is not a cuts manifest: not UTF-8 text (a .gz name is needed for gzip)"
+    except OSError as e:
+        return f"cannot be read: {e.strerror or e}"
+    if line is None:
+        return "is empty: it holds no cuts"
+    try:
+        item = json.loads(line)
+    except json.JSONDecodeError as e:
+        return f"is not a cuts manifest: line 1 is not JSON ({e.msg})"
+    if not isinstance(item, dict):
+        return f"is not a cuts manifest: line 1 is a JSON {type(item).__name__}, not a cut"
+    try:
+        obj = deserialize_item(item)
+    except Exception as e:  # lhotse's from_dict raises whatever a missing key causes
+        return f"is not a cuts manifest: line 1 is not a cut ({type(e).__name__}: {e})"
+    if not isinstance(obj, Cut):
+        return f"is not a cuts manifest: line 1 is a {type(obj).__name__}, not a cut"
+    return None
+
+
+@cache
+def _has_cut(path: str, mtime_ns: int, size: int, keep: Callable[[Any], bool]) -> bool:
+    from lhotse import CutSet
+
+    try:
+        return any(keep(c) for c in CutSet.from_jsonl_lazy(path))
+    except Exception as e:  # a broken line past the first
+        raise ValueError(f"side-input manifest {path!r} cannot be read: {type(e).__name__}: {e}") from None
+
+
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f"must start with http:// or https://, got {value!r}")
+    return value
+
+
+def _existing_file(value: str) -> str:
+    path = Path(value).expanduser()
+    if path.is_dir():
+        raise ValueError(f"{value!r} is a directory; give a file")
+    if not path.is_file():
+        raise ValueError(f"file {value!r} does not exist")
+    return value
+
+
+def _existing_dir(value: str) -> str:
+    path = Path(value).expanduser()
+    if path.is_file():
+        raise ValueError(f"{value!r} is a file; give a directory")
+    if not path.is_dir():
+        raise ValueError(f"directory {value!r} does not exist")
+    return value
+
+
+# Parameter types for values naming something outside the pipeline, checked at load time (in the
+# driver, before any worker starts) rather than when a worker first uses them.
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+ExistingFile = Annotated[str, AfterValidator(_existing_file)]
+ExistingDir = Annotated[str, AfterValidator(_existing_dir)]
 
 
 class ParamError(ValueError):

@@ -29,6 +29,7 @@ from osum_data.llm.client import LLMRequest
 from osum_data.llm.filters import Deduper, LengthBounds, check_text
 from osum_data.llm.settings import LLMSettings
 from osum_data.llm.stages import LLMStage, load_template, reject_of, template_version
+from osum_data.run.params import ExistingFile
 from osum_data.run.stage import Reject, StageContext, StageResult, register_stage, source_stage, unit_draw
 from osum_data.tasks import registry
 
@@ -39,21 +40,36 @@ PERSONAS_YAML = Path(__file__).with_name("personas.yaml")
 def load_personas(path: str | None = None) -> dict[str, Any]:
     """The persona table, checked against the vocabularies (an unknown id is an error naming it)."""
     source = Path(path) if path else PERSONAS_YAML
-    data = yaml.safe_load(source.read_text(encoding="utf-8"))
+    try:
+        data = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"{source}: cannot read the persona table: {first}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: expected a mapping with ages, genders, emotions and topics")
     reg = registry()
     for field, vocab in (("ages", "age"), ("genders", "gender"), ("emotions", "emotion")):
         values = data.get(field) or []
-        if not values:
-            raise ValueError(f"{source}: '{field}' is empty")
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"{source}: '{field}' must be a non-empty list")
         for value in values:
             reg.vocabulary(vocab).get(value)  # LabelError naming the value
-    if not data.get("topics"):
-        raise ValueError(f"{source}: 'topics' is empty")
-    for topic in data["topics"]:
+    topics = data.get("topics")
+    if not topics or not isinstance(topics, list) or not all(isinstance(t, dict) for t in topics):
+        raise ValueError(f"{source}: 'topics' must be a non-empty list of mappings")
+    for topic in topics:
         for age in topic.get("ages") or []:
             if age not in data["ages"]:
                 raise ValueError(f"{source}: topic {topic} names age {age!r}, not one of 'ages'")
     return data
+
+
+def _check(p: dict[str, Any]) -> None:
+    """At load time (the driver, before Ray starts): the persona table reads and names known labels."""
+    try:
+        load_personas(p["table"])
+    except ValueError as e:  # LabelError included
+        raise ValueError(f"table: {e}") from None
 
 
 def _excluded(persona: dict[str, str], rules: list[dict[str, str]]) -> bool:
@@ -87,12 +103,12 @@ def persona_plan(n: int, seed: int, language: str, path: str | None = None) -> l
     return out
 
 
-@source_stage("personas", version=1)
+@source_stage("personas", version=1, check=_check)
 def personas(
     ctx: StageContext,
     n: Annotated[int, Field(ge=1, le=1_000_000)] = 48,
     language: Literal["en", "zh"] = "en",
-    table: str | None = None,
+    table: ExistingFile | None = None,
 ) -> Iterator[Cut]:
     """`n` persona cuts (no audio yet): `custom.persona` and an empty transcript in `language`."""
     for i, persona in enumerate(persona_plan(n, ctx.seed, language, table)):

@@ -22,6 +22,7 @@ from lhotse.cut import Cut
 from pydantic import Field
 
 from osum_data.manifest_io import atomic_path, safe_file_name
+from osum_data.run.params import ExistingFile, HttpUrl
 from osum_data.run.stage import Reject, StageContext, StageResult, register_stage, unit_draw
 from osum_data.synth.backends import Prosody, TTSError, finish, make_backend
 
@@ -30,10 +31,25 @@ VOICES_YAML = Path(__file__).with_name("voices.yaml")
 
 @cache
 def load_voices(path: str | None = None) -> dict[str, Any]:
-    data = yaml.safe_load((Path(path) if path else VOICES_YAML).read_text(encoding="utf-8"))
-    if not isinstance(data, dict) or "emotions" not in data:
-        raise ValueError(f"{path or VOICES_YAML}: expected backend tables and an 'emotions' table")
+    source = Path(path) if path else VOICES_YAML
+    try:
+        data = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"{source}: cannot read the voice table: {first}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("emotions"), dict):
+        raise ValueError(f"{source}: expected a mapping of backend tables and an 'emotions' table")
     return data
+
+
+def _check(p: dict[str, Any]) -> None:
+    """At load time: the http backend has somewhere to go, and the voice table reads."""
+    if p["backend"] == "http" and not p["url"]:
+        raise ValueError("backend=http needs url (e.g. --set tts.url=http://127.0.0.1:8880/v1)")
+    try:
+        load_voices(p["voices"])
+    except ValueError as e:
+        raise ValueError(f"voices: {e}") from None
 
 
 def pick_voice(
@@ -53,15 +69,15 @@ def prosody_of(table: dict[str, Any], emotion: str) -> Prosody:
     return Prosody(**spec)
 
 
-@register_stage("tts", version=1)
+@register_stage("tts", version=1, check=_check)
 class TTS:
     """Synthesise each persona's utterance with a matching voice; the cut gets the audio and labels."""
 
     def __init__(
         self,
         backend: Literal["espeak", "flite", "piper", "http"] = "espeak",
-        voices: str | None = None,
-        url: str | None = None,
+        voices: ExistingFile | None = None,
+        url: HttpUrl | None = None,
         model: str | None = None,
         api_key_env: str = "OPENAI_API_KEY",
         timeout_s: Annotated[float, Field(gt=0)] = 60.0,

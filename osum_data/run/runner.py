@@ -504,7 +504,8 @@ def run_pipeline(
 ) -> RunResult:
     """Run `config` over the cuts in `input_path` (None for a pipeline with a source stage) and
     write the output layout into `output_dir`."""
-    out_dir = Path(output_dir)
+    # Absolute: workers on other nodes (or started elsewhere) resolve paths in their own cwd.
+    out_dir = Path(output_dir).absolute()
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     if config.source_stage is None and input_path is None:

@@ -61,6 +61,16 @@ def load_yaml_file(path: Path) -> Any:
         raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
 
 
+def read_yaml_table(path: Path, what: str) -> Any:
+    """A data table's YAML content; an unreadable file or broken YAML is a ValueError naming the
+    file and the table (stage checks report it as one line)."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"{path}: cannot read the {what}: {first}") from None
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """`a.b.c=value` -> (['a', 'b', 'c'], value parsed as YAML; empty value -> None)."""
     if "=" not in text:

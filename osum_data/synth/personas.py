@@ -19,7 +19,6 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from lhotse import MonoCut, SupervisionSegment
 from lhotse.cut import Cut
 from lhotse.utils import fastcopy
@@ -32,6 +31,7 @@ from osum_data.llm.stages import LLMStage, load_template, reject_of, template_ve
 from osum_data.run.params import ExistingFile
 from osum_data.run.stage import Reject, StageContext, StageResult, register_stage, source_stage, unit_draw
 from osum_data.tasks import registry
+from osum_data.yaml_config import read_yaml_table
 
 PERSONAS_YAML = Path(__file__).with_name("personas.yaml")
 
@@ -40,11 +40,7 @@ PERSONAS_YAML = Path(__file__).with_name("personas.yaml")
 def load_personas(path: str | None = None) -> dict[str, Any]:
     """The persona table, checked against the vocabularies (an unknown id is an error naming it)."""
     source = Path(path) if path else PERSONAS_YAML
-    try:
-        data = yaml.safe_load(source.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ValueError(f"{source}: cannot read the persona table: {first}") from None
+    data = read_yaml_table(source, "persona table")
     if not isinstance(data, dict):
         raise ValueError(f"{source}: expected a mapping with ages, genders, emotions and topics")
     reg = registry()

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import soundfile as sf
-import yaml
 from lhotse import MonoCut, Recording, SupervisionSegment
 from lhotse.cut import Cut
 from pydantic import Field
@@ -25,6 +24,7 @@ from osum_data.manifest_io import atomic_path, safe_file_name
 from osum_data.run.params import ExistingFile, HttpUrl
 from osum_data.run.stage import Reject, StageContext, StageResult, register_stage, unit_draw
 from osum_data.synth.backends import Prosody, TTSError, finish, make_backend
+from osum_data.yaml_config import read_yaml_table
 
 VOICES_YAML = Path(__file__).with_name("voices.yaml")
 
@@ -32,11 +32,7 @@ VOICES_YAML = Path(__file__).with_name("voices.yaml")
 @cache
 def load_voices(path: str | None = None) -> dict[str, Any]:
     source = Path(path) if path else VOICES_YAML
-    try:
-        data = yaml.safe_load(source.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ValueError(f"{source}: cannot read the voice table: {first}") from None
+    data = read_yaml_table(source, "voice table")
     if not isinstance(data, dict) or not isinstance(data.get("emotions"), dict):
         raise ValueError(f"{source}: expected a mapping of backend tables and an 'emotions' table")
     return data

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import shutil
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,7 +109,7 @@ def to_sample(cut: Cut) -> Sample:
     )
 
 
-class FormatStage:
+class FormatStage(ABC):
     """Base of the export stages: samples in, per-split files out (`write_split`)."""
 
     def __call__(self, cuts: list[Cut], ctx: StageContext) -> StageResult:
@@ -131,5 +132,6 @@ class FormatStage:
             self.write_split(samples, files / split)
         return result
 
+    @abstractmethod
     def write_split(self, samples: list[Sample], folder: Path) -> None:
-        raise NotImplementedError
+        """Write one split's samples in the format's layout into `folder`."""

@@ -65,6 +65,18 @@ def _text_or_reject(cut: Cut) -> str:
     return text
 
 
+def _promptable(cuts: list[Cut], section: dict[str, Any], result: StageResult) -> list[tuple[Cut, str, str]]:
+    """(cut, transcript, language) of the cuts a prompt of `section` can be written for; the
+    others go to `result.rejected` with their reason."""
+    out = []
+    for cut in cuts:
+        try:
+            out.append((cut, _text_or_reject(cut), _language_or_reject(cut, section)))
+        except Reject as r:
+            result.rejected.append((cut, r))
+    return out
+
+
 def voice_description(cut: Cut, lang: str) -> str:
     """'female, elderly, sad' (or 女性、老年、悲伤) from the cut's gender/age/emotion labels."""
     labels = known_labels(cut)
@@ -91,12 +103,7 @@ class LLMAnswerable(LLMStage):
         t = load_template("sttc")["judge"]
         result = StageResult()
         todo, requests = [], []
-        for cut in cuts:
-            try:
-                text, lang = _text_or_reject(cut), _language_or_reject(cut, t)
-            except Reject as r:
-                result.rejected.append((cut, r))
-                continue
+        for cut, text, lang in _promptable(cuts, t, result):
             messages = [
                 {"role": "system", "content": t["system"][lang]},
                 {"role": "user", "content": t["user"][lang].format(text=text)},
@@ -162,12 +169,7 @@ class LLMAnswer(LLMStage):
         t = load_template("sttc")["answer"]
         result = StageResult()
         todo, requests = [], []
-        for cut in cuts:
-            try:
-                text, lang = _text_or_reject(cut), _language_or_reject(cut, t)
-            except Reject as r:
-                result.rejected.append((cut, r))
-                continue
+        for cut, text, lang in _promptable(cuts, t, result):
             messages = self.messages(cut, text, lang)
             todo.append((cut, lang, [m["content"] for m in messages]))
             requests.append(

@@ -9,6 +9,7 @@ checks of `words.check_spans` run on every backend's output.
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 
 import numpy as np
 from lhotse.cut import Cut
@@ -39,7 +40,7 @@ def supervision_audio(cut: Cut, sampling_rate: int = SAMPLE_RATE) -> tuple[np.nd
     return audio, start
 
 
-class AlignerStage:
+class AlignerStage(ABC):
     """Base of the aligner stages (not registered itself)."""
 
     source = "aligner"  # label_source of the alignments this stage writes
@@ -49,8 +50,9 @@ class AlignerStage:
     def __init__(self, allow_zero_length: bool = False):
         self.allow_zero_length = allow_zero_length
 
+    @abstractmethod
     def align(self, audio: np.ndarray, words: list[RefWord], language: str, cut: Cut) -> list[Span | None]:
-        raise NotImplementedError
+        """One span (or None) per reference word, in seconds from the start of `audio`."""
 
     def align_cut(self, cut: Cut) -> Cut:
         if not cut.supervisions:

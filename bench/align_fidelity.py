@@ -123,14 +123,18 @@ def reduced_dictionary(cut_dicts: list[dict], path: Path) -> int:
     from osum_data.label.align.sphinx import shipped_model
     from osum_data.label.align.words import reference_words
 
-    words = sorted({t for d in cut_dicts for w in reference_words(d["supervisions"][0]["text"]) for t in w.spoken})
+    words = sorted(
+        {t for d in cut_dicts for w in reference_words(d["supervisions"][0]["text"]) for t in w.spoken}
+    )
     out = set(words[::2])
     lines = Path(shipped_model()[1]).read_text().splitlines()
     path.write_text("\n".join(ln for ln in lines if ln.split()[0].split("(")[0] not in out) + "\n")
     return len(out)
 
 
-def _row(name: str, kept: int, total: int, errs: list[float], t1: float | None, t2: float | None, audio_s: float):
+def _row(
+    name: str, kept: int, total: int, errs: list[float], t1: float | None, t2: float | None, audio_s: float
+):
     errs_ms = np.array(errs) * 1000
     med = f"{np.median(errs_ms):.0f}" if len(errs_ms) else "-"
     p90 = f"{np.percentile(errs_ms, 90):.0f}" if len(errs_ms) else "-"
@@ -173,7 +177,15 @@ def main() -> None:
         removed = reduced_dictionary(cut_dicts, root / "reduced.dict")
         kept, _ = run_workers("pocketsphinx+g2p", args, cut_dicts, 1)
         for kind in ("dictionary", "guessed"):
-            _row(f"pocketsphinx+g2p {kind}", len(kept), len(cuts), boundary_errors(kept, reference, kind), None, None, audio_s)
+            _row(
+                f"pocketsphinx+g2p {kind}",
+                len(kept),
+                len(cuts),
+                boundary_errors(kept, reference, kind),
+                None,
+                None,
+                audio_s,
+            )
         scores = np.array(guessed_scores(kept))
         if scores.size:
             print(

@@ -188,7 +188,10 @@ def test_tsv_label_source_column_is_checked(tmp_path):
     from osum_data.demo import SOUNDS_DIR, write_tsv
 
     wav = str(SOUNDS_DIR / "activated.wav")
-    rows = [["a", wav, "activated", "female", "synthetic:x"], ["b", wav, "activated", "female", "bad source!"]]
+    rows = [
+        ["a", wav, "activated", "female", "synthetic:x"],
+        ["b", wav, "activated", "female", "bad source!"],
+    ]
     (tmp_path / "c").mkdir()
     write_tsv(tmp_path / "c" / "metadata.tsv", ["id", "audio", "text", "gender", "label_source"], rows)
     report = prepare("tsv", tmp_path / "c", tmp_path / "out")

@@ -43,9 +43,8 @@ from osum_data.corpora.table import Table, TableRow, find_metadata
 
 CORPUS = "tsv"  # corpus name for label maps: corpus_maps.yaml may hold a `tsv:` table
 REQUIRED = ("id", "audio", "text")
-OPTIONAL = (
-    "language", "speaker", "gender", "age", "emotion", "style", "events", "start", "end", "label_source"
-)
+OPTIONAL = ("language", "speaker", "gender", "age", "emotion", "style", "events", "start", "end")
+OPTIONAL += ("label_source",)
 # `label_source`: where the row's labels come from when not from human annotation of real speech
 # (`tts:espeak-ng` for synthetic personas, `model:x`); default `corpus`.
 _LABEL_SOURCE = re.compile(r"[a-z][a-z+]*(?::[\w.+/-]+)?")

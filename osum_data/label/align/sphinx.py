@@ -149,7 +149,9 @@ class PocketSphinxAligner(AlignerStage):
         levels = frame_levels_db(audio, SAMPLE_RATE)
         threshold = speech_threshold_db(levels)
         out = [
-            None if s is None else Span(s.start, s.end, round(speech_share(levels, threshold, s.start, s.end), 3))
+            None
+            if s is None
+            else Span(s.start, s.end, round(speech_share(levels, threshold, s.start, s.end), 3))
             for s in spans
         ]
         guessed = set(self._cut_guessed)

@@ -139,7 +139,7 @@ def _row(
     med = f"{np.median(errs_ms):.0f}" if len(errs_ms) else "-"
     p90 = f"{np.percentile(errs_ms, 90):.0f}" if len(errs_ms) else "-"
     speed = f"{t1 / audio_s:>10.3f}{audio_s / t1:>12.1f}{t1 / t2:>13.2f}" if t1 and t2 else ""
-    print(f"{name:<24}{kept:>3}/{total:<3}{med:>11}{p90:>9}{speed}")
+    print(f"{name:<28}{kept:>3}/{total:<3}{med:>11}{p90:>9}{speed}")
 
 
 def main() -> None:
@@ -164,7 +164,7 @@ def main() -> None:
             f"(Asterisk prompts, 8 kHz, joined with 0.15-0.6 s pauses)\n"
         )
         header = (
-            f"{'backend':<24}{'kept':>7}{'median ms':>11}{'p90 ms':>9}{'RTF/core':>10}"
+            f"{'backend':<28}{'kept':>7}{'median ms':>11}{'p90 ms':>9}{'RTF/core':>10}"
             f"{'x realtime':>12}{'2w speed-up':>13}"
         )
         print(header)

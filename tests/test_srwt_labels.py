@@ -88,6 +88,18 @@ def test_srwt_target_has_no_zero_length_word(tmp_path):
     assert parsed.words[3] == Word("an", 1.4, 1.5)
 
 
+def test_chinese_character_target_keeps_the_symbol_and_drops_the_punctuation():
+    text = "请按*键，谢谢。"
+    sup = SupervisionSegment(id="z", recording_id="r", start=0, duration=2.0, text=text, language="zh")
+    cut = MonoCut(id="z", start=0, duration=2.0, channel=0, supervisions=[sup])
+    words = reference_words(text, "zh")
+    assert [w.text for w in words] == ["请", "按", "*", "键", "谢", "谢"]
+    spans = [(0.1, 0.3), (0.3, 0.52), (0.52, 0.98), (0.98, 1.02), (1.3, 1.5), (1.5, 1.53)]
+    set_word_alignment(cut, words, [Span(a, b) for a, b in spans], 0.0, "test")
+    target = template(cut, task="srwt").custom["target"]
+    assert target == "<0.1>请<0.3> <0.3>按<0.5> <0.5>*<1.0> <1.0>键<1.1> <1.3>谢<1.5> <1.5>谢<1.6>"
+
+
 def test_too_many_words_for_the_audio_are_rejected_not_rendered_zero_length():
     sup = SupervisionSegment(id="u", recording_id="r", start=0, duration=0.2, text="a b c", language="en")
     cut = MonoCut(id="u", start=0, duration=0.2, channel=0, supervisions=[sup])

@@ -45,6 +45,12 @@ def test_chinese_symbols_are_their_own_character_words():
     assert words[2].spoken == ("星", "号")  # 按*键 is read 按星号键
     assert words[7].spoken == ("井",)  # 按#号键: the 号 is written, not doubled
     assert [w.spoken for w in reference_words("拨打12号", "zh")] == [("拨",), ("打",), ("一", "二"), ("号",)]
+    full_width = reference_words("按＊键", "zh")  # the full-width star of Chinese text
+    assert [(w.text, w.spoken) for w in full_width] == [
+        ("按", ("按",)),
+        ("＊", ("星", "号")),
+        ("键", ("键",)),
+    ]
 
 
 def test_punctuation_leaves_the_written_word_but_abbreviations_keep_their_dots():

@@ -82,7 +82,7 @@ def _rules(lang: str, tag: str | None = None) -> dict[str, Any]:
 
 # Symbols that are read aloud in some language: never glued to a neighbouring character as
 # punctuation, and never stripped from the written form.
-SPOKEN_SYMBOLS = "%&+@#=$*€£"
+SPOKEN_SYMBOLS = "%&+@#=$*€£＊＃％＋＝＠＄"  # full-width forms too (Chinese text keeps them)
 
 
 def _is_punct(ch: str) -> bool:

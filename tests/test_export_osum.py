@@ -545,3 +545,19 @@ def test_echat_export_writes_anger_and_reads_back(tmp_path):
     (sample,) = read_shards(tmp_path / "out" / "shards_list.txt")  # the reader validates the target
     assert sample.txt == "password<ANGER>" and sample.extra["gender"] == "<FEMALE>"
     assert not [r for r in check_osum_export(tmp_path / "out") if r["status"] == "fail"]
+
+
+def test_a_task_the_rule_would_drop_or_skew_fails_the_mix_export_by_name(tmp_path):
+    from osum_data.export.osum_config import OsumMixError, check_shares
+
+    planned = {"asr": 216.0, "srwt": 216.0, "sap": 216.0}
+    exact = {"asr": Realised(1, 216, 216), "srwt": Realised(2, 216, 216), "sap": Realised(9, 216, 216)}
+    assert all(s.ok for s in check_shares(planned, exact, "cuts", tmp_path / "rejects.jsonl.gz"))
+    dropped = dict(exact, srwt=Realised(0, 0, 0))
+    with pytest.raises(OsumMixError, match=r"task 'srwt' planned 216 cuts \(33.33%\), dropped"):
+        check_shares(planned, dropped, "cuts", tmp_path / "rejects.jsonl.gz")
+    skewed = dict(exact, sap=Realised(9, 230, 230))  # 6.5 % more sap: every share moves
+    with pytest.raises(OsumMixError, match="task 'sap'"):
+        check_shares(planned, skewed, "cuts", tmp_path / "rejects.jsonl.gz")
+    near = dict(exact, sap=Realised(9, 219, 219))  # within 2 %
+    assert all(s.ok for s in check_shares(planned, near, "cuts", tmp_path / "rejects.jsonl.gz"))

@@ -31,7 +31,14 @@ import yaml
 from osum_data.export.engine import RUN_DIR, concat_files, relative_or_absolute, write_summary
 from osum_data.export.osum import run_osum_export
 from osum_data.export.osum_dialect import DEFAULT_DIALECT, load_dialect, scan_manifest, write_prompt_config
-from osum_data.export.osum_weights import OSUM_SEED, Realised, add, compare_shares, expand_like_osum
+from osum_data.export.osum_weights import (
+    OSUM_SEED,
+    Realised,
+    TaskShare,
+    add,
+    compare_shares,
+    expand_like_osum,
+)
 from osum_data.manifest_io import atomic_path, dumps, open_jsonl_writer, read_jsonl
 
 HEADER = """\
@@ -93,20 +100,46 @@ def _write_training_input(mix_dir: Path, summary: dict[str, Any], dest: Path) ->
                     continue
                 repeats, extra = _dataset_plan(ds)
                 copies = copy_counts(path, name, repeats, extra, seed)
-                for d, k in zip(read_jsonl(path), copies, strict=True):
-                    if k <= 0:
-                        continue
-                    custom = dict(d.get("custom") or {})
-                    custom["mix"] = {**(custom.get("mix") or {}), "copies": int(k)}
-                    d["custom"] = custom
-                    f.write(dumps(d) + "\n")
-                    written += 1
+                # one copy group after the other, so each group's cuts fill whole tar shards
+                for group in sorted({int(k) for k in copies if k > 0}, reverse=True):
+                    for d, k in zip(read_jsonl(path), copies, strict=True):
+                        if k != group:
+                            continue
+                        custom = dict(d.get("custom") or {})
+                        custom["mix"] = {**(custom.get("mix") or {}), "copies": group}
+                        d["custom"] = custom
+                        f.write(dumps(d) + "\n")
+                        written += 1
             if planned.get(task, {}).get("cuts", 0) > 0 and written == 0:
                 raise OsumMixError(
                     f"task {task!r}: the mix plans {planned[task]['cuts']:.0f} training cuts but its plan "
                     f"files under {mix_dir / 'plan' / 'train' / task} hold none to export; rebuild the mix"
                 )
     return planned
+
+
+def check_shares(
+    planned: dict[str, float], got: dict[str, Realised], unit: str, rejects: Path
+) -> list[TaskShare]:
+    """Each task's share of a pass under OSUM's rule against the mix's plan; OsumMixError naming
+    every task that would be dropped or is off by more than the tolerance."""
+    shares = compare_shares({t: v for t, v in planned.items() if v > 0}, got)
+    bad = [s for s in shares if not s.ok]
+    if bad:
+        raise OsumMixError(
+            "OSUM's weighting rule would not reproduce the mix: "
+            + "; ".join(
+                f"task {s.task!r} planned {s.planned:.6g} {unit} ({s.planned_share:.2%}), "
+                + (
+                    "dropped"
+                    if s.dropped
+                    else f"realised {s.low:.6g} ({s.realised_share:.2%}, off {s.error:.2%})"
+                )
+                for s in bad
+            )
+            + f"; see {rejects} for cuts the export rejected"
+        )
+    return shares
 
 
 def export_osum_mix(
@@ -172,22 +205,7 @@ def export_osum_mix(
             got.get(task, Realised(0, 0.0, 0.0)),
             Realised(len(groups[group]) * copies, copies * amount, copies * amount),
         )
-    shares = compare_shares({t: p[unit] for t, p in planned.items() if p[unit] > 0}, got)
-    bad = [s for s in shares if not s.ok]
-    if bad:
-        raise OsumMixError(
-            "OSUM's weighting rule would not reproduce the mix: "
-            + "; ".join(
-                f"task {s.task!r} planned {s.planned:.6g} {unit} ({s.planned_share:.2%}), "
-                + (
-                    "dropped"
-                    if s.dropped
-                    else f"realised {s.low:.6g} ({s.realised_share:.2%}, off {s.error:.2%})"
-                )
-                for s in bad
-            )
-            + f"; see {out / 'rejects.jsonl.gz'} for cuts the export rejected"
-        )
+    shares = check_shares({t: p[unit] for t, p in planned.items()}, got, unit, out / "rejects.jsonl.gz")
     with atomic_path(out / "data_config.yaml") as tmp:
         text = HEADER.format(mix=mix_dir, dialect=dialect) + yaml.safe_dump(
             config, allow_unicode=True, sort_keys=False

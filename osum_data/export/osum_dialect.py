@@ -112,7 +112,8 @@ def _label_tags(dialect: Dialect, field_name: str, values: str | list[str]) -> l
         if tag is None:
             known = ", ".join(sorted(dialect.tag_set(field_name))) or "none"
             raise DialectError(
-                f"{field_name} label {v!r} has no tag in dialect {dialect.name} (its tags: {known})"
+                f"{field_name} label {v!r} has no tag in dialect {dialect.name} (its tags: {known}); "
+                "leave such cuts out of the mix or pick another --dialect"
             )
         out.append(tag)
     return out

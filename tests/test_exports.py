@@ -182,7 +182,7 @@ def test_hf_export_loads_with_datasets(mix, tmp_path):
 
     out = tmp_path / "hf"
     summary = export("hf", mix, out)
-    ds = datasets.load_dataset(str(out))
+    ds = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "hf-cache"))
     mix_summary = json.loads((mix / "summary.json").read_text())
     assert set(ds) == {"train", "validation", "test"}
     assert len(ds["train"]) == mix_summary["out"] == summary["splits"]["train"]
@@ -198,7 +198,9 @@ def test_hf_export_loads_with_datasets(mix, tmp_path):
         np.testing.assert_allclose(samples.data.numpy()[0], source_audio(src), atol=1.01 / 32768)
         labels = json.loads(row["labels"])
         assert labels.get("emotion") == src["supervisions"][0]["custom"].get("emotion")
-    raw = datasets.load_dataset("parquet", data_files=str(out / "data" / "test-*.parquet"))["train"]
+    raw = datasets.load_dataset(
+        "parquet", data_files=str(out / "data" / "test-*.parquet"), cache_dir=str(tmp_path / "hf-cache")
+    )["train"]
     assert len(raw) == len(ds["test"]) and isinstance(raw.features["audio"], datasets.Audio)
 
 
@@ -228,7 +230,9 @@ def test_sharegpt_export_follows_llama_factory(mix, tmp_path):
             "messages": "messages",
             "audios": "audios",
         }
-        rows = datasets.load_dataset("json", data_files=str(out / entry["file_name"]))["train"]
+        rows = datasets.load_dataset(
+            "json", data_files=str(out / entry["file_name"]), cache_dir=str(tmp_path / "hf-cache")
+        )["train"]
         assert len(rows) > 0
         for row in rows:
             messages, audios = llama_factory_sharegpt(row)

@@ -23,6 +23,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/ray_scaling.py
 	$(VENV)/bin/python bench/train_padding.py
 	$(VENV)/bin/python bench/llm_rate.py
+	$(VENV)/bin/python bench/llm_embedded.py
 	$(VENV)/bin/python bench/augment.py
 	$(VENV)/bin/python bench/align_fidelity.py
 	$(VENV)/bin/python bench/mix_shar.py

@@ -18,6 +18,18 @@ Without a marker the answer is `{"answer": "reply to: <message>"}` when JSON is 
 text, or what `reply_fn(text, body)` returns. `latency_s` delays every answer (the benchmark's
 bound). `refuse_formats` lists response_format types answered with the HTTP 500 that
 llama-cpp-python gives for forms it does not know.
+
+Whole-server behaviours (what a broken endpoint looks like from outside):
+  drop_completions  lists its models, but closes the connection on every chat completion (the
+                    llama.cpp server that died at its first completion, as seen by a client)
+  die_after=N       after N answered work requests it stops listening and drops every request
+                    on the connections still open: a server that dies mid-run
+  accept_key=KEY    answers HTTP 401 unless the request carries `Authorization: Bearer KEY`
+  echo_auth         every answer repeats the request's Authorization header inside its text
+                    (inside each string value of a JSON answer, so it still validates)
+The start-up self-test's request (osum_data.llm.probe) is answered "OK" and counted in `probes`, not
+in `requests`/`attempts`, so counts of work requests stay comparable with a stage's counters; it
+goes through the whole-server behaviours like any request.
 """
 
 from __future__ import annotations
@@ -31,6 +43,8 @@ from collections import Counter
 
 from aiohttp import web
 
+from osum_data.llm.probe import PROBE_MESSAGES
+
 _MARK = re.compile(r"\[\[fault:([a-z_0-9]+?)(?:x(\d+))?\]\]")
 
 
@@ -42,7 +56,19 @@ class FaultServer:
         slow_s: float = 0.3,
         refuse_formats: tuple[str, ...] = (),
         reply_fn=None,
+        drop_completions: bool = False,
+        die_after: int | None = None,
+        accept_key: str | None = None,
+        echo_auth: bool = False,
     ):
+        self.drop_completions = drop_completions
+        self.die_after = die_after
+        self.accept_key = accept_key
+        self.echo_auth = echo_auth
+        self.dead = False
+        self.probes = 0
+        self.dropped = 0  # requests closed without an answer (drop_completions, dead)
+        self.refused = 0  # 401s for a wrong key
         self.latency_s = latency_s
         self.timeout_sleep_s = timeout_sleep_s
         self.slow_s = slow_s
@@ -56,6 +82,7 @@ class FaultServer:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
         self.port = 0
 
     @property
@@ -88,11 +115,45 @@ class FaultServer:
             },
         }
 
+    def _echo(self, reply: str, auth: str) -> str:
+        try:
+            obj = json.loads(reply)
+        except ValueError:
+            return f"{reply} (auth: {auth})"
+        if isinstance(obj, dict):
+            obj = {k: f"{v} (auth: {auth})" if isinstance(v, str) else v for k, v in obj.items()}
+        return json.dumps(obj)
+
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
+        auth = request.headers.get("Authorization", "")
+        if self.dead or self.drop_completions:
+            with self._lock:
+                self.dropped += 1
+            request.transport.close()
+            return web.Response(status=500)
+        if self.accept_key is not None and auth != f"Bearer {self.accept_key}":
+            with self._lock:
+                self.refused += 1
+            err = {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error",
+                             "code": "invalid_api_key"}}  # fmt: skip
+            return web.json_response(err, status=401)
+        if body.get("messages") == PROBE_MESSAGES:
+            with self._lock:
+                self.probes += 1
+            reply = self._echo("OK", auth) if self.echo_auth else "OK"
+            return web.json_response(self._completion("probe", reply))
         with self._lock:
             self.requests += 1
-            self.auth_headers.add(request.headers.get("Authorization", ""))
+            self.auth_headers.add(auth)
+            if self.die_after is not None and self.requests > self.die_after:
+                self.dead = True
+        if self.dead:
+            self._die()
+            with self._lock:
+                self.dropped += 1
+            request.transport.close()
+            return web.Response(status=500)
         fmt = (body.get("response_format") or {}).get("type")
         self.formats[fmt] += 1
         if fmt in self.refuse_formats:
@@ -132,12 +193,20 @@ class FaultServer:
             return web.Response(status=500)
         if fault == "malformed":
             reply = '{"answer": "unterminated'
+        if self.echo_auth:
+            reply = self._echo(reply, auth)
         refusal = "I'm sorry, but I can't help with that." if fault == "refusal" else None
         finish = "length" if fault == "length" else "stop"
         return web.json_response(self._completion(text, reply, refusal, finish))
 
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "fault-model", "object": "model"}]})
+
+    def _die(self) -> None:
+        """Stop listening (new connections are refused); requests on open connections are dropped."""
+        if self._site is not None:
+            site, self._site = self._site, None
+            asyncio.ensure_future(site.stop())
 
     # -------------------------------------------------------------------------------------------
 
@@ -153,6 +222,7 @@ class FaultServer:
             self._loop.run_until_complete(self._runner.setup())
             site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=1024)
             self._loop.run_until_complete(site.start())
+            self._site = site
             self.port = site._server.sockets[0].getsockname()[1]
             started.set()
             self._loop.run_forever()

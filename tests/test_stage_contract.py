@@ -263,7 +263,7 @@ def test_an_installed_package_adds_stages_through_an_entry_point(tmp_path):
 
 
 def test_an_llm_stage_gets_the_embedded_server_and_reports_its_tokens(tmp_path, ray_session, monkeypatch):
-    """No endpoint configured: the runner starts the real embedded llama.cpp server on SmolLM2-135M
+    """No endpoint configured: the runner starts the real embedded server on SmolLM2-135M
     for the run, the stage's counters land in summary.json, and a re-run into a new folder is
     answered from the cache (zero requests)."""
     for var in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "OPENAI_MODEL"):

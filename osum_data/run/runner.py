@@ -39,7 +39,7 @@ from osum_data.run import outdir
 from osum_data.run.config import PipelineConfig, StageSpec
 from osum_data.run.inputs import InputError, InputScan, iter_shards, scan
 from osum_data.run.shard import INPUT_STAGE, SHARD_DIR, ShardInput, ShardProcessor, read_done, shard_paths
-from osum_data.run.stage import Resources, StageContext, add_counters, get_stage
+from osum_data.run.stage import FatalStageError, Resources, StageContext, add_counters, get_stage
 
 log = logging.getLogger("osum_data.run")
 WORKER_DEATHS = (RayActorError, WorkerCrashedError, ray.exceptions.OutOfMemoryError)
@@ -341,6 +341,8 @@ class _Scheduler:
 
     def _task_failure(self, f: _Flight, g: Group, e: RayTaskError) -> str:
         cause = cause_of(e)
+        if isinstance(cause, FatalStageError):  # its message names what failed and what to do
+            return str(cause)
         if isinstance(cause, OSError) and cause.errno == 28:
             return (
                 f"disk full while writing shard {f.shard.index} into {self.run_dir} "

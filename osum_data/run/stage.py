@@ -223,8 +223,14 @@ def register_stage(
 FATAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 
+class FatalStageError(RuntimeError):
+    """Raised by a stage when no cut can succeed however often it is tried (an LLM endpoint that
+    refuses the key, or is down): the run stops with this one-line message instead of rejecting
+    every cut, and the shard is not finished, so the re-run does it."""
+
+
 def is_fatal(e: BaseException) -> bool:
-    return isinstance(e, OSError) and e.errno in FATAL_ERRNOS
+    return isinstance(e, FatalStageError) or (isinstance(e, OSError) and e.errno in FATAL_ERRNOS)
 
 
 @contextlib.contextmanager

@@ -54,7 +54,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from osum_data.manifest_io import read_jsonl
+from osum_data.manifest_io import atomic_path, read_jsonl
 from osum_data.report.tasks import build_table, format_table, planned_task, problems, write_table
 from osum_data.yaml_config import ConfigError, load_yaml_file
 
@@ -549,12 +549,71 @@ def _export(
     from osum_data.export.formats import describe, export
 
     opts = dict(opts or {})
-    t0 = time.monotonic()
-    summary = export(
-        fmt, cuts, out, shards=bool(opts.pop("shards", False)), workers=workers, address=address, **opts
-    )
-    print(f"[{label}] " + describe(summary) + f" ({time.monotonic() - t0:.0f} s)")
+    identity = {
+        "format": fmt,
+        "options": opts,
+        "input": _content_digest(cuts),
+        "code": _code_digest("export"),
+    }
+    marker = out / EXPORT_MARKER
+    try:
+        previous = json.loads(marker.read_text())
+        summary = json.loads((out / "summary.json").read_text()) if previous == identity else None
+    except (FileNotFoundError, json.JSONDecodeError):
+        summary = None
+    if summary is not None:
+        print(f"[{label}] {fmt} export unchanged since the last run (same cuts, options, exporter): reused")
+    else:
+        marker.unlink(missing_ok=True)
+        t0 = time.monotonic()
+        summary = export(
+            fmt, cuts, out, shards=bool(opts.pop("shards", False)), workers=workers, address=address, **opts
+        )
+        print(f"[{label}] " + describe(summary) + f" ({time.monotonic() - t0:.0f} s)")
+        with atomic_path(marker) as tmp:
+            tmp.write_text(json.dumps(identity) + "\n")
     return {k: summary.get(k) for k in ("exported", "rejected", "splits")}
+
+
+EXPORT_MARKER = "plan_export.json"
+MIX_MARKER = "plan_mix.json"
+
+
+def _content_digest(path: Path) -> str:
+    """What a plan step reads from `path`, as a digest. A manifest: its cuts (decompressed: gzip
+    headers carry a time) and the path, size and mtime of each audio file they name (a run redone
+    with new side-input audio rewrites its augmented files under unchanged cuts). A folder (a mix):
+    path, size and mtime of every file in it, as rebuilding it rewrites them."""
+    from osum_data.run.params import audio_stat_digest
+
+    path = Path(path)
+    h = hashlib.sha256()
+    if path.is_dir():
+        for f in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("plan_")):
+            st = f.stat()
+            h.update(f"{f.relative_to(path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()[:16]
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as src:
+        for block in iter(lambda: src.read(1 << 20), b""):
+            h.update(block)
+    h.update(audio_stat_digest(_audio_files_of(path)).encode())
+    return h.hexdigest()[:16]
+
+
+def _audio_files_of(path: Path) -> tuple[str, ...]:
+    from osum_data.run.params import _audio_files
+
+    st = path.stat()
+    return _audio_files(str(path.resolve()), st.st_mtime_ns, st.st_size)
+
+
+def _code_digest(package: str) -> str:
+    """Digest of a subpackage's source (`export`, `mix`): a changed exporter or mixer redoes its step."""
+    root = Path(__file__).resolve().parent / package
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def mix_config_of(plan: dict[str, Any], output: Path) -> dict[str, Any]:
@@ -615,13 +674,30 @@ def _mix(
     from osum_data.mix.config import build_mix_config
 
     cfg = build_mix_config(mix_config_of(plan, output), "plan: mix")
-    t0 = time.monotonic()
-    res = build_mix(cfg, output / "mix", workers=workers, address=address, progress=progress)
-    print(f"[mix] built in {time.monotonic() - t0:.0f} s")
-    s = res.summary
+    manifests = sorted({d.path() for t in cfg.tasks.values() for d in t.datasets})
+    identity = {
+        "config": cfg.digest(),
+        "inputs": {str(m): _content_digest(Path(m)) for m in manifests},
+        "code": _code_digest("mix"),
+    }
+    marker = output / "mix" / MIX_MARKER
+    try:
+        same = json.loads(marker.read_text()) == identity
+        s = json.loads((output / "mix" / "summary.json").read_text()) if same else None
+    except (FileNotFoundError, json.JSONDecodeError):
+        s = None
+    if s is not None:
+        print("[mix] unchanged since the last run (same configuration and datasets): reused")
+    else:
+        marker.unlink(missing_ok=True)
+        t0 = time.monotonic()
+        s = build_mix(cfg, output / "mix", workers=workers, address=address, progress=progress).summary
+        print(f"[mix] built in {time.monotonic() - t0:.0f} s")
+        with atomic_path(marker) as tmp:
+            tmp.write_text(json.dumps(identity) + "\n")
     shares = {t: f"{v['realised_share']:.3f} (target {v['target_share']:.3f})" for t, v in s["tasks"].items()}
     print(
-        f"[mix] {s['out']} training cuts, {s['hours_out']:.3f} h in {res.output_dir / 'train'}; "
+        f"[mix] {s['out']} training cuts, {s['hours_out']:.3f} h in {output / 'mix' / 'train'}; "
         f"shares {shares}"
     )
     held = {t: (v["dev_cuts"], v["test_cuts"]) for t, v in s["tasks"].items()}
@@ -634,19 +710,13 @@ TRAIN_MARKER = "plan_train.json"
 
 def _train_identity(spec: dict[str, Any], output: Path) -> dict[str, Any]:
     """What a training run's checkpoints depend on: the trainer config (its bytes), the `set:`
-    overrides and the mixed training set (the content of its cuts files, decompressed: gzip
-    headers carry a time)."""
+    overrides and the mixed training set (its files' paths, sizes and mtimes: a rebuilt mix is new
+    data; a reused one keeps its files untouched)."""
     config = Path(str(spec.get("config", "training/configs/tiny.yaml")))
-    h = hashlib.sha256()
-    for path in sorted((output / "mix" / "train").glob("cuts.*.jsonl.gz")):
-        h.update(path.name.encode() + b"\0")
-        with gzip.open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
     return {
         "config": hashlib.sha256(config.read_bytes()).hexdigest()[:16],
         "set": [str(x) for x in spec.get("set", []) or []],
-        "mix": h.hexdigest()[:16],
+        "mix": _content_digest(output / "mix" / "train"),
     }
 
 

@@ -551,7 +551,7 @@ def _export(
     opts = dict(opts or {})
     identity = {
         "format": fmt,
-        "options": opts,
+        "options": dict(opts),
         "input": _content_digest(cuts),
         "code": _code_digest("export"),
     }

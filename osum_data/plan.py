@@ -589,7 +589,10 @@ def _content_digest(path: Path) -> str:
     path = Path(path)
     h = hashlib.sha256()
     if path.is_dir():
-        for f in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("plan_")):
+        files = (
+            p for p in path.rglob("*") if p.is_file() and p.name != ".lock" and not p.name.startswith("plan_")
+        )
+        for f in sorted(files):
             st = f.stat()
             h.update(f"{f.relative_to(path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         return h.hexdigest()[:16]

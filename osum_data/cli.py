@@ -174,10 +174,11 @@ def _usage_errors() -> tuple[type[BaseException], ...]:
 def _runtime_errors() -> tuple[type[BaseException], ...]:
     from osum_data.llm.client import LLMEndpointError
     from osum_data.llm.server import EmbeddedServerError
+    from osum_data.plan import PlanIncomplete
     from osum_data.run.inputs import InputError
     from osum_data.run.runner import RunError
 
-    return (InputError, RunError, LLMEndpointError, EmbeddedServerError)
+    return (InputError, RunError, LLMEndpointError, EmbeddedServerError, PlanIncomplete)
 
 
 def explain(e: BaseException) -> tuple[str, int]:

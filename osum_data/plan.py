@@ -26,14 +26,24 @@ a plan. Sections, each optional except `runs`:
       set: [data.max_duration=20]
 
 Paths in the plan are relative to the current directory (the repository root for the bundled plans).
+
+The plan ends with a per-task table (osum_data.report.tasks, also `OUT/tasks.json` and the top of the
+report): each task a run's pipeline makes, its samples and hours, the mix's samples and the main
+reject reasons. A planned task with 0 samples, or a run whose rejects are mostly endpoint failures,
+makes the plan fail (PlanIncomplete, exit 1) after the rest of it ran; "Done" means every task
+arrived. A second run into the same folder reuses what is unchanged: finished shards, the LLM
+cache, and the training checkpoints when the mix and the trainer config are the same (see `_train`).
 Input and run names become folder names: letters, digits, `_` and `-`. `load_plan` checks the whole
 plan before any work (run-all would otherwise stop at a typo hours in, after the first runs).
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import importlib
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -44,7 +54,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from osum_data.manifest_io import read_jsonl
+from osum_data.manifest_io import atomic_path, read_jsonl
+from osum_data.report.tasks import build_table, format_table, planned_task, problems, write_table
 from osum_data.yaml_config import ConfigError, load_yaml_file
 
 PLAN_KEYS = ("inputs", "runs", "export", "mix", "mix_export", "report", "train", "description")
@@ -53,6 +64,11 @@ RESERVED_NAMES = ("inputs", "mix", "export", "examples", "report", "train")
 NAME = r"^[A-Za-z0-9_-]+$"
 # Input and run names become folder names (OUT/<run>, OUT/inputs/<input>): no separators, no `..`.
 Name = Annotated[str, Field(pattern=NAME)]
+
+
+class PlanIncomplete(RuntimeError):
+    """The plan ran to its end but a planned task has no samples, or a run's endpoint failed (a
+    runtime error: exit 1). The message names each task and why, in one line."""
 
 
 def _builder(path: str) -> Callable[[Path, int | None], Path]:
@@ -394,6 +410,49 @@ def run_input(run: str, names: list[str], manifests: dict[str, Path], output: Pa
     return path
 
 
+def finished_run(config: Any, input_path: Path | None, out_dir: Path) -> dict[str, Any] | None:
+    """The summary of a finished run of `config` over `input_path` in `out_dir`, or None when the
+    runner has work to do there. Finished: the final files are there, its summary names this
+    configuration hash (which covers the side inputs' manifests and audio) and this input's digest,
+    every shard's `done` file is there, and no reject is transient (those shards would be redone).
+    Such a run is reused without starting Ray actors or an LLM server: the runner would skip every
+    shard anyway, after seconds of start-up per run."""
+    from osum_data.run.inputs import InputError, scan
+    from osum_data.run.shard import shard_paths
+
+    try:
+        summary = json.loads((out_dir / "summary.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    if (
+        not isinstance(summary, dict)
+        or summary.get("transient_rejects")
+        or not isinstance(summary.get("shards"), int)
+    ):
+        return None
+    want = config.hash()
+    if summary.get("config_hash") != want:
+        return None
+    if input_path is None:  # a source pipeline: its generated input, if made by this configuration
+        try:
+            if json.loads((out_dir / "source.json").read_text()).get("config_hash") != want:
+                return None
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        input_path = out_dir / "source.jsonl.gz"
+    if not all((out_dir / name).is_file() for name in ("cuts.jsonl.gz", "rejects.jsonl.gz")):
+        return None
+    for i in range(summary["shards"]):
+        paths = shard_paths(out_dir, i)
+        if not (paths["done"].is_file() and paths["cuts"].is_file()):
+            return None
+    try:
+        digest = scan(Path(input_path)).digest
+    except InputError:
+        return None
+    return summary if summary.get("input_digest") == digest else None
+
+
 def run_plan(
     plan_path: str | Path,
     output: Path,
@@ -403,6 +462,7 @@ def run_plan(
     address: str | None = None,
 ) -> dict[str, Any]:
     """Run every section of the plan; returns the summaries by step name."""
+    from osum_data.run import outdir
     from osum_data.run.config import load_pipeline
     from osum_data.run.runner import run_pipeline
 
@@ -412,22 +472,28 @@ def run_plan(
     manifests: dict[str, Path] = {}
     results: dict[str, Any] = {}
     for name, entry in (plan.get("inputs") or {}).items():
+        t0 = time.monotonic()
         manifests[name] = build_input(name, entry, output, limit)
+        print(f"[input {name}] built in {time.monotonic() - t0:.0f} s")
         results[f"input:{name}"] = {"cuts": sum(1 for _ in read_jsonl(manifests[name]))}
+    planned: dict[str, str | None] = {}
     for run in plan["runs"]:
         overrides = [expand_paths(x, manifests) for x in run["set"]]
         config = load_pipeline(run["pipeline"], overrides)
-        res = run_pipeline(
-            config,
-            run_input(run["name"], run["input"], manifests, output),
-            output / run["name"],
-            workers=workers,
-            address=address,
-            progress=progress,
-        )
+        planned[run["name"]] = planned_task([s.params for s in config.stages])
+        source = run_input(run["name"], run["input"], manifests, output)
+        t0 = time.monotonic()
+        with outdir.locked((output / run["name"]).absolute()):  # not while another run writes there
+            s = finished_run(config, source, output / run["name"])
+        if s is None:
+            s = run_pipeline(
+                config, source, output / run["name"], workers=workers, address=address, progress=progress
+            ).summary
+            print(f"[{run['name']}] ran in {time.monotonic() - t0:.0f} s")
+        else:
+            print(f"[{run['name']}] unchanged since its last run (configuration, input, side inputs): reused")
         manifests[run["name"]] = output / run["name"] / "cuts.jsonl.gz"
-        results[run["name"]] = res.summary
-        s = res.summary
+        results[run["name"]] = s
         from osum_data.demo import write_example
 
         example = write_example(manifests[run["name"]], output / "examples", run["name"])
@@ -456,6 +522,9 @@ def run_plan(
             results[f"mix_export:{fmt}"] = _export(
                 fmt, output / "mix", output / "export" / fmt, {}, workers, address, "mix"
             )
+    table = build_table(output, planned, mix=plan.get("mix") is not None)
+    write_table(output, table)
+    results["tasks"] = table
     if plan.get("train"):
         results["train"] = _train(plan["train"], output)
     if plan.get("report"):
@@ -465,7 +534,12 @@ def run_plan(
         results["report"] = str(page)
         print(f"[report] {page}")
     _where_to_look(output, plan, results)
-    print(f"\nDone in {time.monotonic() - started:.0f} s.")
+    print("\nTasks:\n" + format_table(table))
+    missing = problems(table)
+    if missing:
+        print(f"\nIncomplete after {time.monotonic() - started:.0f} s: {len(missing)} problem(s) above.")
+        raise PlanIncomplete(f"{output}: " + " | ".join(missing))
+    print(f"\nDone in {time.monotonic() - started:.0f} s: all {len(table['tasks'])} tasks arrived.")
     return results
 
 
@@ -475,11 +549,74 @@ def _export(
     from osum_data.export.formats import describe, export
 
     opts = dict(opts or {})
-    summary = export(
-        fmt, cuts, out, shards=bool(opts.pop("shards", False)), workers=workers, address=address, **opts
-    )
-    print(f"[{label}] " + describe(summary))
+    identity = {
+        "format": fmt,
+        "options": dict(opts),
+        "input": _content_digest(cuts),
+        "code": _code_digest("export"),
+    }
+    marker = out / EXPORT_MARKER
+    try:
+        previous = json.loads(marker.read_text())
+        summary = json.loads((out / "summary.json").read_text()) if previous == identity else None
+    except (FileNotFoundError, json.JSONDecodeError):
+        summary = None
+    if summary is not None:
+        print(f"[{label}] {fmt} export unchanged since the last run (same cuts, options, exporter): reused")
+    else:
+        marker.unlink(missing_ok=True)
+        t0 = time.monotonic()
+        summary = export(
+            fmt, cuts, out, shards=bool(opts.pop("shards", False)), workers=workers, address=address, **opts
+        )
+        print(f"[{label}] " + describe(summary) + f" ({time.monotonic() - t0:.0f} s)")
+        with atomic_path(marker) as tmp:
+            tmp.write_text(json.dumps(identity) + "\n")
     return {k: summary.get(k) for k in ("exported", "rejected", "splits")}
+
+
+EXPORT_MARKER = "plan_export.json"
+MIX_MARKER = "plan_mix.json"
+
+
+def _content_digest(path: Path) -> str:
+    """What a plan step reads from `path`, as a digest. A manifest: its cuts (decompressed: gzip
+    headers carry a time) and the path, size and mtime of each audio file they name (a run redone
+    with new side-input audio rewrites its augmented files under unchanged cuts). A folder (a mix):
+    path, size and mtime of every file in it, as rebuilding it rewrites them."""
+    from osum_data.run.params import audio_stat_digest
+
+    path = Path(path)
+    h = hashlib.sha256()
+    if path.is_dir():
+        files = (
+            p for p in path.rglob("*") if p.is_file() and p.name != ".lock" and not p.name.startswith("plan_")
+        )
+        for f in sorted(files):
+            st = f.stat()
+            h.update(f"{f.relative_to(path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()[:16]
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as src:
+        for block in iter(lambda: src.read(1 << 20), b""):
+            h.update(block)
+    h.update(audio_stat_digest(_audio_files_of(path)).encode())
+    return h.hexdigest()[:16]
+
+
+def _audio_files_of(path: Path) -> tuple[str, ...]:
+    from osum_data.run.params import _audio_files
+
+    st = path.stat()
+    return _audio_files(str(path.resolve()), st.st_mtime_ns, st.st_size)
+
+
+def _code_digest(package: str) -> str:
+    """Digest of a subpackage's source (`export`, `mix`): a changed exporter or mixer redoes its step."""
+    root = Path(__file__).resolve().parent / package
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def mix_config_of(plan: dict[str, Any], output: Path) -> dict[str, Any]:
@@ -540,11 +677,30 @@ def _mix(
     from osum_data.mix.config import build_mix_config
 
     cfg = build_mix_config(mix_config_of(plan, output), "plan: mix")
-    res = build_mix(cfg, output / "mix", workers=workers, address=address, progress=progress)
-    s = res.summary
+    manifests = sorted({d.path() for t in cfg.tasks.values() for d in t.datasets})
+    identity = {
+        "config": cfg.digest(),
+        "inputs": {str(m): _content_digest(Path(m)) for m in manifests},
+        "code": _code_digest("mix"),
+    }
+    marker = output / "mix" / MIX_MARKER
+    try:
+        same = json.loads(marker.read_text()) == identity
+        s = json.loads((output / "mix" / "summary.json").read_text()) if same else None
+    except (FileNotFoundError, json.JSONDecodeError):
+        s = None
+    if s is not None:
+        print("[mix] unchanged since the last run (same configuration and datasets): reused")
+    else:
+        marker.unlink(missing_ok=True)
+        t0 = time.monotonic()
+        s = build_mix(cfg, output / "mix", workers=workers, address=address, progress=progress).summary
+        print(f"[mix] built in {time.monotonic() - t0:.0f} s")
+        with atomic_path(marker) as tmp:
+            tmp.write_text(json.dumps(identity) + "\n")
     shares = {t: f"{v['realised_share']:.3f} (target {v['target_share']:.3f})" for t, v in s["tasks"].items()}
     print(
-        f"[mix] {s['out']} training cuts, {s['hours_out']:.3f} h in {res.output_dir / 'train'}; "
+        f"[mix] {s['out']} training cuts, {s['hours_out']:.3f} h in {output / 'mix' / 'train'}; "
         f"shares {shares}"
     )
     held = {t: (v["dev_cuts"], v["test_cuts"]) for t, v in s["tasks"].items()}
@@ -552,9 +708,44 @@ def _mix(
     return {k: s[k] for k in ("out", "hours_out", "cuts_by_task", "rejected")}
 
 
+TRAIN_MARKER = "plan_train.json"
+
+
+def _train_identity(spec: dict[str, Any], output: Path) -> dict[str, Any]:
+    """What a training run's checkpoints depend on: the trainer config (its bytes), the `set:`
+    overrides and the mixed training set (its files' paths, sizes and mtimes: a rebuilt mix is new
+    data; a reused one keeps its files untouched)."""
+    config = Path(str(spec.get("config", "training/configs/tiny.yaml")))
+    return {
+        "config": hashlib.sha256(config.read_bytes()).hexdigest()[:16],
+        "set": [str(x) for x in spec.get("set", []) or []],
+        "mix": _content_digest(output / "mix" / "train"),
+    }
+
+
 def _train(spec: dict[str, Any], output: Path) -> dict[str, Any]:
-    """A short CPU run of the bundled trainer on the mixed Shar, through its CLI."""
+    """A short CPU run of the bundled trainer on the mixed Shar, through its CLI.
+
+    A second run of the plan resumes (`--resume`) when the folder's checkpoints come from the same
+    mix, trainer config and overrides: nothing is retrained, and a plan that raises `steps:`
+    continues from the last checkpoint. When any of those changed, the old checkpoints belong to
+    another training set: the folder (the plan's own) is cleared and training starts afresh, rather
+    than continuing a model on data it was not started on."""
     train_dir = output / "train"
+    identity = _train_identity(spec, output)
+    marker = train_dir / TRAIN_MARKER
+    try:
+        previous = json.loads(marker.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        previous = None
+    resume = previous == identity  # (the trainer starts fresh when --resume finds no checkpoint)
+    if resume:
+        print(f"[train] {train_dir} was trained on this mix with this config: resuming from it")
+    elif train_dir.is_dir() and any(train_dir.iterdir()):
+        print(f"[train] {train_dir} was trained on another mix or config: cleared, starting afresh")
+        shutil.rmtree(train_dir)
+    train_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps(identity) + "\n")
     cmd = [
         sys.executable,
         "-m",
@@ -570,8 +761,12 @@ def _train(spec: dict[str, Any], output: Path) -> dict[str, Any]:
     ]
     for item in spec.get("set", []) or []:
         cmd += ["--set", str(item)]
+    if resume:
+        cmd.append("--resume")
     print(f"[train] {' '.join(cmd[1:])}")
+    t0 = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True)
+    print(f"[train] finished in {time.monotonic() - t0:.0f} s")
     if proc.returncode != 0:
         raise RuntimeError(
             f"training failed (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}"

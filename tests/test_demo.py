@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import subprocess
 import sys
+import time
 from collections import Counter
 
 import pytest
@@ -19,28 +21,37 @@ from osum_data.tasks import parse_target, prompt_pool
 from tests.conftest import REPO
 
 
+def _run_demo(out, cache):
+    """`osum-data demo --limit 120` into `out`, with its own LLM cache (so its requests can be counted)."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "osum_data.cli",
+        "demo",
+        "--output",
+        str(out),
+        "--limit",
+        "120",
+        "--no-progress",
+    ]
+    env = {**os.environ, "OSUM_CACHE": str(cache)}
+    started = time.monotonic()
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
+    proc.elapsed = time.monotonic() - started
+    return proc
+
+
+def _llm_cache_entries(cache) -> int:
+    return sum(1 for p in (cache / "llm").rglob("*") if p.is_file()) if (cache / "llm").is_dir() else 0
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     """One `osum-data demo --limit 120` for the tests below (it runs every pipeline of demo.yaml)."""
-    out = tmp_path_factory.mktemp("demo") / "demo"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "osum_data.cli",
-            "demo",
-            "--output",
-            str(out),
-            "--limit",
-            "120",
-            "--no-progress",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    root = tmp_path_factory.mktemp("demo")
+    out = root / "demo"
+    proc = _run_demo(out, root / "cache")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out, proc
 
 
@@ -145,3 +156,34 @@ def test_demo_mixes_every_run_exports_reports_and_trains(demo):
     page = html.unescape((out / "report" / "index.html").read_text())
     assert page.count("<img ") >= 8 and "Mix 'demo'" in page
     assert "Where to look:" in proc.stdout and str(out / "report" / "index.html") in proc.stdout
+
+
+def test_the_demo_ends_with_a_table_of_all_eight_tasks(demo):
+    """Issue 15 item 4: "Done" means every planned task arrived; the table says so per task."""
+    out, proc = demo
+    table = json.loads((out / "tasks.json").read_text())
+    rows = {r["task"]: r for r in table["tasks"]}
+    assert {"asr", "srwt", "ved", "ser", "ssr", "sgc", "sap", "sttc"} <= set(rows), rows.keys()
+    assert table["complete"] and all(r["status"] == "ok" and r["samples"] > 0 for r in rows.values())
+    assert "all 9 tasks arrived" in proc.stdout.splitlines()[-1]
+    page = (out / "report" / "index.html").read_text()
+    assert page.index("Tasks of the plan") < page.index("<section id='s0'>")
+    assert "All 9 planned tasks arrived." in page
+
+
+def test_a_second_demo_run_reuses_what_is_unchanged_and_exits_0(demo):
+    """Issue 15 item 5 (runs last: it re-runs the demo into the fixture's folder). Before, the
+    second run stopped at the training step (FileExistsError: pass --resume), exit 1."""
+    out, first = demo
+    cache = out.parent / "cache"
+    entries = _llm_cache_entries(cache)
+    assert entries > 0  # the first run asked the embedded LLM
+    proc = _run_demo(out, cache)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for run in ("asr", "ved", "ser", "sgc", "sap", "srwt", "longform", "ssr", "sttc", "persona"):
+        assert f"[{run}] unchanged since its last run" in proc.stdout, run
+    assert _llm_cache_entries(cache) == entries  # no new LLM request
+    assert "embedded local server" not in proc.stderr  # not even started
+    assert "was trained on this mix with this config: resuming" in proc.stdout
+    assert "all 9 tasks arrived" in proc.stdout.splitlines()[-1]
+    assert proc.elapsed < 0.75 * first.elapsed, (first.elapsed, proc.elapsed)

@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from osum_data.manifest_io import read_jsonl
 from osum_data.mix.config import build_mix_config
 from osum_data.plan import expand_paths, load_plan, mix_config_of
 from osum_data.yaml_config import ConfigError
@@ -222,3 +223,100 @@ def test_a_planned_side_input_is_not_read_while_the_plan_is_validated(tmp_path):
     assert side.planned is False  # the context is over
     with pytest.raises(ValidationError, match="does not exist"):
         TypeAdapter(SideInput).validate_python(str(later))
+
+
+def _run_all(plan, out, cwd):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "osum_data.cli", "run-all", str(plan), "--output", str(out)]
+    return subprocess.run(
+        [*cmd, "--workers", "1", "--no-progress"], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_a_planned_task_with_no_samples_fails_the_plan_and_says_which(tmp_path):
+    """Issue 15 item 4: a real plan whose `gender` run gets no usable cut (their audio is gone) ends
+    with exit 1 naming the task and the reason, after the rest ran; the per-task table (stdout,
+    tasks.json, the report's top) marks it. Before, run-all said "Done" and exited 0."""
+    from osum_data.demo import write_cycled_manifest
+
+    prompts = ["activated", "goodbye", "hello"]
+    good = write_cycled_manifest(tmp_path / "good.jsonl.gz", 3, prompts)
+    bad = tmp_path / "bad.jsonl"
+    lines = []
+    for d in read_jsonl(good):
+        d["recording"]["sources"][0]["source"] = str(tmp_path / "gone" / f"{d['id']}.wav")
+        lines.append(json.dumps(d))
+    bad.write_text("\n".join(lines) + "\n")
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        f"inputs: {{good: {{manifest: {good}}}, bad: {{manifest: {bad}}}}}\n"
+        "runs:\n"
+        f"  - {{name: asr, pipeline: {ASR}, input: good, set: [audio_policy.min_sampling_rate=8000]}}\n"
+        f"  - {{name: gender, pipeline: {REPO}/pipelines/sgc.yaml, input: bad,"
+        " set: [audio_policy.min_sampling_rate=8000, augment.copies=0]}\n"
+        "report: true\n"
+    )
+    proc = _run_all(plan, tmp_path / "out", REPO)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    error = proc.stderr.strip().splitlines()[-1]
+    assert error.startswith("osum-data run-all: error: ") and "sgc: 0 samples" in error, error
+    assert "run 'gender': 3 in, 0 out, mostly check_audio:missing_file (3)" in error, error
+    assert "asr:" not in error  # the task that arrived is not named
+    assert "Done" not in proc.stdout
+    rows = {
+        line.split()[0]: line.split() for line in proc.stdout.split("Tasks:\n", 1)[1].splitlines() if line
+    }
+    assert rows["asr"][1:3] == ["ok", "3"] and rows["sgc"][1:3] == ["MISSING", "0"], proc.stdout
+    table = json.loads((tmp_path / "out" / "tasks.json").read_text())
+    assert table["complete"] is False
+    assert [(r["task"], r["status"], r["samples"]) for r in table["tasks"]] == [
+        ("asr", "ok", 3),
+        ("sgc", "MISSING", 0),
+    ]
+    page = (tmp_path / "out" / "report" / "index.html").read_text()
+    top = page.split("<section id='s0'>", 1)[0]  # the table comes before the first run's section
+    assert "Incomplete: 1 task(s) missing or failed: sgc" in top and "<tr class='missing'><td>sgc</td>" in top
+
+
+def test_a_run_whose_rejects_are_mostly_endpoint_failures_fails_its_task(tmp_path):
+    """What the fresh machine of issue 15 saw: the ssr run's 24 cuts all rejected `unavailable`, and
+    persona's source made nothing. Each becomes a named problem; a run with a few unavailable
+    rejects among content rejects does not."""
+    from osum_data.report.tasks import build_table, problems, run_problem
+
+    def summary(name, reasons, out=0, cuts_by_task=None):
+        (tmp_path / name).mkdir()
+        s = {
+            "in": out + sum(reasons.values()),
+            "out": out,
+            "rejected": sum(reasons.values()),
+            "rejected_by_reason": reasons,
+            "cuts_by_task": cuts_by_task or {},
+            "hours_by_task": dict.fromkeys(cuts_by_task or {}, 0.01),
+        }
+        (tmp_path / name / "summary.json").write_text(json.dumps(s))
+        return s
+
+    summary("ssr", {"llm_style:unavailable": 24})
+    sttc = summary(
+        "sttc",
+        {"llm_answerable:unavailable": 5, "llm_answerable:unanswerable": 2},
+        out=10,
+        cuts_by_task={"<TRANSCRIBE> <S2TCHAT>": 10},
+    )
+    ok = summary(
+        "asr",
+        {"llm_x:unavailable": 1, "filter_duration:too_short": 9},
+        out=5,
+        cuts_by_task={"<TRANSCRIBE>": 5},
+    )
+    assert run_problem("asr", ok) is None
+    assert "5 of 7 rejects are endpoint failures (llm_answerable:unavailable)" in run_problem("sttc", sttc)
+    table = build_table(tmp_path, {"asr": "asr", "ssr": "ssr", "sttc": "sttc"}, mix=False)
+    status = {r["task"]: r["status"] for r in table["tasks"]}
+    assert status == {"asr": "ok", "ssr": "MISSING", "sttc": "FAILED"} and not table["complete"]
+    lines = problems(table)
+    assert lines[0].startswith("ssr: 0 samples (run 'ssr': 24 in, 0 out, mostly llm_style:unavailable (24))")
+    assert "endpoint failures" in lines[0] and lines[1].startswith("sttc: run 'sttc': 5 of 7")

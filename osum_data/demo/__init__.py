@@ -7,8 +7,10 @@ their exports, the mix of all tasks, the report and a short training run.
 
 from __future__ import annotations
 
+import filecmp
 import gzip
 import json
+import os
 from pathlib import Path
 
 from osum_data.manifest_io import read_jsonl
@@ -62,6 +64,24 @@ def write_tsv(path: Path, header: list[str], rows: list[list[str]]) -> None:
     with open(path, "w", encoding="utf-8", newline="\n") as f:
         for row in [header, *rows]:
             f.write("\t".join(cell(v) for v in row) + "\n")
+
+
+def part_path(final: Path) -> Path:
+    """Where a builder writes a file before `keep_or_replace` (same folder and suffix, so tools that
+    read the format from the name, like sox, still see it)."""
+    return final.with_name(f"{final.stem}.part{final.suffix}")
+
+
+def keep_or_replace(new: Path, final: Path) -> bool:
+    """Move `new` onto `final` unless `final` already holds the same bytes (then `new` is dropped and
+    `final` keeps its mtime). The demo's inputs are seeded, so a second `make demo` makes the same
+    bytes; keeping the files untouched lets the side-input resume key (path, size, mtime of each
+    audio file) see that nothing changed. Returns whether `final` was replaced."""
+    if final.is_file() and filecmp.cmp(new, final, shallow=False):
+        new.unlink()
+        return False
+    os.replace(new, final)
+    return True
 
 
 def asterisk_input(output: Path, limit: int | None = None) -> Path:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from osum_data.demo import SOUNDS_DIR, asterisk_transcripts, write_tsv
+from osum_data.demo import SOUNDS_DIR, asterisk_transcripts, keep_or_replace, part_path, write_tsv
 
 # Single-word prompts (digits, letters) used for word-level test sets.
 WORD_PROMPTS = [f"digits/{n}" for n in range(0, 21)] + [f"letters/{c}" for c in "abcdefghijklmnopqrstuvwxyz"]
@@ -87,7 +87,8 @@ def join_prompts(
     signal = np.concatenate(parts)
     signal += np.random.default_rng(seed).normal(0, 10 ** (noise_dbfs / 20), len(signal)).astype(np.float32)
     out_wav.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(out_wav, signal, sr, subtype="PCM_16")
+    sf.write(part_path(out_wav), signal, sr, subtype="PCM_16")
+    keep_or_replace(part_path(out_wav), out_wav)  # seeded: a rebuild keeps the file and its mtime
     return pieces
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import soundfile as sf
 import yaml
 
-from osum_data.demo import SOUNDS_DIR, asterisk_transcripts, write_tsv
+from osum_data.demo import SOUNDS_DIR, asterisk_transcripts, keep_or_replace, part_path, write_tsv
 
 SAMPLING_RATE = 16000
 
@@ -65,7 +65,8 @@ def asterisk_few_input(output: Path, limit: int | None = None, n: int = 24) -> P
 
 
 def synthesise(persona: dict, emotion: dict, text: str, path: Path) -> None:
-    """One utterance by a persona in an emotion, as 16-bit WAV at 16 kHz."""
+    """One utterance by a persona in an emotion, as 16-bit WAV at 16 kHz. The TTS engines and the
+    resampler are deterministic: the same persona, emotion and text give the same bytes."""
     raw = path.with_suffix(".raw.wav")
     if persona["engine"] == "espeak-ng":
         pitch = int(np.clip(persona["pitch"] + emotion["pitch"], 0, 99))
@@ -87,11 +88,13 @@ def synthesise(persona: dict, emotion: dict, text: str, path: Path) -> None:
     peak = float(np.max(np.abs(audio)))
     if peak > 0.99:
         audio = audio * (0.99 / peak)
-    sf.write(path, audio, SAMPLING_RATE, subtype="PCM_16")
+    sf.write(part_path(path), audio, SAMPLING_RATE, subtype="PCM_16")
+    keep_or_replace(part_path(path), path)
 
 
 def personas_input(output: Path, limit: int | None = None) -> Path:
-    """Every persona reads every sentence of every emotion (64 utterances by default)."""
+    """Every persona reads every sentence of every emotion (64 utterances by default; the first
+    `limit` of them with a limit)."""
     spec = plan()
     folder = output / "personas"
     audio_dir = folder / "corpus" / "audio"
@@ -100,6 +103,8 @@ def personas_input(output: Path, limit: int | None = None) -> Path:
     for persona in spec["personas"]:
         for emotion, sentences in spec["sentences"].items():
             for i, text in enumerate(sentences):
+                if limit and len(rows) >= limit:
+                    break
                 cut_id = f"tts_{persona['id']}_{emotion}_{i}"
                 synthesise(persona, spec["emotions"][emotion], text, audio_dir / f"{cut_id}.wav")
                 rows.append(
@@ -115,7 +120,6 @@ def personas_input(output: Path, limit: int | None = None) -> Path:
                         f"tts:{persona['engine']}",  # the labels are the persona's, not heard
                     ]
                 )
-    rows = rows[:limit] if limit else rows
     header = ["id", "audio", "text", "language", "speaker", "gender", "age", "emotion", "label_source"]
     return _import(folder, header, rows)
 
@@ -145,7 +149,11 @@ def events_input(output: Path, limit: int | None = None) -> Path:
 
 
 def noise_input(output: Path, limit: int | None = None) -> Path:
-    """Excerpts of real recorded music/ambience and sox-made pink and brown noise, 16 kHz FLAC."""
+    """Excerpts of real recorded music/ambience and sox-made pink and brown noise, 16 kHz FLAC.
+
+    sox runs with `-R` (repeatable): its noise generator and the dither it adds when it cuts the
+    excerpts down to 16 bits start from a fixed seed, so every run writes the same bytes (without
+    it, each run made new noise under the same manifest, and resumed shards no longer matched it)."""
     spec = plan()["noise"]
     sox = _need("sox", "sox")
     audio_dir = output / "noise" / "corpus" / "audio"
@@ -157,12 +165,16 @@ def noise_input(output: Path, limit: int | None = None) -> Path:
             raise FileNotFoundError(f"{src} not found: install the Debian package hedgewars-data")
         out = audio_dir / f"{src.stem.lower()}.flac"
         trim = ["trim", str(item["start"]), str(item["seconds"])]
-        subprocess.run([sox, str(src), "-r", str(SAMPLING_RATE), "-c", "1", str(out), *trim], check=True)
+        cmd = [sox, "-R", str(src), "-r", str(SAMPLING_RATE), "-c", "1", str(part_path(out)), *trim]
+        subprocess.run(cmd, check=True)
+        keep_or_replace(part_path(out), out)
         rows.append([f"noise_{out.stem}", f"audio/{out.name}", ""])
     for kind, seconds in spec["synthetic"].items():
         out = audio_dir / f"{kind}.flac"
         synth = ["synth", str(seconds), kind, "vol", "0.3"]
-        subprocess.run([sox, "-n", "-r", str(SAMPLING_RATE), "-c", "1", str(out), *synth], check=True)
+        cmd = [sox, "-R", "-n", "-r", str(SAMPLING_RATE), "-c", "1", str(part_path(out)), *synth]
+        subprocess.run(cmd, check=True)
+        keep_or_replace(part_path(out), out)
         rows.append([f"noise_{kind}", f"audio/{out.name}", ""])
     return _import(output / "noise", ["id", "audio", "text"], rows)
 
@@ -177,17 +189,16 @@ def synthetic_rir(rt60: float, seconds: float, seed: int) -> np.ndarray:
 
 
 def rir_input(output: Path, limit: int | None = None) -> Path:
+    """Synthetic RIRs, one per reverberation time of para.yaml, each from its own fixed seed."""
     spec = plan()["rirs"]
     audio_dir = output / "rirs" / "corpus" / "audio"
     audio_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for i, rt60 in enumerate(spec["rt60_s"]):
         name = f"rir_rt60_{int(rt60 * 1000)}ms"
-        sf.write(
-            audio_dir / f"{name}.wav",
-            synthetic_rir(rt60, spec["seconds"], i),
-            SAMPLING_RATE,
-            subtype="PCM_16",
-        )
+        out = audio_dir / f"{name}.wav"
+        rir = synthetic_rir(rt60, spec["seconds"], seed=i)
+        sf.write(part_path(out), rir, SAMPLING_RATE, subtype="PCM_16")
+        keep_or_replace(part_path(out), out)
         rows.append([name, f"audio/{name}.wav", ""])
     return _import(output / "rirs", ["id", "audio", "text"], rows)

@@ -4,6 +4,8 @@ Writes `DIR/report/index.html` and its images next to it (relative links: the fo
 or served as it is). Per section: the summary numbers, hours per task and per label, duration
 histograms, label distributions by `label_source`, the SNR distribution of augmented cuts, rejects
 by reason and the LLM tokens each stage reported; a mix adds its target vs realised task shares.
+The output folder of a plan (run-all, `make demo`) starts with the plan's per-task table
+(`tasks.json`, osum_data.report.tasks), tasks that did not arrive marked.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from osum_data.report.stats import Section, SummaryError, collect, find_sections
+from osum_data.report.tasks import read_table
 
 REPORT_DIR = "report"
 CSS = """
@@ -24,6 +27,7 @@ table { border-collapse: collapse; margin: 0.5em 0 1em; } td, th { padding: 2px 
 th { background: #f0f0f0; } td.n { text-align: right; font-variant-numeric: tabular-nums; }
 img { display: block; margin: 0.5em 0 1.5em; max-width: 100%; }
 .note { color: #666; font-size: 0.9em; }
+tr.missing td { background: #fdd; } .missing-note { color: #a00; font-weight: bold; }
 """
 
 
@@ -52,6 +56,9 @@ def build_report(root: str | Path, out_dir: str | Path | None = None) -> Path:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     parts = [f"<h1>osum-data report: {html.escape(str(root))}</h1>"]
+    table = read_table(root)
+    if table is not None:
+        parts.append(_tasks_html(table))
     if len(found) > 1:  # a table of contents
         items = "".join(
             f"<li><a href='#s{i}'>{html.escape(kind)}: {html.escape(str(path.relative_to(root)))}</a></li>"
@@ -74,6 +81,50 @@ def build_report(root: str | Path, out_dir: str | Path | None = None) -> Path:
         encoding="utf-8",
     )
     return page
+
+
+def _tasks_html(table: dict[str, Any]) -> str:
+    """The plan's per-task table; rows of tasks that did not arrive (or whose run failed) marked."""
+    bad = [r for r in table["tasks"] if r.get("status") != "ok"]
+    if bad or table.get("other_problems"):
+        names = ", ".join(r["task"] for r in bad)
+        what = f"Incomplete: {len(bad)} task(s) missing or failed: {names}"
+        head = f"<p class='missing-note'>{html.escape(what)}</p>"
+    else:
+        head = f"<p>All {len(table['tasks'])} planned tasks arrived.</p>"
+    has_mix = any("mix_samples" in r for r in table["tasks"])
+    cols = (
+        ["task", "status", "samples", "hours"]
+        + (["mix samples"] if has_mix else [])
+        + ["runs", "main rejects"]
+    )
+    trs = []
+    for r in table["tasks"]:
+        rejects = ", ".join(f"{k} {v}" for k, v in (r.get("rejects") or {}).items()) or "-"
+        cells = [
+            f"<td>{html.escape(r['task'])}</td>",
+            f"<td>{html.escape(r.get('status', '?'))}</td>",
+            f"<td class='n'>{_fmt(int(r.get('samples', 0)))}</td>",
+            f"<td class='n'>{float(r.get('hours', 0.0)):.4f}</td>",
+        ]
+        if has_mix:
+            cells.append(f"<td class='n'>{html.escape(str(r.get('mix_samples', '-')))}</td>")
+        cells += [
+            f"<td>{html.escape(', '.join(r.get('runs') or []))}</td>",
+            f"<td>{html.escape(rejects)}</td>",
+        ]
+        marked = " class='missing'" if r.get("status") != "ok" else ""
+        trs.append(f"<tr{marked}>" + "".join(cells) + "</tr>")
+        for problem in r.get("problems") or []:
+            trs.append(f"<tr{marked}><td></td><td colspan='{len(cols) - 1}'>{html.escape(problem)}</td></tr>")
+    for problem in table.get("other_problems") or []:
+        trs.append(
+            f"<tr class='missing'><td></td><td colspan='{len(cols) - 1}'>{html.escape(problem)}</td></tr>"
+        )
+    thead = "<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr>"
+    return (
+        f"<section id='tasks'><h2>Tasks of the plan</h2>{head}<table>{thead}{''.join(trs)}</table></section>"
+    )
 
 
 def _table(rows: list[tuple[str, Any]]) -> str:

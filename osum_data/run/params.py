@@ -14,6 +14,7 @@ import gzip
 import hashlib
 import inspect
 import json
+import os
 import typing
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -33,8 +34,10 @@ class SideInput:
     """A CutSet manifest named by a stage parameter (a noise set, RIRs, event clips).
 
     The config hash covers its content digest, not its path: editing the manifest re-runs the
-    shards, moving it does not. `cuts()` loads it once per process and keeps it (a worker builds
-    its stages once, so that is once per worker).
+    shards, moving it does not. The digest also covers the audio the manifest names (path, size and
+    mtime of each file, see `audio_stat_digest`): new noise bytes under the same manifest re-run the
+    shards too. `cuts()` loads it once per process and keeps it (a worker builds its stages once, so
+    that is once per worker).
     """
 
     def __init__(self, path: str | Path):
@@ -51,7 +54,11 @@ class SideInput:
 
     @property
     def digest(self) -> str:
-        return _file_digest(str(self.path.resolve()), self.path.stat().st_mtime_ns, self.path.stat().st_size)
+        """The manifest's content digest combined with the stat digest of the audio it names."""
+        path, st = str(self.path.resolve()), self.path.stat()
+        manifest = _file_digest(path, st.st_mtime_ns, st.st_size)
+        audio = audio_stat_digest(_audio_files(path, st.st_mtime_ns, st.st_size))
+        return hashlib.sha256(f"{manifest}\0{audio}".encode()).hexdigest()[:16]
 
     def cuts(self):
         """The manifest as an eager CutSet (cached per process)."""
@@ -108,6 +115,50 @@ def _file_digest(path: str, mtime_ns: int, size: int) -> str:
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
+    return h.hexdigest()[:16]
+
+
+@cache
+def _audio_files(path: str, mtime_ns: int, size: int) -> tuple[str, ...]:
+    """The audio files (recording sources of type `file`) a cuts manifest names, sorted, each once;
+    relative paths as lhotse opens them (from the current directory). Cached per manifest version."""
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            sources = node.get("sources")
+            for src in sources if isinstance(sources, list) else []:
+                if isinstance(src, dict) and src.get("type") == "file" and isinstance(src.get("source"), str):
+                    found.add(os.path.abspath(src["source"]))
+            for value in node.values():
+                if isinstance(value, dict | list):
+                    walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                try:
+                    walk(json.loads(line))
+                except json.JSONDecodeError:
+                    continue  # a broken line is the manifest check's to name, not the digest's
+    return tuple(sorted(found))
+
+
+def audio_stat_digest(files: Iterable[str]) -> str:
+    """Digest of (path, size, mtime) of each file, 'missing' for one that is gone. Not cached: it
+    must see audio rewritten under an unchanged manifest. A stat per file, not a read of its bytes
+    (docs/decisions.md, issue 15: 10,000 clips cost milliseconds to stat, seconds to hash)."""
+    h = hashlib.sha256()
+    for name in files:
+        try:
+            st = os.stat(name)
+            h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{name}\0missing\n".encode())
     return h.hexdigest()[:16]
 
 

@@ -86,7 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output", required=True, type=Path)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args(argv)
-    metrics = decode(load_config(args.config, args.set), args.checkpoint, args.cuts, args.output)
+    from training.checkpoint import UnsafeCheckpoint, refuse
+
+    try:
+        metrics = decode(load_config(args.config, args.set), args.checkpoint, args.cuts, args.output)
+    except UnsafeCheckpoint as e:
+        return refuse("osum-decode", e)
     for key, m in metrics.items():
         shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}
         print(f"{key}: {json.dumps(shown, ensure_ascii=False)}")

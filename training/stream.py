@@ -80,12 +80,12 @@ def resolve(spec: str | Path) -> Resolved:
     fields file (YAML/JSON: Lhotse's `fields` argument, e.g. {cuts: [s3://...], recording: [...]})."""
     s = str(spec)
     if s.endswith((".yaml", ".yml", ".json")):
-        import yaml
+        from osum_data.yaml_config import load_yaml
 
         if not is_url(s) and not Path(s).exists():
             raise FileNotFoundError(f"Shar fields file not found: {s}")
         with open_best(s, "r") as f:
-            fields = yaml.safe_load(f)
+            fields = load_yaml(f.read())
         if not isinstance(fields, dict) or not isinstance(fields.get("cuts"), list):
             raise ValueError(f"{s}: a Shar fields file maps field names to shard lists and needs 'cuts'")
         n = len(fields["cuts"])

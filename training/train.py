@@ -29,7 +29,14 @@ from typing import Any
 import torch
 import yaml
 
-from training.checkpoint import latest_checkpoint, load_checkpoint, load_trainable, save_checkpoint
+from training.checkpoint import (
+    UnsafeCheckpoint,
+    latest_checkpoint,
+    load_checkpoint,
+    load_trainable,
+    refuse,
+    save_checkpoint,
+)
 from training.config import Config, OptimConfig, load_config
 from training.data import CutFilter, Position, make_loader, open_cuts, training_stream
 from training.distributed import Dist, no_sync, setup, teardown, wrap
@@ -318,7 +325,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     overrides = list(args.set) + ([f"optim.max_steps={args.max_steps}"] if args.max_steps else [])
     cfg = load_config(args.config, overrides)
-    train(cfg, args.train, args.output, args.weights, args.dev, args.resume, args.stop_after_steps)
+    try:
+        train(cfg, args.train, args.output, args.weights, args.dev, args.resume, args.stop_after_steps)
+    except UnsafeCheckpoint as e:
+        return refuse("osum-train", e)
     return 0
 
 

@@ -32,6 +32,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -140,9 +141,14 @@ def current_policy() -> SourcePolicy:
     scoped = _SCOPE.get()
     if scoped is not None:
         return scoped
-    allow = os.environ.get(COMMAND_ENV, "").strip().lower() in ("1", "true", "yes")
-    urls = [u for u in re.split(r"[,\s]+", os.environ.get(URLS_ENV, "")) if u]
-    return SourcePolicy(allow_command=allow, urls=tuple(_check_entry(u) for u in urls))
+    return _from_env(os.environ.get(COMMAND_ENV, ""), os.environ.get(URLS_ENV, ""))
+
+
+@lru_cache(maxsize=8)
+def _from_env(command: str, urls: str) -> SourcePolicy:
+    allow = command.strip().lower() in ("1", "true", "yes")
+    entries = [u for u in re.split(r"[,\s]+", urls) if u]
+    return SourcePolicy(allow_command=allow, urls=tuple(_check_entry(u) for u in entries))
 
 
 def configure(allow_command: bool = False, urls: Iterable[str] = ()) -> SourcePolicy:

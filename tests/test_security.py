@@ -525,3 +525,17 @@ def test_a_saved_checkpoint_loads_with_weights_only_and_restores_rng(tmp_path):
     expected = (random.random(), float(np.random.rand()), float(torch.rand(1)))
     set_rng_state(safe_load(tmp_path / "rank-0.pt")["rng"])
     assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == expected
+
+
+def test_trainer_refuses_a_shar_fields_file_with_shell_commands(tmp_path, monkeypatch):
+    """A downloaded Shar fields file naming `pipe:` shards would run them through lhotse's opener."""
+    from training.stream import Source, resolve
+
+    marker = tmp_path / "MARKER"
+    fields = tmp_path / "fields.yaml"
+    fields.write_text(f"cuts: ['pipe:touch {marker}; cat x.jsonl.gz']\n")
+    with pytest.raises(ValueError, match="runs a shell command; refused"):
+        Source(fields)
+    assert not marker.exists()
+    monkeypatch.setenv("OSUM_ALLOW_COMMAND_SOURCES", "1")
+    assert resolve(fields).shar["cuts"][0].startswith("pipe:")

@@ -320,9 +320,9 @@ class ShardProcessor:
 def _unsafe(d: Any, line: str, number: int, config: PipelineConfig) -> dict[str, Any] | None:
     """The reject record of an input cut whose id or audio sources are not safe to use (before
     anything decodes it), else None."""
-    if not isinstance(d, dict):
+    if not isinstance(d, dict) or not isinstance(d.get("id"), str):
         return None  # not a cut: the parse below says so
-    why = id_problem(d.get("id"))
+    why = id_problem(d["id"])
     if why is not None:
         return input_reject(number, line, ID_CODE, f"input line {number}: {why}")
     problem = source_problem(d, config.sources)

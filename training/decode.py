@@ -85,11 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cuts", required=True, help="CutSet jsonl.gz, pipeline output dir or Shar dir")
     ap.add_argument("--output", required=True, type=Path)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    args = ap.parse_args(argv)
+    from osum_data.sources import add_cli_flags, policy_env
     from training.checkpoint import UnsafeCheckpoint, refuse
 
+    add_cli_flags(ap)
+    args = ap.parse_args(argv)
     try:
-        metrics = decode(load_config(args.config, args.set), args.checkpoint, args.cuts, args.output)
+        with policy_env(args):
+            metrics = decode(load_config(args.config, args.set), args.checkpoint, args.cuts, args.output)
     except UnsafeCheckpoint as e:
         return refuse("osum-decode", e)
     for key, m in metrics.items():

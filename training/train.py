@@ -29,6 +29,7 @@ from typing import Any
 import torch
 import yaml
 
+from osum_data.sources import add_cli_flags, policy_env
 from training.checkpoint import (
     UnsafeCheckpoint,
     latest_checkpoint,
@@ -322,11 +323,13 @@ def main(argv: list[str] | None = None) -> int:
         "--stop-after-steps", type=int, help="train this many steps, checkpoint and exit (job time limits)"
     )
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    add_cli_flags(ap)
     args = ap.parse_args(argv)
     overrides = list(args.set) + ([f"optim.max_steps={args.max_steps}"] if args.max_steps else [])
     cfg = load_config(args.config, overrides)
     try:
-        train(cfg, args.train, args.output, args.weights, args.dev, args.resume, args.stop_after_steps)
+        with policy_env(args):
+            train(cfg, args.train, args.output, args.weights, args.dev, args.resume, args.stop_after_steps)
     except UnsafeCheckpoint as e:
         return refuse("osum-train", e)
     return 0

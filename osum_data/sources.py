@@ -41,7 +41,7 @@ URLS_ENV = "OSUM_ALLOW_URL_SOURCES"
 CODE = "unsafe_source"
 ID_CODE = "unsafe_id"
 MAX_ID_CHARS = 1024
-MAX_NODES = 100_000  # dict/list nodes walked per cut: a cut bigger than this is not a cut we take
+MAX_NODES = 1_000_000  # dicts and lists walked per cut: a cut bigger than this is not one we take
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _SHELL_SAFE = re.compile(r"^[\w@%+=:,./-]+$")  # shlex.quote leaves these unquoted
@@ -214,9 +214,7 @@ def source_problem(item: Any, policy: SourcePolicy | None = None) -> tuple[str, 
         if nodes > MAX_NODES:
             return f"{CODE}:too_complex", f"more than {MAX_NODES} JSON nodes"
         if isinstance(node, list):
-            stack.extend(node)
-            continue
-        if not isinstance(node, dict):
+            stack.extend(v for v in node if isinstance(v, dict | list))
             continue
         sources = node.get("sources")
         if isinstance(sources, list):  # a Recording (lhotse reads any such dict as one)

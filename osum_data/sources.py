@@ -25,6 +25,7 @@ pipeline configs carry it explicitly to remote workers (`sources:` in the config
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import unicodedata
@@ -66,6 +67,9 @@ class SourcePolicyError(ValueError):
 
 @dataclass(frozen=True)
 class SourcePolicy:
+    """What cuts may point at beyond local files and memory (hashable: it keys caches and travels
+    in pipeline configs as a plain dict)."""
+
     allow_command: bool = False
     urls: tuple[str, ...] = ()  # "scheme://host[:port]" or "scheme://*"
 
@@ -159,7 +163,7 @@ def configure(allow_command: bool = False, urls: Iterable[str] = ()) -> SourcePo
     return policy
 
 
-def add_cli_flags(parser) -> None:
+def add_cli_flags(parser: argparse.ArgumentParser) -> None:
     """The opt-in flags, on every command that reads manifests and may decode their audio."""
     parser.add_argument(
         "--allow-command-sources",

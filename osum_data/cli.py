@@ -145,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     from osum_data.assembly_cli import add_assembly_commands
 
     add_assembly_commands(sub)  # export osum|nemo|hf|sharegpt, mix, report, run-all
+    _add_source_flags(sub)
 
     demo = sub.add_parser("demo", help="the demo: real speech through every pipeline of demo.yaml")
     demo.add_argument("--output", default="manifests/demo")
@@ -161,6 +162,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_llm_commands(sub)
     return p
+
+
+def _add_source_flags(sub: argparse._SubParsersAction) -> None:
+    """--allow-command-sources / --allow-url-sources on every command that decodes manifests' audio
+    (osum_data/sources.py: by default only local files and in-memory audio)."""
+    from osum_data.sources import add_cli_flags
+
+    for name in ("run", "mix", "run-all"):
+        add_cli_flags(sub.choices[name])
+    for action in sub.choices["export"]._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for p in action.choices.values():
+                add_cli_flags(p)
 
 
 def _usage_errors() -> tuple[type[BaseException], ...]:
@@ -205,8 +219,11 @@ def explain(e: BaseException) -> tuple[str, int]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from osum_data.sources import policy_env
+
     try:
-        return args.func(args)
+        with policy_env(args):
+            return args.func(args)
     except KeyboardInterrupt:
         print(f"osum-data {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

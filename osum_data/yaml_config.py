@@ -2,11 +2,19 @@
 
 PyYAML follows YAML 1.1, which reads `1e-4` (no dot) as a string; a threshold or a learning rate
 must not silently become one, so our loader also resolves such numbers as floats.
+
+Every user-supplied YAML goes through `load_yaml` (pipelines, stage entries, `--set` values, mix,
+plan and trainer configs, data tables). It refuses a document whose aliases expand it beyond
+MAX_EXPANDED nodes+characters ("billion laughs": a few lines that name a list of a list of ... ),
+and recursive aliases, before any Python object is built: PyYAML shares aliased objects, so loading
+is cheap, but anything that walks the result (validation, `repr` in an error message, JSON) expands
+it and exhausts memory. `brief` bounds what an error message prints of a value.
 """
 
 from __future__ import annotations
 
 import re
+import reprlib
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +53,69 @@ class _UniqueKeyLoader(_Loader):
         return super().construct_mapping(node, deep=deep)
 
 
+MAX_EXPANDED = 5_000_000  # nodes + scalar characters once every alias is expanded (~ a 5 MB file)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def check_expansion(root: yaml.Node, limit: int = MAX_EXPANDED) -> None:
+    """ConfigError when the node graph, with every alias expanded, is larger than `limit` (nodes
+    plus scalar characters) or refers to itself. Each distinct node is visited once."""
+    size: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            on_path.discard(key)
+            own = 1 + (len(node.value) if isinstance(node, yaml.ScalarNode) else 0)
+            size[key] = min(limit + 1, own + sum(size[id(c)] for c in _children(node)))
+            if key == id(root) and size[key] > limit:
+                line = node.start_mark.line + 1
+                raise ConfigError(
+                    f"line {line}: the YAML expands to more than {limit:,} nodes and characters "
+                    "(aliases repeating aliases); refused"
+                )
+            continue
+        if key in size:
+            continue
+        if key in on_path:
+            raise ConfigError(f"line {node.start_mark.line + 1}: a YAML alias refers to itself; refused")
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in _children(node))
+
+
 def load_yaml(text: str, unique_keys: bool = False) -> Any:
-    """Parse YAML; `unique_keys`: a key repeated in one mapping is a ConfigError naming it."""
-    return yaml.load(text, Loader=_UniqueKeyLoader if unique_keys else _Loader)  # noqa: S506
+    """Parse YAML; `unique_keys`: a key repeated in one mapping is a ConfigError naming it. A
+    document that expands too far through aliases is a ConfigError before anything is built."""
+    loader = (_UniqueKeyLoader if unique_keys else _Loader)(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        check_expansion(node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+_BRIEF = reprlib.Repr()
+_BRIEF.maxstring = _BRIEF.maxother = 120
+_BRIEF.maxlevel = 3
+
+
+def brief(value: Any) -> str:
+    """A bounded repr of a user-supplied value, for error messages (nested, aliased or huge values
+    would otherwise print megabytes)."""
+    return _BRIEF.repr(value)
 
 
 def load_yaml_file(path: Path) -> Any:
@@ -59,14 +127,16 @@ def load_yaml_file(path: Path) -> Any:
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
 
 
 def read_yaml_table(path: Path, what: str) -> Any:
     """A data table's YAML content; an unreadable file or broken YAML is a ValueError naming the
     file and the table (stage checks report it as one line)."""
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        return load_yaml(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ConfigError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ValueError(f"{path}: cannot read the {what}: {first}") from None
 
@@ -78,4 +148,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, raw = text.split("=", 1)
     if not key.strip():
         raise ConfigError(f"--set has an empty key: {text!r}")
-    return key.strip().split("."), load_yaml(raw) if raw.strip() else None
+    try:
+        value = load_yaml(raw) if raw.strip() else None
+    except ConfigError as e:
+        raise ConfigError(f"--set {key.strip()[:100]}: {e}") from None
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"--set {key.strip()[:100]}: not valid YAML: {problem}") from None
+    return key.strip().split("."), value

@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 from lhotse import CutSet  # noqa: E402
 
 from tests.conftest import REPO  # noqa: E402
-from training.checkpoint import checkpoint_dirs  # noqa: E402
+from training.checkpoint import checkpoint_dirs, position_from_dict, safe_load  # noqa: E402
 from training.config import load_config  # noqa: E402
 from training.decode import decode  # noqa: E402
 from training.decode import main as decode_main  # noqa: E402
@@ -232,7 +232,6 @@ def test_fast_resume_starts_at_the_saved_input_position_without_replay(tmp_path)
     """train.resume_data=fast: the input restarts at the stream position of the checkpoint (the
     manifest lines before it are skipped undecoded), so no cut is seen twice in the epoch and
     every cut the resumed run trains on lies at or after that position."""
-    import torch
 
     manifest = tmp_path / "cuts.jsonl.gz"
     cuts = demo_task_cuts(40, tasks=("asr", "sgc"), max_duration=3.6)
@@ -242,7 +241,7 @@ def test_fast_resume_starts_at_the_saved_input_position_without_replay(tmp_path)
                  "train.resume_data=fast", "optim.max_steps=6", "train.log_every=1"]  # fmt: skip
     cfg = load_config(TINY, overrides)
     train(cfg, [str(manifest)], tmp_path / "run", stop_after_steps=3)
-    saved = torch.load(checkpoint_dirs(tmp_path / "run")[-1] / "rank-0.pt", weights_only=False)["position"]
+    saved = position_from_dict(safe_load(checkpoint_dirs(tmp_path / "run")[-1] / "rank-0.pt")["position"])
     assert saved.epoch == 0 and 0 < saved.stream.sources[0][1] < 40
     train(cfg, [str(manifest)], tmp_path / "run", resume=True)
     assert [r["step"] for r in read_log(tmp_path / "run" / "train_log.jsonl")] == list(range(1, 7))

@@ -6,11 +6,19 @@ A checkpoint directory `checkpoints/step-NNNNNNN/` holds:
   trainer.pt     step, LR scheduler, the config
   rank-R.pt      per rank: RNG states (python, numpy, torch, cuda) and the data position
   DONE           written last: a directory without it is an interrupted save and is ignored
+
+Every file holds tensors and plain data only (dicts, lists, tuples, numbers, strings): the data
+position as a dict, numpy's RNG state as a list. So every file loads with
+`torch.load(weights_only=True)`, which builds no other Python object: a checkpoint from elsewhere
+whose pickle names code (`__reduce__` to `os.system`, ...) is refused (UnsafeCheckpoint, one line
+naming the file) instead of run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import pickle
 import random
 import shutil
 from pathlib import Path
@@ -28,6 +36,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from training.data import Position
+from training.stream import StreamState
 
 SAVE = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
 LOAD = StateDictOptions(full_state_dict=True, strict=False)
@@ -42,8 +51,38 @@ def barrier() -> None:
         dist.barrier()
 
 
+class UnsafeCheckpoint(ValueError):
+    """A checkpoint file that holds more than tensors and plain data (it could run code)."""
+
+
+def safe_load(path: Path) -> Any:
+    """`torch.load` that builds nothing but tensors and plain data; a file whose pickle names any
+    other Python object is an UnsafeCheckpoint naming the file (torch's own message is many lines)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = next((ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln or "global" in ln), "")
+        raise UnsafeCheckpoint(
+            f"{path}: refused: it holds Python objects other than tensors and plain data, which could "
+            f"run code when loaded ({first[:160] or type(e).__name__}); use checkpoints you made or trust"
+        ) from None
+
+
+def refuse(prog: str, e: UnsafeCheckpoint) -> int:
+    """The trainer tools' answer to an unsafe checkpoint: one line, exit status 1."""
+    import sys
+
+    print(f"{prog}: error: {e}", file=sys.stderr)
+    return 1
+
+
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(gauss)],
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -51,7 +90,8 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -92,7 +132,7 @@ def save_checkpoint(
         trainer = {"step": step, "scheduler": scheduler.state_dict(), "config": config, "extra": extra or {}}
         torch.save(trainer, path / "trainer.pt")
     barrier()
-    torch.save({"rng": rng_state(), "position": position}, path / f"rank-{rank()}.pt")
+    torch.save({"rng": rng_state(), "position": dataclasses.asdict(position)}, path / f"rank-{rank()}.pt")
     barrier()
     if rank() == 0:
         (path / "DONE").touch()
@@ -105,7 +145,7 @@ def save_checkpoint(
 def load_trainable(model: torch.nn.Module, path: Path) -> None:
     """Trainable weights of a checkpoint (or export) directory into `model` (missing keys keep their
     current values: e.g. LoRA weights absent from an adapter-only stage-1 checkpoint)."""
-    sd = torch.load(Path(path) / "model.pt", map_location="cpu", weights_only=True)
+    sd = safe_load(Path(path) / "model.pt")
     own = dict(model.named_parameters())
     unknown = [k for k in sd if k not in own]
     if unknown:
@@ -129,30 +169,38 @@ def load_checkpoint(
     (the stream is the same on every rank) with fresh per-rank RNG seeds."""
     path = Path(path)
     load_trainable(model, path)
-    optim_sd = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False)
+    optim_sd = safe_load(path / "optimizer.pt")
     set_optimizer_state_dict(model, optimizer, optim_sd, options=LOAD)
-    trainer = torch.load(path / "trainer.pt", map_location="cpu", weights_only=False)
+    trainer = safe_load(path / "trainer.pt")
     scheduler.load_state_dict(trainer["scheduler"])
     saved_world = len(list(path.glob("rank-*.pt")))
     world = dist.get_world_size() if dist.is_initialized() else 1
     step, extra = int(trainer["step"]), trainer.get("extra", {})
     if fast:
-        state = torch.load(path / "rank-0.pt", map_location="cpu", weights_only=False)
+        state = safe_load(path / "rank-0.pt")
         if saved_world == world:
-            state = torch.load(path / f"rank-{rank()}.pt", map_location="cpu", weights_only=False)
+            state = safe_load(path / f"rank-{rank()}.pt")
             set_rng_state(state["rng"])
         else:
             seed = int(trainer["config"].get("seed", 0))
             torch.manual_seed(seed + 1000003 * step + rank())
-        return step, state["position"], extra
+        return step, position_from_dict(state["position"]), extra
     if saved_world != world:
         raise ValueError(
             f"{path} was saved by {saved_world} ranks, this run has {world}: an exact resume needs the same "
             f"world size; --set train.resume_data=fast resumes with any"
         )
-    state = torch.load(path / f"rank-{rank()}.pt", map_location="cpu", weights_only=False)
+    state = safe_load(path / f"rank-{rank()}.pt")
     set_rng_state(state["rng"])
-    return step, state["position"], extra
+    return step, position_from_dict(state["position"]), extra
+
+
+def position_from_dict(d: dict[str, Any]) -> Position:
+    """The Position saved as a dict by save_checkpoint."""
+    stream = d.get("stream")
+    if stream is not None:
+        stream = StreamState(**{**stream, "sources": tuple(tuple(s) for s in stream.get("sources", ()))})
+    return Position(**{**d, "stream": stream})
 
 
 def export_merged(model: torch.nn.Module, tokenizer: Any, config: dict[str, Any], out: Path) -> Path:

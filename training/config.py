@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from osum_data.yaml_config import ConfigError, load_yaml, parse_override
+from osum_data.yaml_config import ConfigError, brief, load_yaml_file, parse_override
 
 
 @dataclass
@@ -223,7 +223,7 @@ def _build(cls: type, raw: Any, where: str) -> Any:
     if raw is None:
         return None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {raw!r}")
+        raise ConfigError(f"{where}: expected a mapping, got {brief(raw)}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
@@ -292,7 +292,7 @@ def validate(cfg: Config) -> Config:
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:
-            raise ConfigError(f"{cfg.source}: {key} must be one of {allowed}, got {value!r}")
+            raise ConfigError(f"{cfg.source}: {key} must be one of {allowed}, got {brief(value)}")
     if cfg.data.spec_augment is not None and cfg.data.spec_augment.fill not in ("mean", "zero"):
         raise ConfigError(f"{cfg.source}: data.spec_augment.fill must be mean or zero")
     if cfg.optim.decay == "inverse_sqrt" and cfg.optim.warmup_steps < 1:
@@ -312,5 +312,5 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    raw = load_yaml(path.read_text(encoding="utf-8")) or {}
+    raw = load_yaml_file(path) or {}
     return config_from_dict(apply_overrides(raw, overrides or []), str(path))

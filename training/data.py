@@ -25,6 +25,7 @@ from lhotse.dataset.sampling.base import TimeConstraint
 from lhotse.dataset.sampling.dynamic import DynamicCutSampler
 from lhotse.dataset.sampling.dynamic_bucketing import DynamicBucketingSampler
 
+from osum_data.sources import source_problem
 from training.config import DataConfig
 from training.features import SAMPLING_RATE, log_mel, spec_augment
 from training.model import speech_lengths
@@ -48,8 +49,9 @@ class CutFilter:
     """Keeps the cuts the model can take and counts the others by reason (nothing is dropped
     silently): cuts longer than Whisper's 30 s window (`max_cut_duration`) and, when
     `max_target_tokens` is set, targets longer than that many tokens with the eos (OSUM drops
-    targets over 200 tokens). `record_ids` also keeps the id and reason of every skipped cut (dev
-    and test sets, whose skipped cuts decoding lists)."""
+    targets over 200 tokens), and cuts whose audio would run a shell command or fetch a URL the
+    policy does not allow (osum_data/sources.py; `unsafe_source:*`). `record_ids` also keeps the
+    id and reason of every skipped cut (dev and test sets, whose skipped cuts decoding lists)."""
 
     def __init__(
         self,
@@ -68,6 +70,9 @@ class CutFilter:
 
     def reason(self, cut: Cut) -> tuple[str, str] | None:
         """(code, human reason) of a cut to skip, None for a cut to keep."""
+        unsafe = source_problem(cut)  # a `command`/`url` source is never decoded unless allowed
+        if unsafe is not None:
+            return unsafe
         if cut.duration > self.max_duration:
             return "too_long", f"{cut.duration:.2f} s is longer than {self.max_duration:g} s"
         if self.max_target_tokens is not None:

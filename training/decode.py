@@ -85,8 +85,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cuts", required=True, help="CutSet jsonl.gz, pipeline output dir or Shar dir")
     ap.add_argument("--output", required=True, type=Path)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    from osum_data.sources import add_cli_flags, policy_env
+    from training.checkpoint import UnsafeCheckpoint, refuse
+
+    add_cli_flags(ap)
     args = ap.parse_args(argv)
-    metrics = decode(load_config(args.config, args.set), args.checkpoint, args.cuts, args.output)
+    try:
+        with policy_env(args):
+            metrics = decode(load_config(args.config, args.set), args.checkpoint, args.cuts, args.output)
+    except UnsafeCheckpoint as e:
+        return refuse("osum-decode", e)
     for key, m in metrics.items():
         shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}
         print(f"{key}: {json.dumps(shown, ensure_ascii=False)}")

@@ -35,7 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output", required=True, type=Path)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args(argv)
-    print(export(args.config, args.checkpoint, args.output, args.set))
+    from training.checkpoint import UnsafeCheckpoint, refuse
+
+    try:
+        print(export(args.config, args.checkpoint, args.output, args.set))
+    except UnsafeCheckpoint as e:
+        return refuse("osum-export", e)
     return 0
 
 

@@ -131,7 +131,9 @@ def convert(
 
 def load_osum_state(path: Path) -> dict[str, torch.Tensor]:
     """OSUM's `infer.pt` (a plain state dict; DeepSpeed-era saves may wrap it in `module`)."""
-    sd = torch.load(path, map_location="cpu", weights_only=True)
+    from training.checkpoint import safe_load
+
+    sd = safe_load(path)
     if isinstance(sd, dict) and "module" in sd and isinstance(sd["module"], dict):
         sd = sd["module"]
     if not isinstance(sd, dict) or not any(k.startswith("speech_transformer.") for k in sd):
@@ -196,7 +198,12 @@ def main(argv: list[str] | None = None) -> int:
         "--llm", type=Path, help="the local LLM directory to train with: checks it is OSUM's base"
     )
     args = ap.parse_args(argv)
-    report = write(args.osum, args.output, args.keep_llm, args.llm)
+    from training.checkpoint import UnsafeCheckpoint, refuse
+
+    try:
+        report = write(args.osum, args.output, args.keep_llm, args.llm)
+    except UnsafeCheckpoint as e:
+        return refuse("osum-convert", e)
     print(json.dumps(report["summary"]))
     if "llm_check" in report:
         result = report["llm_check"]["result"]

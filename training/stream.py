@@ -80,18 +80,25 @@ def resolve(spec: str | Path) -> Resolved:
     fields file (YAML/JSON: Lhotse's `fields` argument, e.g. {cuts: [s3://...], recording: [...]})."""
     s = str(spec)
     if s.endswith((".yaml", ".yml", ".json")):
-        import yaml
+        from osum_data.sources import current_policy
+        from osum_data.yaml_config import load_yaml
 
         if not is_url(s) and not Path(s).exists():
             raise FileNotFoundError(f"Shar fields file not found: {s}")
         with open_best(s, "r") as f:
-            fields = yaml.safe_load(f)
+            fields = load_yaml(f.read())
         if not isinstance(fields, dict) or not isinstance(fields.get("cuts"), list):
             raise ValueError(f"{s}: a Shar fields file maps field names to shard lists and needs 'cuts'")
         n = len(fields["cuts"])
         bad = {k: len(v) for k, v in fields.items() if len(v) != n}
         if bad:
             raise ValueError(f"{s}: every field needs {n} shards like 'cuts'; got {bad}")
+        piped = [str(x) for v in fields.values() for x in v if str(x).startswith("pipe:")]
+        if piped and not current_policy().allow_command:  # (lhotse runs `pipe:` entries in a shell)
+            raise ValueError(
+                f"{s}: shard {piped[0][:120]!r} runs a shell command; refused without "
+                "OSUM_ALLOW_COMMAND_SOURCES=1 (osum_data/sources.py)"
+            )
         return Resolved(shar={k: [str(x) for x in v] for k, v in fields.items()})
     if s.endswith((".jsonl", ".jsonl.gz")):
         if not is_url(s) and not Path(s).exists():

@@ -29,7 +29,15 @@ from typing import Any
 import torch
 import yaml
 
-from training.checkpoint import latest_checkpoint, load_checkpoint, load_trainable, save_checkpoint
+from osum_data.sources import add_cli_flags, policy_env
+from training.checkpoint import (
+    UnsafeCheckpoint,
+    latest_checkpoint,
+    load_checkpoint,
+    load_trainable,
+    refuse,
+    save_checkpoint,
+)
 from training.config import Config, OptimConfig, load_config
 from training.data import CutFilter, Position, make_loader, open_cuts, training_stream
 from training.distributed import Dist, no_sync, setup, teardown, wrap
@@ -315,10 +323,15 @@ def main(argv: list[str] | None = None) -> int:
         "--stop-after-steps", type=int, help="train this many steps, checkpoint and exit (job time limits)"
     )
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    add_cli_flags(ap)
     args = ap.parse_args(argv)
     overrides = list(args.set) + ([f"optim.max_steps={args.max_steps}"] if args.max_steps else [])
     cfg = load_config(args.config, overrides)
-    train(cfg, args.train, args.output, args.weights, args.dev, args.resume, args.stop_after_steps)
+    try:
+        with policy_env(args):
+            train(cfg, args.train, args.output, args.weights, args.dev, args.resume, args.stop_after_steps)
+    except UnsafeCheckpoint as e:
+        return refuse("osum-train", e)
     return 0
 
 

@@ -109,7 +109,9 @@ def load_whisper_encoder(
 
             tensors = load_file(f)
         else:
-            tensors = torch.load(f, map_location="cpu", weights_only=True)
+            from training.checkpoint import safe_load
+
+            tensors = safe_load(f)
         for k, v in tensors.items():
             for prefix in ("model.encoder.", "encoder."):
                 if k.startswith(prefix):

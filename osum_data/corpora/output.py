@@ -12,9 +12,10 @@ from pathlib import Path
 
 from lhotse.cut import Cut
 
-from osum_data.corpora.rejects import RejectLog
+from osum_data.corpora.rejects import UNSAFE_ID, RejectLog
 from osum_data.corpora.report import ImportReport
 from osum_data.manifest_io import atomic_path, write_jsonl
+from osum_data.sources import id_problem
 
 CUTS_FILE = "cuts.jsonl.gz"
 REJECTS_FILE = "rejects.jsonl.gz"
@@ -42,10 +43,10 @@ def write_import(
     """
     out_dir = Path(out_dir)
     tally = _Tally(tuple(expected_labels))
-    write_jsonl(out_dir / CUTS_FILE, (tally.add(cut) for cuts in parts.values() for cut in cuts))
+    write_jsonl(out_dir / CUTS_FILE, (tally.add(c) for cuts in parts.values() for c in _safe(cuts, rejects)))
     if per_part_files:
         for part, cuts in parts.items():
-            write_jsonl(out_dir / part_file(part), (cut.to_dict() for cut in cuts))
+            write_jsonl(out_dir / part_file(part), (c.to_dict() for c in cuts if id_problem(c.id) is None))
     write_jsonl(out_dir / REJECTS_FILE, rejects.records)
     return ImportReport(
         rows=rows,
@@ -57,6 +58,18 @@ def write_import(
         duration_s=round(tally.duration_s, 3),
         unlabelled={k: n for k, n in tally.unlabelled.items() if n},
     )
+
+
+def _safe(cuts: Iterable[Cut], rejects: RejectLog) -> Iterable[Cut]:
+    """The cuts whose ids are safe to use (osum_data/sources.py: no NUL or other control
+    characters, not empty, not over-long), every importer alike; the rest become `unsafe_id`
+    rejects. An id names files, tar members and list lines downstream."""
+    for cut in cuts:
+        why = id_problem(cut.id)
+        if why is None:
+            yield cut
+        else:
+            rejects.add(UNSAFE_ID, why, id=cut.id)
 
 
 class _Tally:
@@ -102,7 +115,7 @@ def write_import_stream(
         name = CUTS_FILE if part is None else part_file(part)
         if name in written or (part is None and written) or CUTS_FILE in written:
             raise ValueError(f"{corpus}: part {part!r} written twice or mixed with an unnamed part")
-        write_jsonl(out_dir / name, (tally.add(cut) for cut in cuts))
+        write_jsonl(out_dir / name, (tally.add(cut) for cut in _safe(cuts, rejects)))
         written.append(name)
     if CUTS_FILE not in written:
         with atomic_path(out_dir / CUTS_FILE) as tmp, open(tmp, "wb") as combined:

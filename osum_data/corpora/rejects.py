@@ -11,6 +11,7 @@ from typing import Any
 
 # Reason codes (keys of ImportReport.rejects_by_reason).
 EMPTY_ID = "empty_id"
+UNSAFE_ID = "unsafe_id"  # NUL or other control characters, over-long (osum_data/sources.id_problem)
 DUPLICATE_ID = "duplicate_id"
 MISSING_AUDIO = "missing_audio"
 UNREADABLE_AUDIO = "unreadable_audio"

@@ -34,12 +34,14 @@ from osum_data.corpora.rejects import (
     INVALID_CUT,
     MALFORMED_LINE,
     MISSING_AUDIO,
+    UNSAFE_ID,
     WRONG_FIELD_COUNT,
     RejectLog,
     RowError,
 )
 from osum_data.corpora.report import ImportReport
 from osum_data.corpora.table import Table, TableRow, find_metadata
+from osum_data.sources import id_problem
 
 CORPUS = "tsv"  # corpus name for label maps: corpus_maps.yaml may hold a `tsv:` table
 REQUIRED = ("id", "audio", "text")
@@ -141,6 +143,9 @@ class _CutBuilder:
     def _claim_id(self, cut_id: str, number: int) -> str:
         if not cut_id:
             raise RowError(EMPTY_ID, "empty id")
+        why = id_problem(cut_id)
+        if why is not None:
+            raise RowError(UNSAFE_ID, f"row {number}: {why}")
         if cut_id in self.first_row:
             raise RowError(
                 DUPLICATE_ID, f"duplicate id {cut_id!r} (first used in row {self.first_row[cut_id]})"

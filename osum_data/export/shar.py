@@ -18,7 +18,9 @@ from lhotse.shar import SharWriter
 from pydantic import Field
 
 from osum_data.export.engine import link, shard_dirs, zero_gzip_mtime
+from osum_data.manifest_io import safe_file_name
 from osum_data.run.stage import Reject, StageContext, StageResult, is_fatal, register_stage
+from osum_data.sources import ID_CODE
 
 STAGE = "shar_write"
 FIELDS = ("cuts.jsonl.gz", "recording.tar")
@@ -57,6 +59,13 @@ class SharWrite:
         result = StageResult()
         try:
             for cut in cuts:
+                if safe_file_name(cut.id) != cut.id:
+                    # Lhotse names the tar member after the id and from_shar matches it back: an id
+                    # with '/', '..' or control characters would name a member outside the tar's
+                    # folder, nested, or truncated. (A mix's ids are made safe by mix.plan.mixed_id.)
+                    detail = f"cut id {cut.id[:200]!r} is not a plain file name (Shar tar member)"
+                    result.rejected.append((cut, Reject(ID_CODE, detail)))
+                    continue
                 group = group_of(cut)
                 if group not in writers:
                     (root / group).mkdir(parents=True, exist_ok=True)

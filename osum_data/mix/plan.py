@@ -23,9 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from osum_data.manifest_io import dumps, open_jsonl_writer, reject_record
+from osum_data.manifest_io import dumps, open_jsonl_writer, reject_record, safe_file_name
 from osum_data.mix.config import MixConfig
 from osum_data.run.stage import unit_draw
+from osum_data.sources import ID_CODE, id_problem, source_problem
 from osum_data.tasks import registry
 
 TRAIN, DEV, TEST = 0, 1, 2
@@ -197,6 +198,12 @@ def _check(d: Any, keys: set[str], ds: DatasetPlan, number: int) -> tuple[str, s
     where = f"{ds.path}:{number}"
     if not isinstance(d, dict) or not isinstance(d.get("id"), str) or not d["id"]:
         return "not_a_cut", f"{where}: not a cut (no string id)"
+    why = id_problem(d["id"])
+    if why is not None:
+        return ID_CODE, f"{where}: {why}"
+    unsafe = source_problem(d)  # before anything decodes it (the Shar writer, the trainer)
+    if unsafe is not None:
+        return unsafe[0], f"{where}: cut {d['id']!r}: {unsafe[1]}"
     try:
         duration = float(d.get("duration"))
     except (TypeError, ValueError):
@@ -469,8 +476,12 @@ def _realise(d: DatasetPlan, hours: bool) -> None:
 
 def mixed_id(dataset: str, cut_id: str) -> str:
     """Ids in a mix carry their dataset's name (letters, digits, `_`, `-`; unique in the mix): one
-    corpus feeds several tasks, or datasets, under the same cut ids."""
-    return f"{dataset}.{cut_id}"
+    corpus feeds several tasks, or datasets, under the same cut ids. The source id goes through
+    `safe_file_name` (unchanged when it is already a plain name; else made one, with a hash of the
+    id): Lhotse Shar names each cut's tar member after its id, and a member named `../../x` or
+    `a/b` would be written outside (or below) the folder a tar is extracted to. The source id
+    itself stays in `custom.mix.source_id`."""
+    return f"{dataset}.{safe_file_name(cut_id)}"
 
 
 def write_splits(d: DatasetPlan, root: Path) -> None:

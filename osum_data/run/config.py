@@ -34,7 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from osum_data.run.params import ParamError, side_inputs, validate_params
 from osum_data.run.stage import RESERVED, Resources, get_stage, load_stage_modules
-from osum_data.yaml_config import ConfigError, load_yaml_file, parse_override
+from osum_data.sources import SourcePolicy, SourcePolicyError, current_policy, policy_scope
+from osum_data.yaml_config import ConfigError, brief, load_yaml_file, parse_override
 
 STAGE_KEYS = RESERVED
 
@@ -47,6 +48,7 @@ class _TopLevel(BaseModel):
     seed: int = 0
     imports: list[str] = []
     llm: dict[str, Any] | None = None
+    sources: dict[str, Any] | None = None  # which audio sources cuts may use (osum_data/sources.py)
     stages: list[Any] = Field(min_length=1)
 
 
@@ -82,6 +84,9 @@ class PipelineConfig:
     imports: list[str] = field(default_factory=list)
     source: str = ""
     llm: dict[str, Any] = field(default_factory=dict)  # the `llm:` section, validated, as given
+    # Audio sources the input cuts may use: the YAML's `sources:`, else the CLI's opt-in flags. Always
+    # in to_dict, so remote workers apply the driver's policy, not their own environment's.
+    sources: SourcePolicy = field(default_factory=SourcePolicy)
 
     @property
     def uses_llm(self) -> bool:
@@ -119,6 +124,7 @@ class PipelineConfig:
         }
         if self.llm:
             out["llm"] = copy.deepcopy(self.llm)
+        out["sources"] = self.sources.to_dict()
         return out
 
     def hash_inputs(self) -> dict[str, Any]:
@@ -130,6 +136,8 @@ class PipelineConfig:
         for s in cfg["stages"]:
             s.pop("resources", None)
         cfg.pop("llm", None)
+        if self.sources.is_default:  # (hashes of runs from before the policy existed stay valid)
+            cfg.pop("sources", None)
         llm = {}
         if self.uses_llm:
             # What an answer depends on (the cache keys on the same): the model and sampling. Not the
@@ -172,9 +180,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         if len(path) == 1:
             data[path[0]] = value
             continue
-        if path[0] == "llm":  # --set llm.base_url=URL: the top-level `llm:` section
-            node = data.setdefault("llm", {}) or {}
-            data["llm"] = node
+        if path[0] in ("llm", "sources"):  # --set llm.base_url=URL: the top-level `llm:` section
+            node = data.setdefault(path[0], {}) or {}
+            data[path[0]] = node
             for part in path[1:-1]:
                 node = node.setdefault(part, {})
             node[path[-1]] = value
@@ -204,13 +212,14 @@ def _top_level(raw: dict[str, Any], source: str) -> _TopLevel:
         if key == "stages":
             raise ConfigError(f"{source}: no stages declared") from None
         msg = err["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{source}: {key}={err.get('input')!r}: {msg}") from None
+        raise ConfigError(f"{source}: {key}={brief(err.get('input'))}: {msg}") from None
 
 
 def _stage_spec(entry: Any, index: int, source: str) -> StageSpec:
     if not isinstance(entry, dict) or "stage" not in entry:
-        raise ConfigError(f"{source}: stage #{index + 1} needs a 'stage:' key, got {entry!r}")
-    name = str(entry.get("name", entry["stage"]))
+        raise ConfigError(f"{source}: stage #{index + 1} needs a 'stage:' key, got {brief(entry)}")
+    name = entry.get("name", entry["stage"])
+    name = name if isinstance(name, str) else brief(name)
     try:
         defn = get_stage(entry["stage"])
     except KeyError as e:
@@ -226,7 +235,7 @@ def _stage_spec(entry: Any, index: int, source: str) -> StageSpec:
     except ValidationError as e:
         raise ConfigError(f"{source}: stage {name!r}: resources: {e.errors()[0]['msg']}") from None
     if checked is None:
-        raise ConfigError(f"{source}: stage {name!r}: resources must be a mapping, got {override!r}")
+        raise ConfigError(f"{source}: stage {name!r}: resources must be a mapping, got {brief(override)}")
     override = checked.model_dump(exclude_none=True)
     return StageSpec(
         name=name,
@@ -248,9 +257,14 @@ def build_config(raw: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
         load_stage_modules(top.imports)
     except ImportError as e:
         raise ConfigError(f"{source}: imports: {e}") from None
+    try:
+        policy = SourcePolicy.from_dict(top.sources) if top.sources is not None else current_policy()
+    except SourcePolicyError as e:
+        raise ConfigError(f"{source}: {e}") from None
     specs: list[StageSpec] = []
     for i, entry in enumerate(top.stages):
-        spec = _stage_spec(entry, i, source)
+        with policy_scope(policy):  # side-input manifests are checked against it
+            spec = _stage_spec(entry, i, source)
         if spec.name in {s.name for s in specs}:
             raise ConfigError(f"{source}: two stages named {spec.name!r}; give one a 'name:'")
         if spec.kind == "source" and i > 0:
@@ -266,6 +280,7 @@ def build_config(raw: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
         imports=list(top.imports),
         source=source,
         llm=dict(top.llm or {}),
+        sources=policy,
     )
     if config.llm or config.uses_llm:
         config.llm_settings()  # validate the section before any work

@@ -28,6 +28,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, cre
 from pydantic_core import core_schema
 
 from osum_data.run.stage import StageDef
+from osum_data.sources import SourcePolicy, current_policy, manifest_problem
+from osum_data.yaml_config import brief
 
 
 class SideInput:
@@ -89,6 +91,9 @@ class SideInput:
             problem = _manifest_problem(str(path.resolve()), st.st_mtime_ns, st.st_size)
             if problem:
                 raise ValueError(f"side-input manifest {str(path)!r} {problem}")
+            unsafe = _unsafe_side_input(str(path.resolve()), st.st_mtime_ns, st.st_size, current_policy())
+            if unsafe:
+                raise ValueError(f"side-input manifest {str(path)!r}: {unsafe}")
             return cls(path)
 
         return core_schema.no_info_plain_validator_function(
@@ -160,6 +165,12 @@ def audio_stat_digest(files: Iterable[str]) -> str:
         except OSError:
             h.update(f"{name}\0missing\n".encode())
     return h.hexdigest()[:16]
+
+
+@cache
+def _unsafe_side_input(path: str, mtime_ns: int, size: int, policy: SourcePolicy) -> str | None:
+    """Its first cut with an id or audio source the policy refuses (osum_data/sources.py)."""
+    return manifest_problem(path, policy)
 
 
 @cache
@@ -296,7 +307,8 @@ def side_inputs(typed: dict[str, Any]) -> dict[str, SideInput]:
 def _explain(e: ValidationError, model: type[BaseModel]) -> str:
     allowed = ", ".join(model.model_fields) or "none"
     parts = []
-    for err in e.errors():
+    errors = e.errors()
+    for err in errors[:5]:
         key = ".".join(str(x) for x in err["loc"]) or "?"
         if err["type"] == "extra_forbidden":
             parts.append(f"unknown parameter {key!r} (parameters: {allowed})")
@@ -304,5 +316,7 @@ def _explain(e: ValidationError, model: type[BaseModel]) -> str:
             parts.append(f"missing required parameter {key!r}")
         else:
             msg = err["msg"].removeprefix("Value error, ")
-            parts.append(f"{key}={err['input']!r}: {msg}")
+            parts.append(f"{key}={brief(err['input'])}: {msg}")
+    if len(errors) > 5:
+        parts.append(f"and {len(errors) - 5} more")
     return "; ".join(parts)

@@ -38,6 +38,7 @@ from osum_data.run.stage import (
     is_fatal,
     shard_files_dir,
 )
+from osum_data.sources import ID_CODE, id_problem, source_problem
 
 SHARD_DIR = "shards"
 INPUT_STAGE = "input"  # pseudo-stage of rejects made before any stage (bad lines, duplicates)
@@ -235,6 +236,10 @@ class ShardProcessor:
             except json.JSONDecodeError as e:
                 rejects.append(input_reject(number, line, "bad_json", f"input line {number}: not JSON ({e})"))
                 continue
+            unsafe = _unsafe(d, line, number, self.config)
+            if unsafe is not None:
+                rejects.append(unsafe)
+                continue
             try:
                 cut = deserialize_item(d)
                 if not isinstance(cut, Cut):
@@ -310,6 +315,26 @@ class ShardProcessor:
         """The whole chain over one shard in this process (all stages in this processor)."""
         status, _ = self.process(shard)
         return status
+
+
+def _unsafe(d: Any, line: str, number: int, config: PipelineConfig) -> dict[str, Any] | None:
+    """The reject record of an input cut whose id or audio sources are not safe to use (before
+    anything decodes it), else None."""
+    if not isinstance(d, dict) or not isinstance(d.get("id"), str):
+        return None  # not a cut: the parse below says so
+    why = id_problem(d["id"])
+    if why is not None:
+        return input_reject(number, line, ID_CODE, f"input line {number}: {why}")
+    problem = source_problem(d, config.sources)
+    if problem is None:
+        return None
+    code, detail = problem
+    reason = f"input line {number}: cut {d['id']!r}: {detail}"
+    if not isinstance(d.get("custom") or {}, dict):
+        return input_reject(number, line, code, reason)
+    rec = reject_record(d, INPUT_STAGE, reason)
+    rec["custom"]["reject"]["code"] = code
+    return rec
 
 
 def _count_excluded(

@@ -172,12 +172,13 @@ def _usage_errors() -> tuple[type[BaseException], ...]:
 
 
 def _runtime_errors() -> tuple[type[BaseException], ...]:
+    from osum_data.export.engine import ExportCountError
     from osum_data.llm.client import LLMEndpointError
     from osum_data.llm.server import EmbeddedServerError
     from osum_data.run.inputs import InputError
     from osum_data.run.runner import RunError
 
-    return (InputError, RunError, LLMEndpointError, EmbeddedServerError)
+    return (InputError, RunError, LLMEndpointError, EmbeddedServerError, ExportCountError)
 
 
 def explain(e: BaseException) -> tuple[str, int]:
@@ -205,6 +206,9 @@ def explain(e: BaseException) -> tuple[str, int]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        from osum_data.run.signals import stop_on_sigterm
+
+        stop_on_sigterm()  # SIGTERM ends a command as Ctrl-C does (Ray's start sets it again)
         return args.func(args)
     except KeyboardInterrupt:
         print(f"osum-data {args.command}: interrupted", file=sys.stderr)

@@ -123,11 +123,12 @@ def test_shar_write_retried_cut_by_cut_keeps_every_written_cut(tmp_path, templat
     lines = [json.dumps(c) for c in cuts]
     status = proc.run_shard(ShardInput(0, "h", lines, list(range(1, 9))))
     assert (status["out"], status["rejected"]) == (7, 1)
-    gather_shar(run, 1, tmp_path / "shar", kept=7)
+    gather_shar(run, 1, tmp_path / "shar")
     from lhotse import CutSet
 
     back = CutSet.from_shar(in_dir=tmp_path / "shar" / "all")
     assert sorted(c.id for c in back) == sorted(c["id"] for i, c in enumerate(cuts) if i != 3)
+    gather_shar(run, 1, tmp_path / "shar", kept=7)  # the count the mix checks against the run's
 
 
 def test_an_export_that_finds_fewer_files_than_kept_cuts_fails(tmp_path):
@@ -399,3 +400,81 @@ def test_sigterm_stops_a_run_with_one_line_and_exit_130(tmp_path):
     lines = [ln for ln in stderr.splitlines() if ln.strip()]
     assert lines and lines[-1].startswith("osum-data run: error: interrupted"), stderr[-3000:]
     assert "Traceback" not in stderr and "SIGABRT" not in stderr and "*** " not in stderr, stderr[-3000:]
+
+
+# --- item 12: the trainer's commands end in one line -----------------------------------------------
+
+TINY = REPO / "training" / "configs" / "tiny.yaml"
+
+
+def _trainer(capsys, tool: str, *args) -> tuple[int, str]:
+    """A trainer command's `main` (the console script's entry point) in this process: (exit code,
+    its one stderr line). Anything that escapes `main` (a traceback) fails the test."""
+    import importlib
+
+    module = {"osum-train": "train", "osum-decode": "decode", "osum-export": "export"}.get(
+        tool, "osum_checkpoint"
+    )
+    capsys.readouterr()
+    code = importlib.import_module(f"training.{module}").main([str(a) for a in args])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith(f"{tool}: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err[-3000:]
+    return code, lines[0]
+
+
+@pytest.fixture(scope="module")
+def task_cuts(tmp_path_factory) -> Path:
+    from lhotse import CutSet
+
+    from training.demo import demo_task_cuts
+
+    path = tmp_path_factory.mktemp("trainer") / "cuts.jsonl.gz"
+    CutSet.from_cuts(demo_task_cuts(8, tasks=("asr",), max_duration=3.6)).to_file(path)
+    return path
+
+
+def test_trainer_config_and_path_errors_are_one_line_exit_2(tmp_path, task_cuts, capsys):
+    """Before: `optim.lr: fast` surfaced as torch's TypeError traceback; a duplicate key and two
+    --weights for one --train were accepted silently; a missing file was a traceback."""
+    dup = tmp_path / "dup.yaml"
+    dup.write_text(TINY.read_text() + "\noptim:\n  lr: 1.0e-4\n")
+    out = tmp_path / "o"
+    train = ("osum-train", "--config", TINY, "--train", task_cuts, "--output", out)
+    none = tmp_path / "none"
+    cases = [
+        ((*train, "--set", "optim.lr=fast"), "optim.lr: expected a number, got 'fast'"),
+        ((*train, "--set", "optim.max_steps=ten"), "optim.max_steps: expected a whole number, got 'ten'"),
+        ((*train, "--weights", "1", "2"), "--weights gives 2 weight(s) for 1 --train input(s)"),
+        (("osum-train", "--config", dup, "--train", task_cuts, "--output", out), "key 'optim' given twice"),
+        (("osum-train", "--config", none, "--train", task_cuts, "--output", out), "not found"),
+        (("osum-decode", "--config", TINY, "--checkpoint", none, "--cuts", task_cuts, "--output", out), "none"),
+        (("osum-export", "--config", TINY, "--checkpoint", none, "--output", out), str(none)),
+        (("osum-convert", "--osum", tmp_path / "infer.pt", "--output", out), "infer.pt"),
+    ]  # fmt: skip
+    for args, message in cases:
+        code, line = _trainer(capsys, *args)
+        assert code == 2 and message in line, (args, line)
+    assert not out.exists()  # validated before any work
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_osum_train_stops_on_ctrl_c_or_sigterm_with_one_line_and_exit_130(tmp_path, task_cuts, sig):
+    """Before: a KeyboardInterrupt traceback and exit 1 (Ctrl-C); SIGTERM killed it mid-step."""
+    out = tmp_path / "run"
+    module = "import sys; from training.train import main; sys.exit(main())"
+    args = ["--config", TINY, "--train", task_cuts, "--output", out, "--set", "optim.max_steps=100000"]
+    args += ["--set", "train.log_every=1", "--set", "train.tensorboard=false"]
+    cmd = [sys.executable, "-c", module, *map(str, args)]
+    env = {**_env(), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    end = time.time() + 240
+    log = out / "train_log.jsonl"
+    while not (log.exists() and '"loss"' in log.read_text()) and time.time() < end and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stderr.read()[-3000:] if proc.stderr else ""
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr and "osum-train: interrupted" in stderr.splitlines()[-1], stderr[-3000:]

@@ -30,6 +30,7 @@ import torch
 import yaml
 
 from training.checkpoint import latest_checkpoint, load_checkpoint, load_trainable, save_checkpoint
+from training.cli_errors import UsageError, run_command
 from training.config import Config, OptimConfig, load_config
 from training.data import CutFilter, Position, make_loader, open_cuts, training_stream
 from training.distributed import Dist, no_sync, setup, teardown, wrap
@@ -294,6 +295,11 @@ def train(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`osum-train`: one line and exit 2 (config), 1 (runtime) or 130 (Ctrl-C, SIGTERM)."""
+    return run_command("osum-train", _main, argv)
+
+
+def _main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="osum-train", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
@@ -316,6 +322,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     args = ap.parse_args(argv)
+    if args.weights is not None and len(args.weights) != len(args.train):
+        raise UsageError(
+            f"--weights gives {len(args.weights)} weight(s) for {len(args.train)} --train input(s): "
+            "give one weight per --train"
+        )
+    if args.weights is not None and (
+        any(not math.isfinite(w) or w < 0 for w in args.weights) or not sum(args.weights) > 0
+    ):
+        raise UsageError(f"--weights must be finite, >= 0 and not all 0, got {args.weights}")
     overrides = list(args.set) + ([f"optim.max_steps={args.max_steps}"] if args.max_steps else [])
     cfg = load_config(args.config, overrides)
     train(cfg, args.train, args.output, args.weights, args.dev, args.resume, args.stop_after_steps)

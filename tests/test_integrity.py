@@ -442,13 +442,14 @@ def test_trainer_config_and_path_errors_are_one_line_exit_2(tmp_path, task_cuts,
     out = tmp_path / "o"
     train = ("osum-train", "--config", TINY, "--train", task_cuts, "--output", out)
     none = tmp_path / "none"
+    decode = ("osum-decode", "--config", TINY, "--checkpoint", none, "--cuts", task_cuts, "--output", out)
     cases = [
         ((*train, "--set", "optim.lr=fast"), "optim.lr: expected a number, got 'fast'"),
         ((*train, "--set", "optim.max_steps=ten"), "optim.max_steps: expected a whole number, got 'ten'"),
         ((*train, "--weights", "1", "2"), "--weights gives 2 weight(s) for 1 --train input(s)"),
         (("osum-train", "--config", dup, "--train", task_cuts, "--output", out), "key 'optim' given twice"),
         (("osum-train", "--config", none, "--train", task_cuts, "--output", out), "not found"),
-        (("osum-decode", "--config", TINY, "--checkpoint", none, "--cuts", task_cuts, "--output", out), "none"),
+        (decode, str(none)),
         (("osum-export", "--config", TINY, "--checkpoint", none, "--output", out), str(none)),
         (("osum-convert", "--osum", tmp_path / "infer.pt", "--output", out), "infer.pt"),
     ]  # fmt: skip

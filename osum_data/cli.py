@@ -197,6 +197,12 @@ def explain(e: BaseException) -> tuple[str, int]:
     if isinstance(e, FileNotFoundError | NotADirectoryError | IsADirectoryError | PermissionError):
         what = f"{e.strerror}: {e.filename}" if e.filename else str(e)
         return what, EXIT_USAGE
+    if isinstance(e, UnicodeDecodeError):  # its args[0] is only the codec's name ("utf-8")
+        return (
+            f"a file is not {e.encoding} text ({e.reason}, byte 0x{e.object[e.start]:02x} at offset "
+            f"{e.start}); save it as UTF-8 (run with --debug to see which file)",
+            EXIT_USAGE,
+        )
     if isinstance(e, KeyError | ValueError):
         return (e.args[0] if e.args and isinstance(e.args[0], str) else str(e)), EXIT_USAGE
     text = " ".join(str(e).split())[:500]

@@ -379,6 +379,7 @@ def test_a_label_with_dollar_signs_is_plotted_literally(tmp_path):
 # --- item 15: SIGTERM ends like Ctrl-C -------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sigterm_stops_a_run_with_one_line_and_exit_130(tmp_path):
     """Before: SIGTERM ended in SIGABRT with a Ray C++ stack dump."""
     manifest = demo_like_manifest(tmp_path, 200)
@@ -481,6 +482,7 @@ def test_osum_train_stops_on_ctrl_c_or_sigterm_with_one_line_and_exit_130(tmp_pa
     assert "Traceback" not in stderr and "osum-train: interrupted" in stderr.splitlines()[-1], stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_without_ray_worker_tracebacks(tmp_path):
     """Before: the good one-line `disk full` error was followed by Ray's tracebacks of the other
     in-flight shards. A real full file system: a 2 MB tmpfs (needs root, which CI has)."""

@@ -186,13 +186,14 @@ def _usage_errors() -> tuple[type[BaseException], ...]:
 
 
 def _runtime_errors() -> tuple[type[BaseException], ...]:
+    from osum_data.export.engine import ExportCountError
     from osum_data.llm.client import LLMEndpointError
     from osum_data.llm.server import EmbeddedServerError
     from osum_data.plan import PlanIncomplete
     from osum_data.run.inputs import InputError
     from osum_data.run.runner import RunError
 
-    return (InputError, RunError, LLMEndpointError, EmbeddedServerError, PlanIncomplete)
+    return (InputError, RunError, LLMEndpointError, EmbeddedServerError, PlanIncomplete, ExportCountError)
 
 
 def explain(e: BaseException) -> tuple[str, int]:
@@ -211,6 +212,12 @@ def explain(e: BaseException) -> tuple[str, int]:
     if isinstance(e, FileNotFoundError | NotADirectoryError | IsADirectoryError | PermissionError):
         what = f"{e.strerror}: {e.filename}" if e.filename else str(e)
         return what, EXIT_USAGE
+    if isinstance(e, UnicodeDecodeError):  # its args[0] is only the codec's name ("utf-8")
+        return (
+            f"a file is not {e.encoding} text ({e.reason}, byte 0x{e.object[e.start]:02x} at offset "
+            f"{e.start}); save it as UTF-8 (run with --debug to see which file)",
+            EXIT_USAGE,
+        )
     if isinstance(e, KeyError | ValueError):
         return (e.args[0] if e.args and isinstance(e.args[0], str) else str(e)), EXIT_USAGE
     text = " ".join(str(e).split())[:500]
@@ -222,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     from osum_data.sources import policy_env
 
     try:
+        from osum_data.run.signals import stop_on_sigterm
+
+        stop_on_sigterm()  # SIGTERM ends a command as Ctrl-C does (Ray's start sets it again)
         with policy_env(args):
             return args.func(args)
     except KeyboardInterrupt:

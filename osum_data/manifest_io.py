@@ -72,12 +72,52 @@ def write_jsonl(path: str | Path, items: Iterable[dict[str, Any]]) -> int:
 
 
 def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Stream dicts from a JSON-lines file (gzip or plain)."""
+    """Stream dicts from a JSON-lines file (gzip or plain). A line nested too deeply raises
+    JSONTooDeep (a json.JSONDecodeError) naming the file and line."""
     opener = gzip.open if str(path).endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8") as f:
-        for line in f:
+        for number, line in enumerate(f, 1):
             if line.strip():
-                yield json.loads(line)
+                try:
+                    yield loads_line(line)
+                except JSONTooDeep as e:
+                    raise JSONTooDeep(f"{path}:{number}: {e.msg}", e.doc, e.pos) from None
+
+
+# No cut, reject or sample we read nests deeper than a dozen levels; a line nested hundreds deep
+# would make json (and lhotse, Ray's pickling, our writers) recurse until RecursionError, which
+# is no error of one line but kills the run. Such a line is refused before it is parsed.
+MAX_JSON_DEPTH = 64
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
+class JSONTooDeep(json.JSONDecodeError):
+    """A JSON line nested deeper than MAX_JSON_DEPTH (a JSONDecodeError, so callers that reject
+    bad JSON reject it too; `code` says which)."""
+
+    code = "too_deep"
+
+
+def json_depth(text: str | bytes) -> int:
+    """How deep arrays and objects nest in a JSON text (strings ignored), without parsing it; a text
+    with at most MAX_JSON_DEPTH brackets gets its bracket count (a bound: it cannot nest deeper)."""
+    raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH:
+        return min(raw.count(b"[") + raw.count(b"{"), MAX_JSON_DEPTH)  # cannot be deeper than that
+    import numpy as np
+
+    bare = np.frombuffer(_JSON_STRING.sub(b"", raw), dtype=np.uint8)
+    step = (np.isin(bare, (ord("["), ord("{")))).astype(np.int64) - np.isin(bare, (ord("]"), ord("}")))
+    return int(np.cumsum(step).max(initial=0))
+
+
+def loads_line(text: str | bytes) -> Any:
+    """json.loads of one manifest line, refusing one nested deeper than MAX_JSON_DEPTH."""
+    depth = json_depth(text)
+    if depth > MAX_JSON_DEPTH:
+        doc = text if isinstance(text, str) else text.decode("utf-8", "replace")
+        raise JSONTooDeep(f"nested {depth} levels deep (at most {MAX_JSON_DEPTH})", doc[:200], 0)
+    return json.loads(text)
 
 
 def reject_record(cut_dict: dict[str, Any], stage: str, reason: str) -> dict[str, Any]:

@@ -118,10 +118,10 @@ def brief(value: Any) -> str:
     return _BRIEF.repr(value)
 
 
-def load_yaml_file(path: Path) -> Any:
+def load_yaml_file(path: Path, unique_keys: bool = False) -> Any:
     """The file's YAML content; broken YAML or text is a one-line ConfigError naming the file."""
     try:
-        return load_yaml(path.read_text(encoding="utf-8"))
+        return load_yaml(path.read_text(encoding="utf-8"), unique_keys=unique_keys)
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

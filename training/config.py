@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -228,11 +231,64 @@ def _build(cls: type, raw: Any, where: str) -> Any:
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         raise ConfigError(f"{where}: unknown keys {unknown}; known: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in raw.items():
         sub = _section_type(cls, name)
-        kwargs[name] = _build(sub, value, f"{where}.{name}") if sub else value
+        if sub:
+            kwargs[name] = _build(sub, value, f"{where}.{name}")
+        else:
+            kwargs[name] = _typed(value, hints[name], f"{where}.{name}")
     return cls(**kwargs)
+
+
+_NAMES = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _typed(value: Any, hint: Any, where: str) -> Any:
+    """`value` checked against its field's type (before any work: `optim.lr: fast` must not reach
+    torch as a string); an int where a float is declared becomes that float."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        for option in options:
+            try:
+                return _typed(value, option, where)
+            except ConfigError:
+                continue
+        wanted = " or ".join(_describe(a) for a in options) + (" or null" if type(None) in args else "")
+        raise ConfigError(f"{where}: expected {wanted}, got {value!r}")
+    if hint is Any:
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list of {_describe(args[0])}, got {value!r}")
+        return [_typed(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return value
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint is bool and isinstance(value, bool):
+        return value
+    if hint is str and isinstance(value, str):
+        return value
+    raise ConfigError(f"{where}: expected {_describe(hint)}, got {value!r}")
+
+
+def _describe(hint: Any) -> str:
+    if typing.get_origin(hint) is list:
+        return f"a list of {_describe(typing.get_args(hint)[0])}"
+    if typing.get_origin(hint) is dict:
+        return "a mapping"
+    return _NAMES.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 _SECTIONS: dict[tuple[type, str], type] = {
@@ -312,5 +368,10 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    raw = load_yaml_file(path) or {}
+    # A key given twice is an error: YAML's last-one-wins would drop the first silently.
+    raw = load_yaml_file(path, unique_keys=True)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of config sections, got a {type(raw).__name__}")
     return config_from_dict(apply_overrides(raw, overrides or []), str(path))

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from training.checkpoint import latest_checkpoint, load_trainable
+from training.cli_errors import run_command
 from training.config import Config, load_config
 from training.data import make_loader, open_cuts
 from training.evaluate import decode_rows
@@ -75,6 +76,11 @@ def decode(cfg: Config, checkpoint: Path, cuts_spec: str, output: Path) -> dict[
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`osum-decode`: one line and exit 2 (config, paths), 1 (runtime) or 130 (Ctrl-C, SIGTERM)."""
+    return run_command("osum-decode", _main, argv)
+
+
+def _main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="osum-decode", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from training.checkpoint import export_merged, load_trainable
+from training.cli_errors import run_command
 from training.config import load_config
 from training.decode import resolve_checkpoint
 from training.model import build_model
@@ -27,6 +28,11 @@ def export(config: str | Path, checkpoint: Path, output: Path, overrides: list[s
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`osum-export`: one line and exit 2 (config, paths), 1 (runtime) or 130 (Ctrl-C, SIGTERM)."""
+    return run_command("osum-export", _main, argv)
+
+
+def _main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="osum-export", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )

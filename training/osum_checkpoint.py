@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from training.adapters import sinusoids
+from training.cli_errors import run_command
 
 # (OSUM key pattern, our key template); the first match wins.
 _ENCODER_LAYER = {
@@ -186,8 +187,13 @@ def write(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`osum-convert`: one line and exit 2 (paths), 1 (runtime) or 130 (Ctrl-C, SIGTERM)."""
+    return run_command("osum-convert", _main, argv)
+
+
+def _main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m training.osum_checkpoint",
+        prog="osum-convert",
         description=__doc__,
         formatter_class=argparse.RawTextHelpFormatter,
     )

@@ -38,6 +38,7 @@ from training.checkpoint import (
     refuse,
     save_checkpoint,
 )
+from training.cli_errors import UsageError, run_command
 from training.config import Config, OptimConfig, load_config
 from training.data import CutFilter, Position, make_loader, open_cuts, training_stream
 from training.distributed import Dist, no_sync, setup, teardown, wrap
@@ -302,6 +303,11 @@ def train(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`osum-train`: one line and exit 2 (config), 1 (runtime) or 130 (Ctrl-C, SIGTERM)."""
+    return run_command("osum-train", _main, argv)
+
+
+def _main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="osum-train", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
@@ -325,6 +331,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     add_cli_flags(ap)
     args = ap.parse_args(argv)
+    if args.weights is not None and len(args.weights) != len(args.train):
+        raise UsageError(
+            f"--weights gives {len(args.weights)} weight(s) for {len(args.train)} --train input(s): "
+            "give one weight per --train"
+        )
+    if args.weights is not None and (
+        any(not math.isfinite(w) or w < 0 for w in args.weights) or not sum(args.weights) > 0
+    ):
+        raise UsageError(f"--weights must be finite, >= 0 and not all 0, got {args.weights}")
     overrides = list(args.set) + ([f"optim.max_steps={args.max_steps}"] if args.max_steps else [])
     cfg = load_config(args.config, overrides)
     try:

@@ -70,4 +70,25 @@ def prepare(name: str, corpus_dir: str | Path, out_dir: str | Path) -> ImportRep
         raise FileNotFoundError(f"corpus directory {corpus_dir} does not exist")
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"{out_dir} is a file; give a directory for the manifests")
+    refuse_other_output(out_dir)
     return preparer(corpus_dir, out_dir)
+
+
+# Files only a pipeline run, export or mix writes: an import never does.
+NOT_AN_IMPORT = ("summary.json", "run.json", "pipeline.yaml")
+
+
+class PrepareOutputError(ValueError):
+    """OUT_DIR holds the results of something other than an import (exit 2, nothing written)."""
+
+
+def refuse_other_output(out_dir: Path) -> None:
+    """An import writes cuts.jsonl.gz and rejects.jsonl.gz; in a run, export or mix folder it would
+    replace that run's results (with `summary.json` still describing the old run), as `run`, `export`
+    and `mix` refuse to do to each other. A folder of an earlier import is fine to overwrite."""
+    found = [name for name in NOT_AN_IMPORT if (out_dir / name).exists()]
+    if found:
+        raise PrepareOutputError(
+            f"{out_dir} holds the results of a pipeline run, export or mix ({', '.join(found)}); "
+            "prepare would replace its cuts.jsonl.gz and rejects.jsonl.gz: give another OUT_DIR"
+        )

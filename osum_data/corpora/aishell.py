@@ -20,6 +20,7 @@ from osum_data.corpora.labels import SupervisionLabels
 from osum_data.corpora.recipe import Expected, assemble, run_recipe
 from osum_data.corpora.rejects import DUPLICATE_ID, MISSING_AUDIO, NO_TRANSCRIPT, RowError
 from osum_data.corpora.report import ImportReport
+from osum_data.corpora.text import read_text
 
 CORPUS = "aishell"
 PARTS = ("train", "dev", "test")  # lhotse's recipe always processes these three
@@ -60,7 +61,7 @@ def read_speakers(path: Path) -> dict[str, str]:
     if not path.is_file():
         return {}
     speakers = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(read_text(path).splitlines(), start=1):
         fields = line.split()
         if not fields:
             continue
@@ -75,7 +76,7 @@ def scan(root: Path) -> list[Expected]:
     """Every wav under data_aishell/wav/<part>/ and every transcript line, as expected utterances."""
     transcript: dict[str, str] = {}
     entries = []
-    for lineno, line in enumerate((root / TRANSCRIPT).read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(read_text(root / TRANSCRIPT).splitlines(), start=1):
         source = f"{TRANSCRIPT}:{lineno}"
         fields = line.split(maxsplit=1)
         if not fields:

@@ -33,6 +33,7 @@ from lhotse.utils import fastcopy
 from osum_data.corpora.labels import SupervisionLabels
 from osum_data.corpora.recipe import Expected, assemble, run_recipe
 from osum_data.corpora.report import ImportReport
+from osum_data.corpora.text import check_utf8
 
 CORPUS = "commonvoice"
 DEFAULT_SPLITS = ("train", "dev", "test")
@@ -103,6 +104,14 @@ def locate(corpus_dir: Path) -> tuple[Path, list[str]]:
 def scan_split(root: Path, locale: str, split: str) -> list[Expected]:
     """One expected utterance per tsv row, read the way lhotse reads it (tab, no quoting)."""
     tsv = root / locale / f"{split}.tsv"
+    try:
+        return _scan_split(root, locale, split, tsv)
+    except UnicodeDecodeError:
+        check_utf8(tsv)  # names the line and what the file looks like
+        raise
+
+
+def _scan_split(root: Path, locale: str, split: str, tsv: Path) -> list[Expected]:
     entries = []
     with open(tsv, encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)

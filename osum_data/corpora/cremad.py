@@ -11,6 +11,7 @@ parts, or an unknown sentence code, is rejected naming the file.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 from osum_data.corpora.rejects import MALFORMED_LINE, UNKNOWN_LABEL, RowError
 from osum_data.corpora.report import ImportReport
 from osum_data.corpora.rows import Row, conventions, field_count_error, import_rows, relative
+from osum_data.corpora.text import read_text
 
 CORPUS = "cremad"
 
@@ -36,7 +38,7 @@ def read_demographics(path: Path) -> dict[str, dict[str, str]]:
     """ActorID -> {Age, Sex, ...}; {} when the table is absent (cuts then lack gender and age)."""
     if not path.is_file():
         return {}
-    with open(path, encoding="utf-8-sig", newline="") as f:
+    with io.StringIO(read_text(path), newline="") as f:
         reader = csv.DictReader(f)
         if not {"ActorID", "Age", "Sex"} <= set(reader.fieldnames or []):
             raise ValueError(f"{path}: expected columns ActorID, Age, Sex; got {reader.fieldnames}")

@@ -10,12 +10,14 @@ evaluated by 5-fold cross-validation), the category to custom.esc50_category.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from osum_data.corpora.report import ImportReport
 from osum_data.corpora.rows import Row, field_count_error, import_rows, relative
+from osum_data.corpora.text import read_text
 
 CORPUS = "esc50"
 REQUIRED = ("filename", "fold", "category")
@@ -34,7 +36,7 @@ def prepare_esc50(corpus_dir: Path, out_dir: Path) -> ImportReport:
 
 def scan(root: Path, base: Path) -> Iterator[Row]:
     table = base / "meta" / "esc50.csv"
-    with open(table, encoding="utf-8", newline="") as f:
+    with io.StringIO(read_text(table), newline="") as f:
         reader = csv.DictReader(f)
         missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
         if missing:

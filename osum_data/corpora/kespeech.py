@@ -26,6 +26,7 @@ from osum_data.corpora.labels import SupervisionLabels
 from osum_data.corpora.recipe import Expected, assemble, run_recipe
 from osum_data.corpora.rejects import EMPTY_TEXT, MISSING_AUDIO, RowError
 from osum_data.corpora.report import ImportReport
+from osum_data.corpora.text import read_text
 
 CORPUS = "kespeech"
 LISTS = ("wav.scp", "text", "utt2subdialect", "utt2spk")
@@ -72,7 +73,7 @@ def read_kaldi_map(path: Path) -> dict[str, str]:
     if not path.is_file():
         return {}
     out = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in read_text(path).splitlines():
         fields = line.split(maxsplit=1)
         if len(fields) == 2:
             out[fields[0]] = fields[1].strip()
@@ -84,7 +85,7 @@ def scan_part(root: Path, part: str) -> tuple[list[Expected], list[tuple[str, ..
     folder = root / "Tasks" / "ASR" / part
     columns = []
     for name in LISTS:
-        lines = [ln for ln in (folder / name).read_text(encoding="utf-8").splitlines() if ln.strip()]
+        lines = [ln for ln in read_text(folder / name).splitlines() if ln.strip()]
         columns.append([ln.strip().split(maxsplit=1) for ln in lines])
     lengths = {name: len(col) for name, col in zip(LISTS, columns, strict=True)}
     if len(set(lengths.values())) != 1:

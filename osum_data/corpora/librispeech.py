@@ -20,6 +20,7 @@ from osum_data.corpora.labels import SupervisionLabels
 from osum_data.corpora.recipe import Expected, assemble, run_recipe
 from osum_data.corpora.rejects import NO_TRANSCRIPT, RowError
 from osum_data.corpora.report import ImportReport
+from osum_data.corpora.text import read_text
 
 CORPUS = "librispeech"
 PARTS = LIBRISPEECH + MINI_LIBRISPEECH
@@ -72,7 +73,7 @@ def read_speakers(path: Path) -> dict[str, str]:
     if not path.is_file():
         return {}
     speakers = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith(";"):
             continue
         fields = [f.strip() for f in line.split("|", 4)]
@@ -87,7 +88,7 @@ def scan_part(root: Path, part: str) -> list[Expected]:
     entries = []
     listed = set()
     for trans in sorted((root / part).rglob("*.trans.txt")):
-        lines = trans.read_text(encoding="utf-8").splitlines()
+        lines = read_text(trans).splitlines()
         for lineno, line in enumerate(lines, start=1):
             fields = line.split(maxsplit=1)
             if len(fields) < 2:

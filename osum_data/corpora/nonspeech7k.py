@@ -12,6 +12,7 @@ without extension is looked up as <name>.wav. Class names are mapped in corpus_m
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from osum_data.corpora.report import ImportReport
 from osum_data.corpora.rows import Row, conventions, field_count_error, import_rows, relative
+from osum_data.corpora.text import read_text
 
 CORPUS = "nonspeech7k"
 FILE_COLUMNS = ("filename", "fname", "file")
@@ -50,7 +52,7 @@ def _key(column: str) -> str:
 
 
 def scan(root: Path, split: str, table: Path, clips: Path) -> Iterator[Row]:
-    with open(table, encoding="utf-8-sig", newline="") as f:
+    with io.StringIO(read_text(table), newline="") as f:
         reader = csv.DictReader(f)
         columns = {_key(c): c for c in reader.fieldnames or []}
         file_col = next((columns[k] for k in FILE_COLUMNS if k in columns), None)

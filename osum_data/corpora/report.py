@@ -23,6 +23,7 @@ class ImportReport:
     # Cuts kept without a label the corpus usually gives (field -> count), e.g. a speaker missing
     # from SPEAKERS.TXT: not an error, but the user should know how much SGC/SAP data they lost.
     unlabelled: dict[str, int] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()  # what the user should know (e.g. table columns nothing reads)
 
     def __post_init__(self) -> None:
         if self.rows != self.cuts + self.rejected:
@@ -47,6 +48,8 @@ class ImportReport:
         if self.unlabelled:
             missing = ", ".join(f"{n} without {f}" for f, n in sorted(self.unlabelled.items()))
             text += f" Kept cuts lacking a label: {missing}."
+        for note in self.notes:
+            text += f" Note: {note}."
         text += f" Manifests in {self.out_dir}"
         if self.rejected:
             text += f"; every rejected row with its reason is in {Path(self.out_dir) / 'rejects.jsonl.gz'}"

@@ -17,9 +17,12 @@ the next quote (one unbalanced quote at row 10 of 1,000 rows silently dropped 99
 from __future__ import annotations
 
 import csv
+import difflib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from osum_data.corpora.text import BOMS, TextFileError, check_line_ends, looks_like
 
 
 @dataclass(frozen=True)
@@ -40,11 +43,18 @@ def find_metadata(corpus_dir: Path) -> Path:
 class Table:
     """A metadata table opened for streaming: `columns` from the header, then `rows()`."""
 
-    def __init__(self, path: Path, required: tuple[str, ...]):
+    def __init__(self, path: Path, required: tuple[str, ...], optional: tuple[str, ...] | None = None):
+        """`optional`: the other columns the importer reads. When given, a column that is neither is
+        named: refused if it is close to a known column the table lacks (a typo such as `emotoin`
+        would import every row without that label), else listed in `ignored`."""
         self.path = Path(path)
+        self.ignored: list[str] = []
         self.is_tsv = self.path.suffix.lower() == ".tsv"
         with open(self.path, "rb") as f:
             first = f.readline()
+        if first.startswith(tuple(BOMS)) or (first.count(b"\0") * 4 >= len(first) > 0):
+            raise TextFileError(f"{self.path}: the file is {looks_like(first)}, not UTF-8: save it as UTF-8")
+        check_line_ends(self.path, first)
         if not first.strip():
             raise ValueError(
                 f"{self.path} is empty: the first line must name the columns "
@@ -53,7 +63,10 @@ class Table:
         try:
             header = first.decode("utf-8-sig")
         except UnicodeDecodeError as e:
-            raise ValueError(f"{self.path}: the header line is not UTF-8 ({_byte(first, e)})") from None
+            raise TextFileError(
+                f"{self.path}: line 1 (the header) is not UTF-8 ({_byte(first, e)}); the file looks like "
+                f"{looks_like(first)}: save it as UTF-8"
+            ) from None
         cells = self._split(header)
         if cells is None:
             raise ValueError(f"{self.path}: the header line has an unbalanced quote")
@@ -61,12 +74,15 @@ class Table:
         duplicated = sorted({c for c in self.columns if self.columns.count(c) > 1})
         if duplicated:
             raise ValueError(f"{self.path}: duplicate column(s) {', '.join(duplicated)}")
+        known = tuple(required) + tuple(optional or ())
         missing = [c for c in required if c not in self.columns]
         if missing:
             raise ValueError(
-                f"{self.path}: missing required column(s) {', '.join(missing)}; "
-                f"header has {', '.join(self.columns)}"
+                f"{self.path}: missing required column(s) {', '.join(missing)}"
+                f"{typo_hint(missing, self.columns)}; header has {', '.join(self.columns)}"
             )
+        if optional is not None:
+            self.ignored = check_unknown_columns(self.path, self.columns, known)
 
     def _split(self, line: str) -> list[str] | None:
         line = line.rstrip("\r\n")
@@ -116,3 +132,36 @@ class Table:
 
 def _byte(raw: bytes, e: UnicodeDecodeError) -> str:
     return f"byte 0x{raw[e.start]:02x} at column {e.start + 1}"
+
+
+def close_column(name: str, candidates: list[str]) -> str | None:
+    """The known column `name` is probably a typo of, if any (difflib's similarity >= 0.75)."""
+    found = difflib.get_close_matches(name, candidates, n=1, cutoff=0.75)
+    return found[0] if found else None
+
+
+def typo_hint(missing: list[str], columns: list[str]) -> str:
+    """' (did you mean X for Y?)' for the missing columns a present column looks like a typo of."""
+    hints = []
+    for want in missing:
+        near = close_column(want, [c for c in columns if c])
+        if near is not None:
+            hints.append(f"{near!r} for {want!r}")
+    return f" (is {', '.join(hints)} a typo?)" if hints else ""
+
+
+def check_unknown_columns(path: Path, columns: list[str], known: tuple[str, ...]) -> list[str]:
+    """The header's columns the importer does not read. One close to a known column the header
+    lacks is a ValueError naming both (its values would be dropped: a label that silently vanishes
+    from every row); the others are returned, for the import report to name."""
+    unknown = [c for c in columns if c not in known]
+    absent = [k for k in known if k not in columns]
+    typos = [(c, close_column(c, absent)) for c in unknown]
+    typos = [(c, k) for c, k in typos if k is not None]
+    if typos:
+        said = ", ".join(f"{c!r} (did you mean {k!r}?)" for c, k in typos)
+        raise ValueError(
+            f"{path}: unknown column(s) {said}; rename them, or their values are not imported "
+            f"(known columns: {', '.join(known)})"
+        )
+    return unknown

@@ -10,6 +10,7 @@ memory) and counted from the file itself. An empty `text` is allowed (a folder o
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -61,11 +62,15 @@ def prepare_tsv(corpus_dir: Path, out_dir: Path) -> ImportReport:
     Cuts stream to disk as rows are built, so memory does not grow with the number of cuts.
     """
     corpus_dir, out_dir = Path(corpus_dir), Path(out_dir)
-    table = Table(find_metadata(corpus_dir), REQUIRED)
+    table = Table(find_metadata(corpus_dir), REQUIRED, OPTIONAL)
     rows = table.count_rows()  # from the file itself: the report checks rows = cuts + rejected
     rejects = RejectLog()
     cuts = _build_all(table.rows(), _CutBuilder(corpus_dir), rejects)
-    return write_import(out_dir, CORPUS, rows, {"all": cuts}, rejects, per_part_files=False)
+    report = write_import(out_dir, CORPUS, rows, {"all": cuts}, rejects, per_part_files=False)
+    if table.ignored:
+        note = f"ignored column(s) of {table.path.name} that no label reads: {', '.join(table.ignored)}"
+        report = dataclasses.replace(report, notes=(*report.notes, note))
+    return report
 
 
 def _build_all(rows: Iterator[TableRow], builder: _CutBuilder, rejects: RejectLog) -> Iterator[Cut]:

@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,59 @@ def shard_dirs(run_dir: Path, stage: str, shards: int) -> Iterator[tuple[int, Pa
         d = Path(run_dir) / "files" / f"{i:06d}" / stage
         if d.is_dir():
             yield i, d
+
+
+PART_PREFIX = "part-"
+
+
+@contextmanager
+def call_part(files_dir: Path) -> Iterator[Path]:
+    """A fresh folder for the files of one call of an export stage, published as the shard's next
+    `part-NNNNNN/` when the call returns, removed when it raises.
+
+    The runner retries a batch that raised one cut per call, in the same files folder; a stage that
+    emptied the folder on each call kept only the last cut's files (issue 20 item 6). With one part
+    per successful call nothing a kept cut wrote is lost and nothing a failed call wrote is kept; a
+    call that wrote nothing publishes no part. A restarted shard starts from an empty files folder
+    (the runner clears it), so part numbers restart at 0 and the output is the same bytes."""
+    files_dir = Path(files_dir)
+    n = sum(1 for p in files_dir.iterdir() if p.is_dir() and p.name.startswith(PART_PREFIX))
+    final = files_dir / f"{PART_PREFIX}{n:06d}"
+    tmp = files_dir / f".{final.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if any(tmp.iterdir()):
+        os.replace(tmp, final)
+    else:
+        tmp.rmdir()
+
+
+def part_dirs(run_dir: Path, stage: str, shards: int) -> Iterator[tuple[int, Path]]:
+    """(shard index, one published part of that shard's `stage` files) in shard order, then part
+    order: the order the parts' cuts had in the input."""
+    for i, d in shard_dirs(run_dir, stage, shards):
+        for part in sorted(p for p in d.iterdir() if p.is_dir() and p.name.startswith(PART_PREFIX)):
+            yield i, part
+
+
+class ExportCountError(RuntimeError):
+    """The files an export gathered hold a different number of samples than the run kept."""
+
+
+def check_on_disk(what: str, on_disk: int, kept: int) -> int:
+    """The count of samples written, which must be the run's count of kept cuts: the summary counts
+    what is on disk, and a shortfall is an error rather than an export that claims cuts it lost."""
+    if on_disk != kept:
+        raise ExportCountError(
+            f"{what}: the export files hold {on_disk} sample(s) but {kept} cut(s) were kept; "
+            "the export is incomplete (run it again into an empty folder, and report this)"
+        )
+    return on_disk
 
 
 def link(src: Path, dst: Path) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from osum_data.export.engine import (
     RUN_DIR,
+    check_on_disk,
     clashing_input,
     export_rejects,
     run_export_stage,
@@ -145,6 +146,8 @@ def export(
         from osum_data.export.sharegpt import gather_sharegpt
 
         splits = gather_sharegpt(out, run["shards"])
+    # What is on disk, not what the run believes it kept: they must agree, or the export fails.
+    exported = check_on_disk(f"export {fmt} to {out}", sum(splits.values()), run["out"])
     counters = next((s.get("counters", {}) for s in run["stages"] if s["stage"] == stage), {})
     reasons = export_rejects(out / RUN_DIR, out / "rejects.jsonl.gz", stage)
     summary = {
@@ -154,7 +157,7 @@ def export(
         "out_dir": str(out),
         "relative": relative,
         "cuts": run["in"],
-        "exported": run["out"],
+        "exported": exported,
         "rejected": run["rejected"],
         "rejected_by_reason": reasons,
         "reasons": reasons,  # the same counts under the OSUM export's key: every format has both

@@ -13,7 +13,7 @@ import json
 import shutil
 from pathlib import Path
 
-from osum_data.export.engine import RUN_DIR, link, shard_dirs
+from osum_data.export.engine import RUN_DIR, link, part_dirs
 from osum_data.export.osum_reader import SAMPLING_RATE
 from osum_data.export.samples import FormatStage, Sample
 from osum_data.manifest_io import atomic_path
@@ -42,7 +42,7 @@ def features():
     )
 
 
-@register_stage(STAGE, version=1)
+@register_stage(STAGE, version=2)  # 2: files in per-call parts
 class ExportHF(FormatStage):
     """Per shard and split: one Parquet file written by `datasets`."""
 
@@ -75,7 +75,7 @@ class ExportHF(FormatStage):
 def gather_hf(out: Path, shards: int) -> dict[str, int]:
     """Name the Parquet parts `data/<split>-k-of-n.parquet` and write the dataset card."""
     parts: dict[str, list[Path]] = {}
-    for _, d in shard_dirs(out / RUN_DIR, STAGE, shards):
+    for _, d in part_dirs(out / RUN_DIR, STAGE, shards):
         for split_dir in sorted(p for p in d.iterdir() if p.is_dir()):
             if (split_dir / "part.parquet").exists():
                 # Hugging Face's name for a dev set is `validation`

@@ -19,7 +19,7 @@ import yaml
 from lhotse import MonoCut, Recording, SupervisionSegment
 from lhotse.audio import AudioSource
 
-from osum_data.export.engine import RUN_DIR, concat_text, link, relative_or_absolute, shard_dirs
+from osum_data.export.engine import RUN_DIR, concat_text, link, part_dirs, relative_or_absolute
 from osum_data.export.osum_reader import SAMPLING_RATE
 from osum_data.export.samples import FormatStage, Sample
 from osum_data.manifest_io import atomic_path, dumps
@@ -28,7 +28,7 @@ from osum_data.run.stage import register_stage
 STAGE = "export_nemo"
 
 
-@register_stage(STAGE, version=1)
+@register_stage(STAGE, version=2)  # 2: files in per-call parts
 class ExportNemo(FormatStage):
     """Per shard and split: FLAC files, a manifest.json piece and a cuts.jsonl piece."""
 
@@ -105,7 +105,7 @@ def gather_nemo(out: Path, shards: int, relative: bool) -> dict[str, int]:
         old.unlink(missing_ok=True)
     manifests: dict[str, list[Path]] = {}
     cuts: dict[str, list[Path]] = {}
-    for _, d in shard_dirs(run_dir, STAGE, shards):
+    for _, d in part_dirs(run_dir, STAGE, shards):
         for split_dir in sorted(p for p in d.iterdir() if p.is_dir()):
             for f in sorted((split_dir / "audio").glob("*.flac")):
                 link(f, out / "audio" / f.name)

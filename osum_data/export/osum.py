@@ -35,7 +35,9 @@ Choices worth knowing:
 
 from __future__ import annotations
 
+import gzip
 import io
+import json
 import os
 import shutil
 import tarfile
@@ -53,11 +55,13 @@ from lhotse.cut import Cut
 
 from osum_data.export.engine import (
     RUN_DIR,
+    call_part,
+    check_on_disk,
     concat_text,
     link,
+    part_dirs,
     relative_or_absolute,
     run_export_stage,
-    shard_dirs,
     write_summary,
 )
 from osum_data.export.osum_dialect import (
@@ -71,8 +75,10 @@ from osum_data.export.osum_dialect import (
 )
 from osum_data.export.osum_reader import MEMBER_FIELDS, SAMPLING_RATE
 from osum_data.manifest_io import (
+    JSONTooDeep,
     atomic_path,
     dumps,
+    loads_line,
     open_jsonl_writer,
     read_jsonl,
     reject_record,
@@ -211,14 +217,14 @@ def run_osum_export(
     if group_by_mix:
         for split in ("train", "dev", "test"):
             shutil.rmtree(out / split, ignore_errors=True)
-    groups = _gather(out, out / RUN_DIR, run["shards"], shards)
+    groups, lines = _gather(out, out / RUN_DIR, run["shards"], shards)
     if shards:
         for group, tar_paths in groups.items():
             _write_shards_list(out / group, tar_paths, relative)
     counters = next((s.get("counters", {}) for s in run["stages"] if s["stage"] == STAGE), {})
     report = ExportReport(
         cuts=run["in"],
-        exported=run["out"],
+        exported=check_on_disk(f"export osum to {out}", lines, run["out"]),
         rejected=run["rejected"],
         shards=sum(len(t) for t in groups.values()),
         hours=float(counters.get("seconds", 0.0)) / 3600,
@@ -331,7 +337,15 @@ def _items(cuts_path: str | Path) -> Iterator[tuple[dict[str, Any], str | None]]
     """Raw cut dicts with a pre-decided reject reason (bad id, duplicate key, name clash) or None."""
     seen: set[str] = set()
     names: dict[str, str] = {}  # case-folded safe name -> the id that has it
-    for raw in read_jsonl(cuts_path):
+    for number, line in _lines(cuts_path):
+        try:
+            raw = loads_line(line)
+        except JSONTooDeep as e:
+            yield {"raw": line[:2000]}, f"too deep: input line {number}: JSON {e.msg}"
+            continue
+        except json.JSONDecodeError as e:
+            yield {"raw": line[:2000]}, f"bad json: input line {number}: not JSON ({e})"
+            continue
         if not isinstance(raw, dict):
             yield {"raw": raw}, "bad cut: not a JSON object"
             continue
@@ -350,6 +364,15 @@ def _items(cuts_path: str | Path) -> Iterator[tuple[dict[str, Any], str | None]]
         seen.add(key)
         names[name] = key
         yield raw, None
+
+
+def _lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """(1-based line number, text) of the non-blank lines of a JSON-lines file (gzip or plain)."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                yield number, line
 
 
 def _runner_items(cuts_path: str | Path) -> Iterator[dict[str, Any]]:
@@ -375,7 +398,7 @@ def _code(reason: str) -> str:
     return reason.split(":")[0].strip().replace(" ", "_")
 
 
-@register_stage(STAGE, version=1)
+@register_stage(STAGE, version=2)  # 2: files in per-call parts
 class ExportOsumStage:
     """One runner shard of the OSUM export: its data.list piece, materialised wavs and (with
     `shards`) its tar, in the shard's files folder; `out_dir` is where they will be linked."""
@@ -395,9 +418,12 @@ class ExportOsumStage:
         self.dialect = load_dialect(dialect) if dialect else None  # None: our own tags, as they are
 
     def __call__(self, cuts: list[Cut], ctx: StageContext) -> StageResult:
-        files = ctx.files_dir
-        for old in files.iterdir():  # a retried batch starts from nothing
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
+        # This call's files go to their own part folder (engine.call_part): a batch that raises is
+        # retried cut by cut, and each retry must add its files, not replace the shard's.
+        with call_part(ctx.files_dir) as files:
+            return self._write(cuts, files)
+
+    def _write(self, cuts: list[Cut], files: Path) -> StageResult:
         result = StageResult(counters={"referenced": 0, "materialised": 0, "seconds": 0.0})
         done: dict[str, list[_Result]] = {}
         for cut in cuts:
@@ -420,7 +446,7 @@ class ExportOsumStage:
             result.kept.append(cut)
             result.counters["referenced" if res.referenced else "materialised"] += 1
             result.counters["seconds"] += res.line["extra"]["duration"]
-        for group, results in (done or {"": []}).items():
+        for group, results in done.items():
             folder = files / group
             with atomic_path(folder / "data.list") as tmp:
                 tmp.write_text("".join(dumps(r.line) + "\n" for r in results), encoding="utf-8")
@@ -496,12 +522,12 @@ def mix_group(cut: Cut) -> str:
     return f"{mix.get('split', 'other')}/{mix.get('task', 'other')}"
 
 
-def _gather(out: Path, run_dir: Path, n_shards: int, shards: bool) -> dict[str, list[Path]]:
+def _gather(out: Path, run_dir: Path, n_shards: int, shards: bool) -> tuple[dict[str, list[Path]], int]:
     """Link the shards' wavs and tars into OUT (or OUT/<group>), concatenate their data.list pieces in
-    shard order; returns each group's tar shards."""
+    shard order; returns each group's tar shards and the number of data.list lines written."""
     pieces: dict[str, list[Path]] = {}
     tars: dict[str, list[Path]] = {}
-    for _, d in shard_dirs(run_dir, STAGE, n_shards):
+    for _, d in part_dirs(run_dir, STAGE, n_shards):
         for piece in sorted(d.rglob("data.list")):
             folder = piece.parent
             group = folder.relative_to(d).as_posix().removeprefix(".")
@@ -514,11 +540,10 @@ def _gather(out: Path, run_dir: Path, n_shards: int, shards: bool) -> dict[str, 
                 tar = dest / "shards" / f"shard_{len(group_tars):06d}.tar"
                 link(folder / "shard.tar", tar)
                 group_tars.append(tar)
-    for group, parts in pieces.items():
-        concat_text(parts, out / group / "data.list")
+    lines = sum(concat_text(parts, out / group / "data.list") for group, parts in pieces.items())
     if not pieces:
         concat_text([], out / "data.list")
-    return tars
+    return tars, lines
 
 
 def _export_rejects(run_dir: Path, dest: Path) -> tuple[dict[str, int], dict[str, int]]:

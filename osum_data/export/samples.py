@@ -10,7 +10,6 @@ that cannot be exported is rejected with the reason) and write the shard's files
 from __future__ import annotations
 
 import io
-import shutil
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +18,10 @@ from typing import Any
 import soundfile as sf
 from lhotse.cut import Cut
 
+from osum_data.export.engine import call_part
 from osum_data.export.osum import _brief, _check_sources_exist, _target, render_16k, safe_name, span_problem
 from osum_data.export.osum_reader import SAMPLING_RATE
-from osum_data.run.stage import Reject, StageContext, StageResult, is_fatal
+from osum_data.run.stage import Reject, StageContext, StageResult, is_fatal, rejecting
 
 LABELS = ("emotion", "age", "age_years", "style", "events", "answer", "label_source")
 
@@ -113,23 +113,20 @@ class FormatStage(ABC):
     """Base of the export stages: samples in, per-split files out (`write_split`)."""
 
     def __call__(self, cuts: list[Cut], ctx: StageContext) -> StageResult:
-        files = ctx.files_dir
-        for old in files.iterdir():  # a retried batch starts from nothing
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
         result = StageResult(counters={"seconds": 0.0})
         by_split: dict[str, list[Sample]] = {}
         for cut in cuts:
-            try:
+            with rejecting(result, cut):  # any error of one cut rejects that cut, with the cause
                 s = to_sample(cut)
-            except Reject as r:
-                result.rejected.append((cut, r))
-                continue
-            by_split.setdefault(s.split, []).append(s)
-            result.kept.append(cut)
-            result.counters["seconds"] += s.duration
-        for split, samples in by_split.items():
-            (files / split).mkdir(parents=True, exist_ok=True)
-            self.write_split(samples, files / split)
+                by_split.setdefault(s.split, []).append(s)
+                result.kept.append(cut)
+                result.counters["seconds"] += s.duration
+        # This call's files go to their own part folder: if writing raises, the runner retries the
+        # batch cut by cut and every retry adds a part, instead of replacing the shard's files.
+        with call_part(ctx.files_dir) as files:
+            for split, samples in by_split.items():
+                (files / split).mkdir(parents=True, exist_ok=True)
+                self.write_split(samples, files / split)
         return result
 
     @abstractmethod

@@ -9,6 +9,7 @@ into the shard's files directory. `gather_shar` then links them, in shard order,
 
 from __future__ import annotations
 
+import gzip
 import shutil
 from pathlib import Path
 from typing import Annotated, Literal
@@ -17,7 +18,7 @@ from lhotse.cut import Cut
 from lhotse.shar import SharWriter
 from pydantic import Field
 
-from osum_data.export.engine import link, shard_dirs, zero_gzip_mtime
+from osum_data.export.engine import call_part, check_on_disk, link, part_dirs, zero_gzip_mtime
 from osum_data.manifest_io import safe_file_name
 from osum_data.run.stage import Reject, StageContext, StageResult, is_fatal, register_stage
 from osum_data.sources import ID_CODE
@@ -37,7 +38,7 @@ def group_of(cut: Cut) -> str:
     return "all"
 
 
-@register_stage(STAGE, version=1)
+@register_stage(STAGE, version=2)  # 2: files in per-call parts
 class SharWrite:
     """Write the shard's cuts as Lhotse Shar with their audio re-encoded (resampled to
     `sampling_rate`, `format` inside the tar). A cut whose audio cannot be loaded is rejected
@@ -52,9 +53,12 @@ class SharWrite:
         self.format = format
 
     def __call__(self, cuts: list[Cut], ctx: StageContext) -> StageResult:
-        root = ctx.files_dir
-        for old in root.iterdir():  # a retried batch starts from nothing
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
+        # This call's Shar pieces go to their own part folder (engine.call_part): a batch that raises
+        # is retried cut by cut, and each retry must add its cuts, not replace the shard's.
+        with call_part(ctx.files_dir) as root:
+            return self._write(cuts, root)
+
+    def _write(self, cuts: list[Cut], root: Path) -> StageResult:
         writers: dict[str, SharWriter] = {}
         result = StageResult()
         try:
@@ -93,12 +97,14 @@ def _brief(e: BaseException) -> str:
     return " ".join(str(e).split())[:300]
 
 
-def gather_shar(run_dir: Path, shards: int, out: Path) -> dict[str, int]:
+def gather_shar(run_dir: Path, shards: int, out: Path, kept: int | None = None) -> dict[str, int]:
     """Link every shard's Shar pieces into `out/<group>/` numbered consecutively per group;
-    returns the number of Shar shards per group."""
+    returns the number of Shar shards per group. With `kept` (the run's count of kept cuts), the
+    cuts in the linked pieces must number the same (engine.check_on_disk)."""
     counts: dict[str, int] = {}
+    on_disk = 0
     targets: set[Path] = set()
-    for _, d in shard_dirs(run_dir, STAGE, shards):
+    for _, d in part_dirs(run_dir, STAGE, shards):
         for cuts_file in sorted(d.rglob("cuts.jsonl.gz")):
             group = cuts_file.parent.relative_to(d).as_posix()
             k = counts.get(group, 0)
@@ -107,7 +113,11 @@ def gather_shar(run_dir: Path, shards: int, out: Path) -> dict[str, int]:
                 targets.add(dest)
                 shutil.rmtree(dest, ignore_errors=True)
             link(cuts_file, dest / f"cuts.{k:06d}.jsonl.gz")
+            with gzip.open(cuts_file, "rb") as f:
+                on_disk += sum(1 for line in f if line.strip())
             rec = cuts_file.parent / "recording.tar"
             link(rec, dest / f"recording.{k:06d}.tar")
             counts[group] = k + 1
+    if kept is not None:
+        check_on_disk(f"Shar write into {out}", on_disk, kept)
     return counts

@@ -14,7 +14,7 @@ import json
 import shutil
 from pathlib import Path
 
-from osum_data.export.engine import RUN_DIR, concat_text, link, relative_or_absolute, shard_dirs
+from osum_data.export.engine import RUN_DIR, concat_text, link, part_dirs, relative_or_absolute
 from osum_data.export.samples import FormatStage, Sample
 from osum_data.manifest_io import atomic_path, dumps
 from osum_data.run.stage import register_stage
@@ -23,7 +23,7 @@ STAGE = "export_sharegpt"
 AUDIO_TAG = "<audio>"  # LLaMA-Factory's audio placeholder: one per entry of `audios`
 
 
-@register_stage(STAGE, version=1)
+@register_stage(STAGE, version=2)  # 2: files in per-call parts
 class ExportShareGPT(FormatStage):
     """Per shard and split: FLAC files and a JSONL piece of conversations."""
 
@@ -76,7 +76,7 @@ def gather_sharegpt(out: Path, shards: int) -> dict[str, int]:
     for old in out.glob("*.jsonl"):
         old.unlink()
     pieces: dict[str, list[Path]] = {}
-    for _, d in shard_dirs(out / RUN_DIR, STAGE, shards):
+    for _, d in part_dirs(out / RUN_DIR, STAGE, shards):
         for split_dir in sorted(p for p in d.iterdir() if p.is_dir()):
             for f in sorted((split_dir / "audio").glob("*.flac")):
                 link(f, out / "audio" / f.name)

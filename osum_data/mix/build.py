@@ -311,7 +311,7 @@ def _write_with_audio(
     result = run_pipeline(config, plan, out / RUN_DIR, workers=workers, address=address, progress=progress)
     lap("shar")
     _clear_shar(out)
-    shards = gather_shar(out / RUN_DIR, result.summary["shards"], out)
+    shards = gather_shar(out / RUN_DIR, result.summary["shards"], out, kept=result.summary["out"])
     lap("gather")
     return shards, result.summary
 

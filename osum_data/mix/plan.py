@@ -23,7 +23,14 @@ from typing import Any
 
 import numpy as np
 
-from osum_data.manifest_io import dumps, open_jsonl_writer, reject_record, safe_file_name
+from osum_data.manifest_io import (
+    JSONTooDeep,
+    dumps,
+    loads_line,
+    open_jsonl_writer,
+    reject_record,
+    safe_file_name,
+)
 from osum_data.mix.config import MixConfig
 from osum_data.run.stage import unit_draw
 from osum_data.sources import ID_CODE, id_problem, source_problem
@@ -188,7 +195,9 @@ def _parse(number: int, line: bytes, keys: set[str], ds: DatasetPlan) -> tuple[A
     except UnicodeDecodeError as e:
         return None, ("not_utf8", f"{ds.path}:{number}: not UTF-8 ({e.reason} at byte {e.start})")
     try:
-        d = json.loads(text)
+        d = loads_line(text)
+    except JSONTooDeep as e:
+        return None, (e.code, f"{ds.path}:{number}: JSON {e.msg}")
     except json.JSONDecodeError as e:
         return None, ("bad_json", f"{ds.path}:{number}: not JSON ({e})")
     return d, _check(d, keys, ds, number)

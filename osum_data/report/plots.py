@@ -14,7 +14,11 @@ import numpy as np  # noqa: E402
 from osum_data.report.stats import DURATION_BINS, SNR_BINS, Section  # noqa: E402
 
 DPI = 100
-plt.rcParams.update({"font.size": 9, "axes.spines.top": False, "axes.spines.right": False})
+# Labels, task names and file names come from the data: text is literal, never mathtext (a label
+# with `$...$` would otherwise abort the report with a ParseFatalException).
+plt.rcParams.update(
+    {"font.size": 9, "axes.spines.top": False, "axes.spines.right": False, "text.parse_math": False}
+)
 
 
 def _save(fig, path: Path, top: float = 1.0) -> Path:

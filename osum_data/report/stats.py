@@ -8,8 +8,12 @@ counters.
 
 from __future__ import annotations
 
+import gzip
 import json
+import math
+import zlib
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +21,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from osum_data.manifest_io import read_jsonl
+from osum_data.manifest_io import loads_line
 
 DURATION_BINS = np.concatenate([np.arange(0, 30.5, 0.5), [45, 60, np.inf]])
 SNR_BINS = np.arange(-10, 41, 2.5)
@@ -222,24 +226,61 @@ def collect(kind: str, path: Path, summary: dict[str, Any]) -> Section:
     }[kind]
     s = Section(kind=kind, path=path, title=f"{title}: {path}", summary=summary)
     for f in cut_files(kind, path):
-        if not f.exists():
-            continue
-        for d in read_jsonl(f):
-            s.cuts += 1
-            duration = float(d.get("duration") or 0.0)
-            task = task_of(d)
-            s.hours_by_task[task] += duration / 3600
-            counts = s.durations.setdefault(task, np.zeros(len(DURATION_BINS) - 1, dtype=np.int64))
-            counts[min(np.searchsorted(DURATION_BINS, duration, side="right") - 1, len(counts) - 1)] += 1
-            for field_, value, source in labels_of(d):
-                s.hours_by_label[f"{field_}:{value}"] += duration / 3600
-                s.label_sources[(field_, value, source)] += 1
-            snr = snr_of((d.get("custom") or {}).get("augment"))
-            if snr is not None:
-                s.snr_values += 1
-                i = np.searchsorted(SNR_BINS, snr, side="right") - 1
-                if 0 <= i < len(s.snr):
-                    s.snr[i] += 1
-                else:
-                    s.snr_out_of_range += 1
+        if f.exists():
+            _collect_file(s, f)
     return s
+
+
+def _cuts_of(f: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, cut dict) of a manifest; a file or line the report cannot read is a
+    SummaryError naming the file, the line and why (not a bare EOFError or ValueError)."""
+    number = 0
+    try:
+        with gzip.open(f, "rb") if f.suffix == ".gz" else open(f, "rb") as lines:
+            for number, raw in enumerate(lines, 1):  # noqa: B007 (read after the loop)
+                if not raw.strip():
+                    continue
+                try:
+                    d = loads_line(raw.decode("utf-8"))
+                except UnicodeDecodeError as e:
+                    raise SummaryError(f"{f}:{number}: not UTF-8 ({e.reason} at byte {e.start})") from None
+                except json.JSONDecodeError as e:
+                    raise SummaryError(f"{f}:{number}: not a JSON cut ({e.msg})") from None
+                if not isinstance(d, dict):
+                    raise SummaryError(f"{f}:{number}: a JSON {type(d).__name__}, not a cut")
+                yield number, d
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        what = "truncated" if isinstance(e, EOFError) else "not a readable gzip file"
+        raise SummaryError(f"{f} is {what} (after line {number}): re-run the command that wrote it") from None
+
+
+def _number(f: Path, number: int, d: dict[str, Any], key: str) -> float:
+    value = d.get(key) or 0.0
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        out = math.nan
+    if isinstance(value, bool) or not math.isfinite(out) or out < 0:
+        raise SummaryError(f"{f}:{number}: cut {d.get('id')!r} has {key} {value!r}, not a number of seconds")
+    return out
+
+
+def _collect_file(s: Section, f: Path) -> None:
+    for number, d in _cuts_of(f):
+        s.cuts += 1
+        duration = _number(f, number, d, "duration")
+        task = task_of(d)
+        s.hours_by_task[task] += duration / 3600
+        counts = s.durations.setdefault(task, np.zeros(len(DURATION_BINS) - 1, dtype=np.int64))
+        counts[min(np.searchsorted(DURATION_BINS, duration, side="right") - 1, len(counts) - 1)] += 1
+        for field_, value, source in labels_of(d):
+            s.hours_by_label[f"{field_}:{value}"] += duration / 3600
+            s.label_sources[(field_, value, source)] += 1
+        snr = snr_of((d.get("custom") or {}).get("augment"))
+        if snr is not None:
+            s.snr_values += 1
+            i = np.searchsorted(SNR_BINS, snr, side="right") - 1
+            if 0 <= i < len(s.snr):
+                s.snr[i] += 1
+            else:
+                s.snr_out_of_range += 1

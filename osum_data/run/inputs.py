@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from osum_data.manifest_io import loads_line
 from osum_data.run.shard import ShardInput
 
 # lhotse writes "id" first; the fast path reads it without parsing the whole line.
@@ -53,7 +54,7 @@ def _id_of(line: bytes) -> str | None:
     if m:
         return json.loads(f'"{m.group(1)}"')
     try:
-        d = json.loads(text)
+        d = loads_line(text)  # a line nested too deep is no cut: the shard rejects it (too_deep)
     except json.JSONDecodeError:
         return None
     cut_id = d.get("id") if isinstance(d, dict) else None

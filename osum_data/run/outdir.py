@@ -15,12 +15,15 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from osum_data.manifest_io import atomic_path
+from osum_data.manifest_io import atomic_path, read_jsonl, write_jsonl
 from osum_data.run.shard import SHARD_DIR, shard_paths
 from osum_data.run.stage import shard_files_dir
 
 FINAL_FILES = ("cuts.jsonl.gz", "rejects.jsonl.gz", "summary.json", "pipeline.yaml", "run.json")
+MANIFESTS = ("cuts.jsonl.gz", "rejects.jsonl.gz")  # the final files that name audio in files/
+FILES_DIR = "files"
 SUPERSEDED_DIR = "superseded"
 
 
@@ -69,7 +72,9 @@ def check_input_outside(out_dir: Path, input_path: Path) -> None:
 
 def set_aside_previous(out_dir: Path, identity: dict[str, str]) -> Path | None:
     """If the final files come from another configuration or input, move them to
-    `superseded/<config hash>-<input digest>/` so the directory never shows two runs mixed."""
+    `superseded/<config hash>-<input digest>/` so the directory never shows two runs mixed. The
+    audio they name in `files/` goes with them (`superseded/<tag>/files/`, their manifests
+    re-pointed there), so a set-aside manifest still describes audio that exists."""
     run_file = out_dir / "run.json"
     present = [n for n in FINAL_FILES if (out_dir / n).exists()]
     if not present:
@@ -83,9 +88,58 @@ def set_aside_previous(out_dir: Path, identity: dict[str, str]) -> Path | None:
     tag = f"{previous.get('config_hash', 'unknown')}-{previous.get('input_digest', 'unknown')}"
     dest = out_dir / SUPERSEDED_DIR / tag
     dest.mkdir(parents=True, exist_ok=True)
+    keep_files = _keep_stage_files(out_dir, dest)
     for name in present:
-        os.replace(out_dir / name, dest / name)
+        if keep_files and name in MANIFESTS:
+            _repoint(out_dir / name, dest / name, out_dir / FILES_DIR, dest / FILES_DIR)
+            (out_dir / name).unlink()
+        else:
+            os.replace(out_dir / name, dest / name)
     return dest
+
+
+def _keep_stage_files(out_dir: Path, dest: Path) -> bool:
+    """Give the set-aside run its own copy of `files/` (the audio stages wrote) in `dest/files/`.
+
+    The new run rewrites `files/NNNNNN/<stage>/*` under the same names, so a set-aside manifest that
+    still pointed there would describe audio that no longer exists (issue 20 item 7). Hard links cost
+    no bytes and keep the old audio: the runner empties a shard's files folder before it re-runs the
+    shard, so every file the new run writes is a new file and the links keep the old content. (A
+    file system without links gets a copy.) Finished shards the new run can reuse keep theirs."""
+    src = out_dir / FILES_DIR
+    if not src.is_dir() or not any(src.iterdir()):
+        return False
+    target = dest / FILES_DIR
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(src, target, copy_function=_link_or_copy)
+    return True
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _repoint(src: Path, dest: Path, old_root: Path, new_root: Path) -> None:
+    """Copy the manifest `src` to `dest` with every file source under `old_root` moved to `new_root`."""
+    old, new = str(old_root.absolute()) + os.sep, str(new_root.absolute()) + os.sep
+
+    def fix(node: Any) -> Any:
+        if isinstance(node, dict):
+            if (
+                node.get("type") == "file"
+                and isinstance(node.get("source"), str)
+                and node["source"].startswith(old)
+            ):
+                return {**node, "source": new + node["source"][len(old) :]}
+            return {k: fix(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [fix(v) for v in node]
+        return node
+
+    write_jsonl(dest, (fix(d) for d in read_jsonl(src)))
 
 
 def write_identity(out_dir: Path, identity: dict[str, str]) -> None:

@@ -39,6 +39,7 @@ from osum_data.run import outdir
 from osum_data.run.config import PipelineConfig, StageSpec
 from osum_data.run.inputs import InputError, InputScan, iter_shards, scan
 from osum_data.run.shard import INPUT_STAGE, SHARD_DIR, ShardInput, ShardProcessor, read_done, shard_paths
+from osum_data.run.signals import stop_on_sigterm
 from osum_data.run.stage import FatalStageError, Resources, StageContext, add_counters, get_stage
 
 log = logging.getLogger("osum_data.run")
@@ -183,6 +184,16 @@ def ensure_ray(address: str | None, workers: int) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # A failure the driver reports in one line (disk full, permission denied) would be followed by
+    # Ray's log of every other in-flight shard's copy of it ("Unhandled error" tracebacks).
+    os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
+    try:
+        _ensure_ray(address, workers)
+    finally:
+        stop_on_sigterm()  # ray.init sets its own handler (sys.exit mid-call: a C++ abort)
+
+
+def _ensure_ray(address: str | None, workers: int) -> None:
     if address:
         _connect(address)
     else:

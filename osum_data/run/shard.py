@@ -26,7 +26,14 @@ from typing import Any
 from lhotse.cut import Cut
 from lhotse.serialization import deserialize_item
 
-from osum_data.manifest_io import atomic_path, dumps, open_jsonl_writer, reject_record
+from osum_data.manifest_io import (
+    JSONTooDeep,
+    atomic_path,
+    dumps,
+    loads_line,
+    open_jsonl_writer,
+    reject_record,
+)
 from osum_data.run.config import PipelineConfig, StageSpec, build_config
 from osum_data.run.stage import (
     Reject,
@@ -232,7 +239,10 @@ class ShardProcessor:
                 rejects.append(input_reject(number, line, code, reason))
                 continue
             try:
-                d = json.loads(line)
+                d = loads_line(line)
+            except JSONTooDeep as e:
+                rejects.append(input_reject(number, line, e.code, f"input line {number}: JSON {e.msg}"))
+                continue
             except json.JSONDecodeError as e:
                 rejects.append(input_reject(number, line, "bad_json", f"input line {number}: not JSON ({e})"))
                 continue

@@ -34,6 +34,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
         print(ExportReport(**{k: v for k, v in summary.items() if k in fields}).summary())
     else:
         print(describe(summary))
+    if args.format == "osum":  # the audit of what was written (osum_data.audit)
+        from osum_data.audit import audit
+
+        result = audit(args.out)
+        print(result.table())
+        if result.failed:
+            print(f"osum-data export: error: the export fails its audit ({args.out}/audit.json)", file=sys.stderr)
+            return 1
     return 0
 
 
@@ -57,6 +65,8 @@ def _cmd_mix(args: argparse.Namespace) -> int:
         "shar_shards",
     )
     print(json.dumps({k: s[k] for k in keys}, indent=2, ensure_ascii=False))
+    if s.get("duplicates", {}).get("removed"):
+        print(f"duplicates removed: {s['duplicates']['removed']} ({s['duplicates']['by_dataset']})")
     for task, t in s["tasks"].items():
         disjoint = (
             "speaker-disjoint" + (f" ({t['note']})" if t.get("note") else "")
@@ -69,6 +79,10 @@ def _cmd_mix(args: argparse.Namespace) -> int:
             f"dev {t['dev_cuts']}, test {t['test_cuts']}, {disjoint}"
         )
     print(f"wrote {result.output_dir}/train (Lhotse Shar), dev/<task>, test/<task>, summary.json")
+    print(result.audit.table())
+    if result.audit.failed:
+        print(f"osum-data mix: error: the mix fails its audit ({result.output_dir}/audit.json)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -538,7 +538,9 @@ def test_max_cuts_holds_with_speaker_disjoint_splits(tmp_path):
     }
     s = build_mix(build_mix_config(raw), tmp_path / "b", progress=False).summary["tasks"]["ser"]
     assert s["dev_cuts"] == s["test_cuts"] == 0 and s["train_cuts"] == 12
-    assert "splits.max_cuts=2 is below the smallest speaker's 4 cuts: dev and test" in s["note"]
+    assert "dev holds 0 of 2 wanted cuts and test holds 0 of 2 wanted cuts" in s["note"]
+    assert "splits.max_cuts=2 is below the smallest group's 4 cuts" in s["note"]
+    assert s["split_short"]["dev"].startswith("dev holds 0 of 2 wanted cuts: splits.max_cuts=2")
 
 
 def test_mix_refuses_an_output_over_its_inputs(tmp_path):

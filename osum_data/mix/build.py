@@ -47,12 +47,13 @@ from osum_data.mix.plan import (
     TEST,
     TRAIN,
     DatasetPlan,
+    LineageGraph,
     MixError,
     TaskPlan,
     plan_summary,
     scan_dataset,
     size_datasets,
-    split_task,
+    split_all,
     u32,
     write_splits,
 )
@@ -65,6 +66,7 @@ SHAR_GROUPS = ("train", "dev", "test")
 class MixResult:
     summary: dict[str, Any]
     output_dir: Path
+    audit: Any = None  # osum_data.audit.AuditResult of the written mix
 
 
 class _Remainder:
@@ -212,21 +214,29 @@ def _build(cfg: MixConfig, out: Path, workers: int | None, address: str | None, 
             others = {o.task for o in group if o.task != d.task}
             d.elsewhere_keys = frozenset(k for o in others for k in registry().task(o).keys)
     shutil.rmtree(out / "plan", ignore_errors=True)
+    graph = LineageGraph()
+    names = [d.name for t in tasks for d in t.datasets]
     with open_jsonl_writer(out / "rejects.jsonl.gz") as rejects:
         for t in tasks:
             for d in t.datasets:
-                scan_dataset(d, cfg.seed, rejects)
+                scan_dataset(d, cfg.seed, rejects, graph)
                 say(
                     f"{t.name}/{d.name}: {d.lines} lines, {d.valid} task samples, "
                     f"{sum(d.rejected.values())} rejected"
                 )
-    lap("scan")
-    for t in tasks:
-        split_task(t, cfg)
-    size_datasets(tasks, cfg, out / "rejects.jsonl.gz")
-    for t in tasks:
-        for d in t.datasets:
-            write_splits(d, out)
+        lap("scan")
+        shared = split_all(tasks, cfg, graph)
+        del graph
+        for t in tasks:
+            for d in t.datasets:
+                if d.duplicates:
+                    say(f"{t.name}/{d.name}: {d.duplicates} duplicate(s) of earlier samples dropped")
+            for why in t.short.values():
+                say(f"{t.name}: {why}")
+        size_datasets(tasks, cfg, out / "rejects.jsonl.gz")
+        for t in tasks:
+            for d in t.datasets:
+                write_splits(d, out, rejects, names)
     with atomic_path(out / "mix.yaml") as tmp:
         tmp.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), allow_unicode=True, sort_keys=False))
     lap("split")
@@ -238,12 +248,21 @@ def _build(cfg: MixConfig, out: Path, workers: int | None, address: str | None, 
     else:
         shards, run_summary = _write_with_audio(tasks, out, cfg, workers, address, progress, lap)
     summary = _summary(cfg, tasks, out, shards, run_summary)
+    summary["speakers_not_held_out"] = shared  # voices of tasks with < splits.min_speakers speakers
     lap("summary")
     summary["timings"] = timings
     with atomic_path(out / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     say(f"wrote {out}/train ({summary['out']} cuts, {summary['hours_out']:.3f} h) and per-task dev/test sets")
-    return MixResult(summary=summary, output_dir=out)
+    from osum_data.audit import audit
+
+    result = audit(out)  # writes audit.json next to summary.json
+    lap("audit")
+    summary["timings"] = timings
+    summary["audit"] = result.brief()
+    with atomic_path(out / "summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    return MixResult(summary=summary, output_dir=out, audit=result)
 
 
 def _clear_shar(out: Path) -> None:
@@ -358,10 +377,13 @@ def _summary(
             lines += d.lines
             for code, n in d.rejected.items():
                 rejected[f"scan:{code}"] += n
+    duplicates = sum(d.duplicates for t in tasks for d in t.datasets)
+    if duplicates:
+        rejected["scan:duplicate"] += duplicates
     if run is not None:
         for reason, n in run.get("rejected_by_reason", {}).items():
             rejected[reason] += n
-    unique = sum(d.valid for t in tasks for d in t.datasets)
+    unique = sum(d.unique for t in tasks for d in t.datasets)
     # lines read more than once (one manifest in several tasks) count once, in the task that used them
     lines -= sum(d.elsewhere for t in tasks for d in t.datasets)
     return {
@@ -377,6 +399,12 @@ def _summary(
         "rejected": sum(rejected.values()),
         "accounting": f"in {lines} = task samples {unique} + rejected {lines - unique}",
         "rejected_by_reason": dict(sorted(rejected.items())),
+        "duplicates": {
+            "removed": duplicates,
+            "by_reason": {"same_audio_task_target": duplicates} if duplicates else {},
+            "by_dataset": {d.name: d.duplicates for t in tasks for d in t.datasets if d.duplicates},
+            "kept": "first occurrence (datasets in config order, lines in file order)",
+        },
         "out": n_train,
         "hours_out": round(h_train, 6),
         "cuts_by_task": dict(sorted(train_cuts.items())),

@@ -76,7 +76,7 @@ def joined_long_cut(out: Path, n_prompts: int = 4) -> Cut:
 
 def samples(cuts: list[Cut], task: str, path: Path, speakers: list[str] | None = None, gender: bool = False) -> Path:
     """The cuts templated as samples of `task` (X-only where a cut has no transcript); `speakers`
-    replaces the speaker ids (invented here, cycled)."""
+    replaces the speaker ids and `gender` sets alternating genders (both invented here)."""
     rows = []
     for i, cut in enumerate(cuts):
         cut = CutSet.from_dicts([cut.to_dict()])[0]
@@ -84,7 +84,7 @@ def samples(cuts: list[Cut], task: str, path: Path, speakers: list[str] | None =
         if speakers:
             sup.speaker = speakers[i % len(speakers)]
         if gender:
-            sup.gender = sup.gender or ("female" if i % 2 else "male")
+            sup.gender = "female" if i % 2 else "male"
         cut.custom = {k: v for k, v in (cut.custom or {}).items() if k not in ("task", "target", "instruction")}
         rows.append(template(cut, task=task).to_dict())
     write_jsonl(path, rows)

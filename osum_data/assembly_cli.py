@@ -40,7 +40,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
         result = audit(args.out)
         print(result.table())
         if result.failed:
-            print(f"osum-data export: error: the export fails its audit ({args.out}/audit.json)", file=sys.stderr)
+            print(
+                f"osum-data export: error: the export fails its audit ({args.out}/audit.json)",
+                file=sys.stderr,
+            )
             return 1
     return 0
 
@@ -81,7 +84,9 @@ def _cmd_mix(args: argparse.Namespace) -> int:
     print(f"wrote {result.output_dir}/train (Lhotse Shar), dev/<task>, test/<task>, summary.json")
     print(result.audit.table())
     if result.audit.failed:
-        print(f"osum-data mix: error: the mix fails its audit ({result.output_dir}/audit.json)", file=sys.stderr)
+        print(
+            f"osum-data mix: error: the mix fails its audit ({result.output_dir}/audit.json)", file=sys.stderr
+        )
         return 1
     return 0
 

@@ -1,4 +1,4 @@
-"""The `osum-data` command line: prepare, run (pipelines on Ray), export, mix, audit, report, run-all, demo."""
+"""The `osum-data` command line: prepare, run (on Ray), export, mix, audit, report, run-all, demo."""
 
 from __future__ import annotations
 
@@ -162,7 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-progress", action="store_true")
     demo.set_defaults(func=_cmd_demo)
 
-    aud = sub.add_parser("audit", help="leaks, duplicates, balance and coverage of a mix or OSUM export folder")
+    aud = sub.add_parser(
+        "audit", help="leaks, duplicates, balance and coverage of a mix or OSUM export folder"
+    )
     aud.add_argument("dir", help="a mix folder (osum-data mix --output) or an OSUM export folder")
     aud.set_defaults(func=_cmd_audit)
 

@@ -27,7 +27,9 @@ load_stage_modules(["osum_data.augment.stage", "osum_data.augment.composite"])
 def sentence_prompts(n: int, skip: int = 0) -> list[str]:
     texts = asterisk_transcripts()
     names = sorted(
-        k for k, v in texts.items() if len(v.split()) >= 4 and "[" not in v and (SOUNDS_DIR / f"{k}.wav").exists()
+        k
+        for k, v in texts.items()
+        if len(v.split()) >= 4 and "[" not in v and (SOUNDS_DIR / f"{k}.wav").exists()
     )
     return names[skip : skip + n]
 
@@ -50,7 +52,9 @@ def stage(name: str, **params):
 
 
 def composites(speech: list[Cut], events: Path, run_dir: Path, seed: int = 0) -> list[Cut]:
-    result = stage("event_composite", events=str(events))(speech, StageContext(seed, 0, run_dir, "event_composite"))
+    result = stage("event_composite", events=str(events))(
+        speech, StageContext(seed, 0, run_dir, "event_composite")
+    )
     assert not result.rejected, result.rejected
     return result.kept
 
@@ -74,7 +78,9 @@ def joined_long_cut(out: Path, n_prompts: int = 4) -> Cut:
     return next(iter(CutSet.from_file(out / "import" / "cuts.jsonl.gz")))
 
 
-def samples(cuts: list[Cut], task: str, path: Path, speakers: list[str] | None = None, gender: bool = False) -> Path:
+def samples(
+    cuts: list[Cut], task: str, path: Path, speakers: list[str] | None = None, gender: bool = False
+) -> Path:
     """The cuts templated as samples of `task` (X-only where a cut has no transcript); `speakers`
     replaces the speaker ids and `gender` sets alternating genders (both invented here)."""
     rows = []
@@ -85,7 +91,9 @@ def samples(cuts: list[Cut], task: str, path: Path, speakers: list[str] | None =
             sup.speaker = speakers[i % len(speakers)]
         if gender:
             sup.gender = "female" if i % 2 else "male"
-        cut.custom = {k: v for k, v in (cut.custom or {}).items() if k not in ("task", "target", "instruction")}
+        cut.custom = {
+            k: v for k, v in (cut.custom or {}).items() if k not in ("task", "target", "instruction")
+        }
         rows.append(template(cut, task=task).to_dict())
     write_jsonl(path, rows)
     return path

@@ -37,7 +37,11 @@ def mix(tmp_path_factory):
 
 def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "osum_data.cli", "audit", *args], cwd=REPO, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "osum_data.cli", "audit", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -103,9 +107,14 @@ def test_balance_instructions_and_coverage_are_warnings(mix, tmp_path):
     proc = cli(str(out))
     assert proc.returncode == 0, proc.stdout  # warnings only
     rows = {(r["check"], r["task"]): r for r in json.loads((out / "audit.json").read_text())["rows"]}
-    assert rows[("balance", "sgc")]["status"] == "warn" and "test is one class (FEMALE)" in rows[("balance", "sgc")]["detail"]
+    assert (
+        rows[("balance", "sgc")]["status"] == "warn"
+        and "test is one class (FEMALE)" in rows[("balance", "sgc")]["detail"]
+    )
     assert rows[("instructions", "sgc")]["status"] == "warn" and rows[("instructions", "sgc")]["count"] > 0
-    assert rows[("coverage", "asr")]["status"] == "warn" and "no dev cuts" in rows[("coverage", "asr")]["detail"]
+    assert (
+        rows[("coverage", "asr")]["status"] == "warn" and "no dev cuts" in rows[("coverage", "asr")]["detail"]
+    )
 
 
 def test_not_a_mix_or_export_is_a_usage_error(tmp_path):
@@ -128,3 +137,11 @@ def test_an_osum_export_folder_is_audited_with_the_export_checks(tmp_path):
 def test_normalised_text():
     assert normalise_text("Press  *, then  #.") == normalise_text("press then") == "press then"
     assert normalise_text("Ünïcode ＡＢＣ 123") == "ünïcode abc 123"
+
+
+def test_the_report_shows_the_audit(mix, tmp_path):
+    from osum_data.report import build_report
+
+    folder, _ = mix
+    page = build_report(folder, tmp_path / "report").read_text()
+    assert "<p>Audit: " in page and "audit.json" in page

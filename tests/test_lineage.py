@@ -56,7 +56,9 @@ def test_a_composite_holds_its_speech_and_its_event_clip_along_further_derivatio
     for copy in copies:
         comp = next(c for c in made if c.id == copy.custom["source_cut_id"])
         clip = by_clip[comp.custom["composite"]["event_cut_id"]]
-        assert lineage(clip) <= lineage(copy) and ID + comp.custom["composite"]["speech_cut_id"] in lineage(copy)
+        assert lineage(clip) <= lineage(copy) and ID + comp.custom["composite"]["speech_cut_id"] in lineage(
+            copy
+        )
 
 
 def test_a_segment_of_the_joined_recording_reaches_the_prompt_it_is(tmp_path):

@@ -678,8 +678,11 @@ def test_nothing_shared_crosses_train_and_dev_test_in_any_task(shapes, tmp_path)
         "segment/utterance": (pairs[-1][1], "asr"),
     }
     for name, (key, task) in cases.items():
+        assert key[0] == task
         other = "test" if split[key] == "train" else "train"
-        crossed = _crossed(tmp_path / "mix", tmp_path / name.replace("/", "-").replace(" ", "_"), {key: other})
+        crossed = _crossed(
+            tmp_path / "mix", tmp_path / name.replace("/", "-").replace(" ", "_"), {key: other}
+        )
         from osum_data.audit import audit
 
         result = audit(crossed)
@@ -732,14 +735,23 @@ def test_exact_duplicates_across_runs_are_dropped_and_counted(tmp_path):
     runs = {}
     for name in ("sgc", "sap"):
         made = lf.augmented(speech, tmp_path / f"{name}-run")
-        runs[name] = lf.samples(made, "sgc", tmp_path / f"{name}.jsonl.gz", speakers=["a", "b", "c", "d"], gender=True)
+        runs[name] = lf.samples(
+            made, "sgc", tmp_path / f"{name}.jsonl.gz", speakers=["a", "b", "c", "d"], gender=True
+        )
     a, b = list(read_jsonl(runs["sgc"])), list(read_jsonl(runs["sap"]))
     assert [d["id"] for d in a] == [d["id"] for d in b] and len(a) == 16
     assert a[1]["recording"]["sources"] != b[1]["recording"]["sources"]  # two files, the same audio
     raw = {
         "audio": "none",
         "splits": {"dev": 0.1, "test": 0.1},
-        "tasks": {"sgc": {"datasets": [{"name": "sgc-sgc", "manifest": str(runs["sgc"])}, {"name": "sap", "manifest": str(runs["sap"])}]}},
+        "tasks": {
+            "sgc": {
+                "datasets": [
+                    {"name": "sgc-sgc", "manifest": str(runs["sgc"])},
+                    {"name": "sap", "manifest": str(runs["sap"])},
+                ]
+            }
+        },
     }
     res = build_mix(build_mix_config(raw), tmp_path / "m", progress=False)
     s = res.summary

@@ -73,7 +73,13 @@ class AuditResult:
         }
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": "audit", "kind": self.kind, "folder": str(self.folder), **self.brief(), "rows": self.rows}
+        return {
+            "type": "audit",
+            "kind": self.kind,
+            "folder": str(self.folder),
+            **self.brief(),
+            "rows": self.rows,
+        }
 
     def table(self) -> str:
         """One table: check, task, status, detail (details cut to one line)."""
@@ -85,7 +91,9 @@ class AuditResult:
         for r in rows:
             lines.append(f"{r[0]:{w[0]}}  {r[1]:{w[1]}}  {r[2]:{w[2]}}  {r[3]}")
         b = self.brief()
-        lines.append(f"audit of {self.folder} ({self.kind}): {b['status'].upper()} ({b[FAIL]} fail, {b[WARN]} warn)")
+        lines.append(
+            f"audit of {self.folder} ({self.kind}): {b['status'].upper()} ({b[FAIL]} fail, {b[WARN]} warn)"
+        )
         return "\n".join(lines)
 
 
@@ -97,7 +105,11 @@ def audit(folder: str | Path, write: bool = True) -> AuditResult:
     summary = _summary(folder)
     if summary.get("type") == "mix" or (folder / "train").is_dir():
         result = _audit_mix(folder, summary)
-    elif (folder / "data.list").exists() or (folder / "data_config.yaml").exists() or any(folder.glob("*/data.list")):
+    elif (
+        (folder / "data.list").exists()
+        or (folder / "data_config.yaml").exists()
+        or any(folder.glob("*/data.list"))
+    ):
         result = AuditResult(folder, "osum-export")
         _osum_checks(result, folder)
     else:
@@ -128,7 +140,9 @@ def _osum_checks(result: AuditResult, folder: Path) -> None:
         result.add("osum", "*", WARN, "osum_data.export.osum_audit is not installed: OSUM checks not run")
         return
     for row in check_osum_export(folder):
-        result.add(row["check"], row.get("task", "*"), row["status"], row.get("detail", ""), row.get("count", 0))
+        result.add(
+            row["check"], row.get("task", "*"), row["status"], row.get("detail", ""), row.get("count", 0)
+        )
 
 
 # --- a mix folder ----------------------------------------------------------------------------------
@@ -260,7 +274,11 @@ def _leaks(result, order, held, train_keys, train_spk, train_text, declared) -> 
             if not mine:
                 continue
             if n:
-                what = {"leak:lineage": "share a recording, clip or source with", "leak:speaker": "share a speaker with", "leak:text": "have the transcript of"}[check]
+                what = {
+                    "leak:lineage": "share a recording, clip or source with",
+                    "leak:speaker": "share a speaker with",
+                    "leak:text": "have the transcript of",
+                }[check]
                 status = WARN if check == "leak:text" else FAIL
                 result.add(
                     check,
@@ -275,8 +293,9 @@ def _leaks(result, order, held, train_keys, train_spk, train_text, declared) -> 
                     check,
                     task,
                     WARN,
-                    f"{declared_only} of {len(mine)} dev/test cuts are by a speaker the mix could not hold out "
-                    "(a task with fewer than splits.min_speakers voices; summary.json speakers_not_held_out)",
+                    f"{declared_only} of {len(mine)} dev/test cuts are by a speaker the mix could not hold "
+                    "out (a task with fewer than splits.min_speakers voices; summary.json "
+                    "speakers_not_held_out)",
                     0,
                 )
             else:

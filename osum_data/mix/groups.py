@@ -109,10 +109,10 @@ def assign(
     t: Targets,
 ) -> tuple[np.ndarray, dict[int, list[int]], list[tuple[int, int, int]]]:
     """Split per group: (split per group, held-out cuts got per split and task, per task (groups,
-    largest group's cuts, smallest group's cuts)). Groups are taken in draw order; a group goes to test (then dev) when a
-    task of it still wants cuts there and it fits every task it holds cuts of: at most half again the
-    target (+1), or any size up to a quarter of the task for its first group there; never beyond
-    max_cuts; never the task's last train cut; never a pinned group."""
+    largest group's cuts, smallest group's cuts)). Groups are taken in draw order; a group goes to
+    test (then dev) when a task of it still wants cuts there and it fits every task it holds cuts
+    of: at most half again the target (+1), or any size up to a quarter of the task for its first
+    group there; never beyond max_cuts; never the task's last train cut; never a pinned group."""
     n_tasks = len(t.n)
     n_groups = len(draws)
     split = np.zeros(n_groups, np.uint8)

@@ -71,7 +71,9 @@ def lineage(cut: Any) -> set[str]:
             keys.add(k)
     for value in (
         custom.get("source_cut_id"),
-        (custom.get("augment") or {}).get("source_cut_id") if isinstance(custom.get("augment"), dict) else None,
+        (custom.get("augment") or {}).get("source_cut_id")
+        if isinstance(custom.get("augment"), dict)
+        else None,
     ):
         if isinstance(value, str) and value:
             keys.add(ID + value)

@@ -364,7 +364,14 @@ def split_all(tasks: list[TaskPlan], cfg: MixConfig, graph: LineageGraph) -> lis
 
 
 def _notes(
-    t: TaskPlan, k: int, want: dict[int, list[int]], got: dict[int, list[int]], shared, n: int, smallest: int, cap: int
+    t: TaskPlan,
+    k: int,
+    want: dict[int, list[int]],
+    got: dict[int, list[int]],
+    shared,
+    n: int,
+    smallest: int,
+    cap: int,
 ) -> None:
     """What the summary and the terminal say about a task's split: why dev/test are short, and
     whether it is speaker-disjoint."""

@@ -9,6 +9,7 @@ by reason and the LLM tokens each stage reported; a mix adds its target vs reali
 from __future__ import annotations
 
 import html
+import json
 import re
 import shutil
 from pathlib import Path
@@ -95,6 +96,28 @@ def _disjoint(task: dict[str, Any]) -> str:
     return "yes" if task["speaker_disjoint"] else "no: " + html.escape(task.get("note", "no speakers"))
 
 
+def _audit_html(folder: Path) -> str:
+    """The table of `osum-data audit` (its audit.json), where the folder has one; warn and fail rows."""
+    try:
+        audit = json.loads((folder / "audit.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    rows = [r for r in audit.get("rows", []) if isinstance(r, dict) and r.get("status") != "ok"]
+    head = f"<p>Audit: {html.escape(str(audit.get('status', '?')).upper())} ({audit.get('fail', 0)} fail, "
+    head += f"{audit.get('warn', 0)} warn, {audit.get('ok', 0)} ok; audit.json)</p>"
+    trs = "".join(
+        f"<tr><td>{html.escape(str(r.get('check')))}</td><td>{html.escape(str(r.get('task')))}</td>"
+        f"<td>{html.escape(str(r.get('status')))}</td><td>{html.escape(str(r.get('detail')))}</td></tr>"
+        for r in rows
+    )
+    table = (
+        f"<table><tr><th>check</th><th>task</th><th>status</th><th>detail</th></tr>{trs}</table>"
+        if rows
+        else ""
+    )
+    return head + table
+
+
 def _section_html(s: Section, images: list[tuple[str, str]]) -> str:
     sm = s.summary
     rows: list[tuple[str, Any]] = []
@@ -123,6 +146,7 @@ def _section_html(s: Section, images: list[tuple[str, str]]) -> str:
             for t, v in sm.get("tasks", {}).items()
         )
         body.append(f"<table>{head}{trs}</table>")
+    body.append(_audit_html(s.path))
     tokens = s.llm_tokens()
     if tokens:
         keys = sorted({k for v in tokens.values() for k in v})

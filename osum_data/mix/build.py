@@ -3,8 +3,10 @@
 Steps (each streaming; see plan.py for what is kept per cut):
 
 1. scan every dataset manifest (validity, speakers, durations); rejects go to `DIR/rejects.jsonl.gz`;
-2. split each task into train/dev/test (speaker-disjoint where speakers are known) and size every
-   dataset (task shares, optional temperature, dataset repeat/subsample factors);
+2. drop exact duplicates (same audio lineage, task key and target; the first is kept), group every
+   cut of every task by shared lineage keys and speakers, assign whole groups to train/dev/test for
+   all tasks at once (osum_data.mix.groups), and size every dataset (task shares, optional
+   temperature, dataset repeat/subsample factors);
 3. write the split manifests `DIR/plan/<split>/<task>/<dataset>.jsonl.gz` (ids prefixed by the dataset,
    `custom.mix` = task, dataset, split, source id);
 4. build the training stream with lhotse's lazy CutSet ops: `repeat` for whole copies, `filter` for the
@@ -15,7 +17,8 @@ Steps (each streaming; see plan.py for what is kept per cut):
    on Ray workers, resumable), gathered into `DIR/train/`, `DIR/dev/<task>/`, `DIR/test/<task>/`.
 
 `DIR/summary.json` holds the target and realised share of every task, the split sizes, whether each
-task's split is speaker-disjoint, and the rejects by reason.
+task's split is speaker-disjoint, the duplicates and the rejects by reason; at the end the mix is
+audited (`DIR/audit.json`, osum_data.audit).
 """
 
 from __future__ import annotations

@@ -78,6 +78,7 @@ def test_leaks_and_duplicates_fail_with_exit_1(mix, tmp_path):
     victim = next(d for d in train if d["custom"]["mix"]["task"] == "sgc")
     leaked = json.loads(json.dumps(victim))
     leaked["custom"]["mix"].update(split="test", dataset="other")
+    leaked["id"] = f"other.{leaked['custom']['mix']['source_id']}"
     out = rewrite(folder, tmp_path / "leak", lambda split, d: d)
     test_file = next((out / "test" / "sgc").glob("cuts.*.jsonl.gz"))
     write_jsonl(test_file, [*read_jsonl(test_file), leaked])

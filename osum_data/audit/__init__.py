@@ -18,8 +18,8 @@ An OSUM export folder (data.list / data_config.yaml) gets the checks of
 `osum_data.export.osum_audit.check_osum_export` when that module is present. The table is printed,
 `DIR/audit.json` holds the rows; `audit` exits 1 when a row fails.
 
-Memory: the training side keeps 8-byte hashes per key, speaker and text (sets), the held-out side its
-cuts' keys; both are read from the mix's cut files, streaming.
+Memory: the training side keeps 8-byte hashes (plus a task index) per key, speaker and text, in
+arrays; the held-out side its cuts' keys; the cut files are streamed (repeated copies count once).
 """
 
 from __future__ import annotations
@@ -27,10 +27,13 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+from array import array
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from osum_data.manifest_io import atomic_path, read_jsonl
 from osum_data.mix.lineage import key_hash, lineage, sample_key, speaker
@@ -167,14 +170,39 @@ def _cut_files(folder: Path) -> list[tuple[str, Path]]:
 
 @dataclass
 class _Held:
-    """One dev/test cut, as much as the checks need."""
+    """One dev/test cut, as much as the checks need (held-out sets are small: max_cuts per task)."""
 
     id: str
     task: str
     split: str
     keys: set[int]
-    speaker: str | None
+    speaker: int | None
     text: int | None
+
+
+class _Index:
+    """Hashes seen on the training side, each with the index of its task: 9 bytes an entry, sorted
+    once, looked up by binary search."""
+
+    def __init__(self) -> None:
+        self.h, self.t = array("Q"), array("H")
+
+    def add(self, h: int, task: int) -> None:
+        self.h.append(h)
+        self.t.append(task)
+
+    def freeze(self) -> None:
+        h = np.frombuffer(self.h, np.uint64) if len(self.h) else np.zeros(0, np.uint64)
+        t = np.frombuffer(self.t, np.uint16) if len(self.t) else np.zeros(0, np.uint16)
+        order = np.argsort(h, kind="stable")
+        self.sorted_h, self.sorted_t = h[order], t[order]
+        self.h = self.t = None
+
+    def tasks(self, h: int) -> set[int]:
+        key = np.uint64(h)
+        a = int(np.searchsorted(self.sorted_h, key, "left"))
+        b = int(np.searchsorted(self.sorted_h, key, "right"))
+        return {int(x) for x in self.sorted_t[a:b]}
 
 
 def _audit_mix(folder: Path, summary: dict[str, Any]) -> AuditResult:
@@ -182,60 +210,70 @@ def _audit_mix(folder: Path, summary: dict[str, Any]) -> AuditResult:
     files = _cut_files(folder)
     if not files:
         raise AuditError(f"audit: {folder} holds no cuts (train/cuts.*.jsonl.gz, dev/<task>/, test/<task>/)")
-    declared = set(summary.get("speakers_not_held_out") or [])
-    tasks: set[str] = set(summary.get("tasks") or {})
-    train_keys: dict[int, set[str]] = defaultdict(set)  # key hash -> training tasks
-    train_spk: dict[str, set[str]] = defaultdict(set)
-    train_text: dict[int, set[str]] = defaultdict(set)
+    declared = {key_hash(s) for s in summary.get("speakers_not_held_out") or []}
+    names: dict[str, int] = {}  # task -> index
+    for t in summary.get("tasks") or {}:
+        names.setdefault(t, len(names))
+    keys, spks, texts = _Index(), _Index(), _Index()
     held: list[_Held] = []
-    seen: set[int] = set()  # unique samples (a training cut repeated by the mix counts once)
-    samples: dict[int, list[str]] = defaultdict(list)  # sample key -> ids (only the first few kept)
-    sample_count: Counter = Counter()
+    sample_keys = array("Q")  # one per unique sample, every split
     labels: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
     keys_of: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
     sizes: dict[str, Counter] = defaultdict(Counter)
     bad_instructions: dict[str, list[str]] = defaultdict(list)
+    bad_counts: Counter = Counter()
     for split_dir, path in files:
         for d in read_jsonl(path):
             custom = d.get("custom") or {}
             mix = custom.get("mix") or {}
-            task = mix.get("task") or "?"
+            if (
+                mix.get("dataset")
+                and mix.get("source_id")
+                and d.get("id") != f"{mix['dataset']}.{mix['source_id']}"
+            ):
+                continue  # a copy the mix repeated (`_repeatN`): the sample counts once
+            task = mix.get("task") or str(custom.get("task") or "?")
+            k = names.setdefault(task, len(names))
             split = mix.get("split") or split_dir
-            unique_id = f"{mix.get('dataset')}\x00{mix.get('source_id') or d.get('id')}"
-            h = key_hash(unique_id)
-            if h in seen:
-                continue
-            seen.add(h)
-            tasks.add(task)
             sizes[task][split] += 1
-            sk = sample_key(d)
-            sample_count[sk] += 1
-            if len(samples[sk]) < MAX_EXAMPLES:
-                samples[sk].append(f"{task}:{d.get('id')}")
+            sample_keys.append(sample_key(d))
             target = str(custom.get("target") or "")
             for tag in set(TAG.findall(target)):
                 labels[task][split][tag] += 1
             keys_of[task][split][str(custom.get("task"))] += 1
             instruction = str(custom.get("instruction") or "")
             if NEWLINE_WORDS.search(instruction) and "\n" not in target:
-                bad_instructions[task].append(str(d.get("id")))
-            keys = {key_hash(k) for k in lineage(d)}
+                bad_counts[task] += 1
+                if len(bad_instructions[task]) < MAX_EXAMPLES:
+                    bad_instructions[task].append(str(d.get("id")))
+            hashes = {key_hash(x) for x in lineage(d)}
             spk = speaker(d)
+            spk_h = key_hash(spk) if spk else None
             text = _text(d)
             if split == "train":
-                for k in keys:
-                    train_keys[k].add(task)
-                if spk:
-                    train_spk[spk].add(task)
+                for h in hashes:
+                    keys.add(h, k)
+                if spk_h is not None:
+                    spks.add(spk_h, k)
                 if text is not None:
-                    train_text[text].add(task)
+                    texts.add(text, k)
             else:
-                held.append(_Held(str(d.get("id")), task, split, keys, spk, text))
-    order = sorted(tasks)
-    _leaks(result, order, held, train_keys, train_spk, train_text, declared)
-    _duplicates(result, order, samples, sample_count)
+                held.append(_Held(str(d.get("id")), task, split, hashes, spk_h, text))
+    for index in (keys, spks, texts):
+        index.freeze()
+    order = sorted(sizes)
+    by_index = {i: t for t, i in names.items()}
+    _leaks(
+        result,
+        order,
+        held,
+        {"leak:lineage": keys, "leak:speaker": spks, "leak:text": texts},
+        declared,
+        by_index,
+    )
+    _duplicates(result, order, files, np.frombuffer(sample_keys, np.uint64) if len(sample_keys) else None)
     _balance(result, order, labels, sizes)
-    _instructions(result, order, bad_instructions, sizes)
+    _instructions(result, order, bad_instructions, bad_counts, sizes)
     _coverage(result, order, sizes, keys_of)
     return result
 
@@ -247,45 +285,46 @@ def _text(d: dict[str, Any]) -> int | None:
     return key_hash(norm) if norm else None
 
 
-def _leaks(result, order, held, train_keys, train_spk, train_text, declared) -> None:
-    for check in ("leak:lineage", "leak:speaker", "leak:text"):
+LEAK_WORDS = {
+    "leak:lineage": "share a recording, clip or source with",
+    "leak:speaker": "share a speaker with",
+    "leak:text": "have the transcript of",
+}
+
+
+def _leaks(result, order, held, indexes, declared, by_index) -> None:
+    for check, index in indexes.items():
         for task in order:
             mine = [h for h in held if h.task == task]
+            if not mine:
+                continue
             within, across, examples, declared_only = 0, 0, [], 0
             for h in mine:
                 if check == "leak:lineage":
-                    hit = set().union(*(train_keys.get(k, set()) for k in h.keys)) if h.keys else set()
-                elif check == "leak:speaker":
-                    hit = train_spk.get(h.speaker, set()) if h.speaker else set()
+                    hit = set().union(*(index.tasks(x) for x in h.keys)) if h.keys else set()
                 else:
-                    hit = train_text.get(h.text, set()) if h.text is not None else set()
+                    value = h.speaker if check == "leak:speaker" else h.text
+                    hit = index.tasks(value) if value is not None else set()
                 if not hit:
                     continue
                 if check == "leak:speaker" and h.speaker in declared:
                     declared_only += 1
                     continue
-                if task in hit:
+                hit_names = {by_index[i] for i in hit}
+                if task in hit_names:
                     within += 1
                 else:
                     across += 1
                 if len(examples) < MAX_EXAMPLES:
-                    examples.append(f"{h.split}:{h.id} (train of {', '.join(sorted(hit))})")
+                    examples.append(f"{h.split}:{h.id} (train of {', '.join(sorted(hit_names))})")
             n = within + across
-            if not mine:
-                continue
             if n:
-                what = {
-                    "leak:lineage": "share a recording, clip or source with",
-                    "leak:speaker": "share a speaker with",
-                    "leak:text": "have the transcript of",
-                }[check]
-                status = WARN if check == "leak:text" else FAIL
                 result.add(
                     check,
                     task,
-                    status,
-                    f"{n} of {len(mine)} dev/test cuts {what} training cuts (same task {within}, other tasks "
-                    f"{across}); e.g. {'; '.join(examples)}",
+                    WARN if check == "leak:text" else FAIL,
+                    f"{n} of {len(mine)} dev/test cuts {LEAK_WORDS[check]} training cuts (same task "
+                    f"{within}, other tasks {across}); e.g. {'; '.join(examples)}",
                     n,
                 )
             elif declared_only:
@@ -302,16 +341,32 @@ def _leaks(result, order, held, train_keys, train_spk, train_text, declared) -> 
                 result.add(check, task, OK, f"{len(mine)} dev/test cuts: none shared with train", 0)
 
 
-def _duplicates(result, order, samples, sample_count) -> None:
+def _duplicates(result, order, files, sample_keys) -> None:
+    """Sample keys seen more than once among the unique samples; a second pass over the files (only
+    when there are any) names a few."""
+    dup: set[int] = set()
+    if sample_keys is not None:
+        uniq, counts = np.unique(sample_keys, return_counts=True)
+        dup = {int(x) for x in uniq[counts > 1]}
     per_task: Counter = Counter()
     examples: dict[str, list[str]] = defaultdict(list)
-    for sk, n in sample_count.items():
-        if n > 1:
-            ids = samples[sk]
-            task = ids[0].split(":", 1)[0]
-            per_task[task] += n - 1
-            if len(examples[task]) < MAX_EXAMPLES:
-                examples[task].append(" = ".join(ids))
+    if dup:
+        seen: dict[int, str] = {}
+        for _, path in files:
+            for d in read_jsonl(path):
+                mix = (d.get("custom") or {}).get("mix") or {}
+                if mix.get("dataset") and d.get("id") != f"{mix['dataset']}.{mix.get('source_id')}":
+                    continue
+                sk = sample_key(d)
+                if sk not in dup:
+                    continue
+                task = mix.get("task") or "?"
+                if sk in seen:
+                    per_task[task] += 1
+                    if len(examples[task]) < MAX_EXAMPLES:
+                        examples[task].append(f"{d.get('id')} = {seen[sk]}")
+                else:
+                    seen[sk] = str(d.get("id"))
     for task in order:
         if per_task[task]:
             result.add(
@@ -354,17 +409,17 @@ def _balance(result, order, labels, sizes) -> None:
             result.add("balance", task, OK, f"{len(classes)} classes in every split", 0)
 
 
-def _instructions(result, order, bad, sizes) -> None:
+def _instructions(result, order, bad, counts, sizes) -> None:
     for task in order:
         total = sum(sizes[task].values())
-        if bad.get(task):
+        if counts[task]:
             result.add(
                 "instructions",
                 task,
                 WARN,
-                f"{len(bad[task])} of {total} instructions ask for separate lines while the target is one "
-                f"line; e.g. {', '.join(bad[task][:MAX_EXAMPLES])}",
-                len(bad[task]),
+                f"{counts[task]} of {total} instructions ask for separate lines while the target is one "
+                f"line; e.g. {', '.join(bad[task])}",
+                counts[task],
             )
         else:
             result.add("instructions", task, OK, f"{total} instructions agree with their targets", 0)

@@ -226,12 +226,8 @@ def _audit_mix(folder: Path, summary: dict[str, Any]) -> AuditResult:
         for d in read_jsonl(path):
             custom = d.get("custom") or {}
             mix = custom.get("mix") or {}
-            if (
-                mix.get("dataset")
-                and mix.get("source_id")
-                and d.get("id") != f"{mix['dataset']}.{mix['source_id']}"
-            ):
-                continue  # a copy the mix repeated (`_repeatN`): the sample counts once
+            if _repeated(d, mix):
+                continue  # another copy of a sample the mix repeats: the sample counts once
             task = mix.get("task") or str(custom.get("task") or "?")
             k = names.setdefault(task, len(names))
             split = mix.get("split") or split_dir
@@ -276,6 +272,15 @@ def _audit_mix(folder: Path, summary: dict[str, Any]) -> AuditResult:
     _instructions(result, order, bad_instructions, bad_counts, sizes)
     _coverage(result, order, sizes, keys_of)
     return result
+
+
+def _repeated(d: dict[str, Any], mix: dict[str, Any]) -> bool:
+    """True for the second and later copies of a training sample: the mix writes the first as
+    `<dataset>.<id>` or `<dataset>.<id>_repeat0` (lhotse's `repeat`), the others `_repeat1`, ..."""
+    if not mix.get("dataset") or not mix.get("source_id"):
+        return False
+    base = f"{mix['dataset']}.{mix['source_id']}"
+    return d.get("id") not in (base, f"{base}_repeat0")
 
 
 def _text(d: dict[str, Any]) -> int | None:
@@ -355,7 +360,7 @@ def _duplicates(result, order, files, sample_keys) -> None:
         for _, path in files:
             for d in read_jsonl(path):
                 mix = (d.get("custom") or {}).get("mix") or {}
-                if mix.get("dataset") and d.get("id") != f"{mix['dataset']}.{mix.get('source_id')}":
+                if _repeated(d, mix):
                     continue
                 sk = sample_key(d)
                 if sk not in dup:

@@ -756,10 +756,11 @@ def test_exact_duplicates_across_runs_are_dropped_and_counted(tmp_path):
     res = build_mix(build_mix_config(raw), tmp_path / "m", progress=False)
     s = res.summary
     assert s["unique"] == 16 and s["duplicates"]["removed"] == 16
-    assert s["duplicates"]["by_dataset"] == {"sap": 16} and s["rejected_by_reason"]["scan:duplicate"] == 16
-    assert s["in"] == s["unique"] + s["rejected"]
+    assert s["duplicates"]["by_dataset"] == {"sap": 16} and s["rejected"] == 0
+    assert s["in"] == s["unique"] + s["duplicates"]["removed"] + s["rejected"] == 32
     assert s["tasks"]["sgc"]["datasets"]["sap"]["unique"] == {"train": 0, "dev": 0, "test": 0}
-    rejects = [r for r in read_jsonl(tmp_path / "m" / "rejects.jsonl.gz")]
+    assert s["out"] + sum(t["dev_cuts"] + t["test_cuts"] for t in s["tasks"].values()) == 16
+    rejects = [r for r in read_jsonl(tmp_path / "m" / "duplicates.jsonl.gz")]
     assert len(rejects) == 16 and all(r["custom"]["reject"]["code"] == "duplicate" for r in rejects)
     assert "as a cut of dataset 'sgc-sgc' (kept)" in rejects[0]["custom"]["reject"]["reason"]
     assert all(r["status"] == "ok" for r in res.audit.rows if r["check"] == "duplicates")

@@ -237,9 +237,10 @@ def _build(cfg: MixConfig, out: Path, workers: int | None, address: str | None, 
             for why in t.short.values():
                 say(f"{t.name}: {why}")
         size_datasets(tasks, cfg, out / "rejects.jsonl.gz")
+    with open_jsonl_writer(out / "duplicates.jsonl.gz") as duplicates:
         for t in tasks:
             for d in t.datasets:
-                write_splits(d, out, rejects, names)
+                write_splits(d, out, duplicates, names)
     with atomic_path(out / "mix.yaml") as tmp:
         tmp.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), allow_unicode=True, sort_keys=False))
     lap("split")
@@ -381,8 +382,6 @@ def _summary(
             for code, n in d.rejected.items():
                 rejected[f"scan:{code}"] += n
     duplicates = sum(d.duplicates for t in tasks for d in t.datasets)
-    if duplicates:
-        rejected["scan:duplicate"] += duplicates
     if run is not None:
         for reason, n in run.get("rejected_by_reason", {}).items():
             rejected[reason] += n
@@ -399,14 +398,18 @@ def _summary(
         "audio": cfg.audio,
         "in": lines,
         "unique": unique,
-        "rejected": sum(rejected.values()),
-        "accounting": f"in {lines} = task samples {unique} + rejected {lines - unique}",
+        "rejected": sum(rejected.values()),  # bad lines; duplicates are counted apart
+        "accounting": (
+            f"in {lines} = task samples {unique} + duplicates {duplicates} "
+            f"+ rejected {lines - unique - duplicates}"
+        ),
         "rejected_by_reason": dict(sorted(rejected.items())),
         "duplicates": {
             "removed": duplicates,
             "by_reason": {"same_audio_task_target": duplicates} if duplicates else {},
             "by_dataset": {d.name: d.duplicates for t in tasks for d in t.datasets if d.duplicates},
             "kept": "first occurrence (datasets in config order, lines in file order)",
+            "file": str(out / "duplicates.jsonl.gz"),
         },
         "out": n_train,
         "hours_out": round(h_train, 6),

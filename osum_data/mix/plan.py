@@ -533,11 +533,11 @@ def mixed_id(dataset: str, cut_id: str) -> str:
     return f"{dataset}.{cut_id}"
 
 
-def write_splits(d: DatasetPlan, root: Path, rejects=None, names: list[str] | None = None) -> None:
+def write_splits(d: DatasetPlan, root: Path, duplicates=None, names: list[str] | None = None) -> None:
     """Second pass: each valid cut, tagged with `custom.mix`, its dataset-prefixed id and its lineage
     keys (`custom.lineage`: what the audit checks, whatever the output format keeps of the recording),
-    into the plan manifest of its split; duplicates into `rejects` (code `duplicate`), naming the
-    dataset (`names[i]`) that holds the kept first occurrence."""
+    into the plan manifest of its split; duplicates into `duplicates` (as reject records, code
+    `duplicate`), naming the dataset (`names[i]`) that holds the kept first occurrence."""
     paths = [d.plan_path(root, s) for s in (TRAIN, DEV, TEST)]
     writers = [open_jsonl_writer(p) for p in paths]
     handles = [w.__enter__() for w in writers]
@@ -545,7 +545,7 @@ def write_splits(d: DatasetPlan, root: Path, rejects=None, names: list[str] | No
         for pos, cut in _valid_lines(d):
             split = int(d.split[pos])
             if split == DROP:
-                if rejects is not None:
+                if duplicates is not None:
                     where = names[int(d.dup_of[pos])] if names else "an earlier dataset"
                     rec = reject_record(
                         cut,
@@ -554,7 +554,7 @@ def write_splits(d: DatasetPlan, root: Path, rejects=None, names: list[str] | No
                         f"target as a cut of dataset {where!r} (kept)",
                     )
                     rec["custom"]["reject"]["code"] = DUPLICATE
-                    rejects.write(dumps(rec) + "\n")
+                    duplicates.write(dumps(rec) + "\n")
                 continue
             source = cut["id"]
             keys = sorted(lineage(cut))

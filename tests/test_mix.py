@@ -589,6 +589,8 @@ def shapes(tmp_path_factory):
         "longform": lf.samples(segments, "asr", d / "longform.jsonl.gz"),
         "sgc": lf.samples(others[6:15], "sgc", d / "sgc.jsonl.gz", speakers=["A", "B", "C"], gender=True),
         "sgc2": lf.samples(others[15:24], "sgc", d / "sgc2.jsonl.gz", speakers=["A", "D", "E"], gender=True),
+        # the case: prompts of the one-voice ASR corpus also in speaker-disjoint SGC
+        "sgc3": lf.samples(speech[:3], "sgc", d / "sgc3.jsonl.gz", gender=True),
     }
     return {"paths": paths, "comps": comps, "clips": clips, "segments": segments, "pieces": pieces}
 
@@ -612,7 +614,7 @@ def _shape_mix(shapes, out: Path):
         "tasks": {
             "asr": {"datasets": [str(p["asr"]), str(p["longform"])]},
             "ved": {"datasets": [str(p["ved"])]},
-            "sgc": {"datasets": [str(p["sgc"]), str(p["sgc2"])]},
+            "sgc": {"datasets": [str(p["sgc"]), str(p["sgc2"]), str(p["sgc3"])]},
         },
     }
     return build_mix(build_mix_config(raw), out, progress=False)
@@ -670,6 +672,10 @@ def test_nothing_shared_crosses_train_and_dev_test_in_any_task(shapes, tmp_path)
         if d["supervisions"][0]["speaker"] == "A"
     }
     assert len(a_splits) == 1
+    # allison speaks in SGC (speaker-disjoint) and is the only voice of ASR and VED: her SGC cuts, and
+    # with them their recordings in every task, stay in train
+    for d in read_jsonl(shapes["paths"]["sgc3"]):
+        assert split[("sgc3", d["id"])] == split[("asr", d["id"])] == "train"
     # the same shapes crossed: the audit fails, naming the check and the tasks
     comp = shapes["comps"][0]
     cases = {

@@ -129,30 +129,44 @@ def assign(
     open_ = {(w, k) for w in (TEST, DEV) for k in range(n_tasks) if t.want[w][k] > 0}
     if not open_:
         return split, got, stats
-    for g in np.argsort(draws, kind="stable"):
-        a, b = starts[g], starts[g + 1]
-        if a == b or pinned[g]:
-            continue
-        tasks, cuts = t_of[a:b].tolist(), counts[a:b].tolist()
-        for w in (TEST, DEV):
-            if not any((w, k) in open_ for k in tasks):
+    order = np.argsort(draws, kind="stable")
+    # Pass 1: every task of a group within its own allowance. Pass 2, only for what is still short: a
+    # task the group also holds cuts of (already served) may go over its allowance, up to a third of
+    # its cuts held out (a group shared by tasks cannot be cut to fit each exactly).
+    for relaxed in (False, True):
+        for g in order:
+            a, b = starts[g], starts[g + 1]
+            if a == b or pinned[g] or split[g] != TRAIN:
                 continue
-            if all(_fits(w, k, c, got, t) for k, c in zip(tasks, cuts, strict=True)):
-                split[g] = w
-                for k, c in zip(tasks, cuts, strict=True):
-                    got[w][k] += c
-                    if got[w][k] >= t.want[w][k]:
-                        open_.discard((w, k))
-                break
-        if not open_:
-            break
+            tasks, cuts = t_of[a:b].tolist(), counts[a:b].tolist()
+            for w in (TEST, DEV):
+                needy = [k for k in tasks if (w, k) in open_]
+                if not needy:
+                    continue
+                if all(
+                    _fits(w, k, c, got, t, relaxed and k not in needy)
+                    for k, c in zip(tasks, cuts, strict=True)
+                ):
+                    split[g] = w
+                    for k, c in zip(tasks, cuts, strict=True):
+                        got[w][k] += c
+                        if got[w][k] >= t.want[w][k]:
+                            open_.discard((w, k))
+                    break
+            if not open_:
+                return split, got, stats
     return split, got, stats
 
 
-def _fits(w: int, k: int, c: int, got: dict[int, list[int]], t: Targets) -> bool:
+def _fits(w: int, k: int, c: int, got: dict[int, list[int]], t: Targets, companion: bool = False) -> bool:
+    """Whether `c` more cuts of task `k` fit its held-out split `w` (a companion: a task the group
+    also holds cuts of, already served, in the second pass)."""
     want = t.want[w][k]
     if want <= 0 or got[w][k] + c > t.max_cuts:
         return False
-    if got[TEST][k] + got[DEV][k] + c >= t.n[k]:  # keep at least one training cut
+    held = got[TEST][k] + got[DEV][k] + c
+    if held >= t.n[k]:  # keep at least one training cut
         return False
+    if companion:
+        return held <= t.n[k] / 3
     return got[w][k] + c <= 1.5 * want + 1 or (got[w][k] == 0 and c <= t.n[k] / 4)

@@ -146,3 +146,26 @@ def test_the_report_shows_the_audit(mix, tmp_path):
     folder, _ = mix
     page = build_report(folder, tmp_path / "report").read_text()
     assert "<p>Audit: " in page and "audit.json" in page
+
+
+def test_mix_exits_1_when_its_own_output_fails_the_audit(tmp_path, monkeypatch, capsys):
+    """The exit path of `osum-data mix`: a real mix whose audit is made to fail (the audit is replaced
+    by one that adds a failing row: a correct mix gives the real one nothing to fail on)."""
+    import osum_data.audit as audit_module
+    from osum_data.cli import main
+    from tests import lineage_fixtures as lf
+
+    real = audit_module.audit
+
+    def failing(folder, write=True):
+        result = real(folder, write=write)
+        result.add("leak:lineage", "asr", "fail", "made to fail by the test", 1)
+        return result
+
+    monkeypatch.setattr(audit_module, "audit", failing)
+    manifest = lf.samples(lf.prompt_cuts(lf.sentence_prompts(8)), "asr", tmp_path / "asr.jsonl.gz")
+    (tmp_path / "mix.yaml").write_text(f"audio: none\ntasks:\n  asr:\n    datasets: [{manifest}]\n")
+    code = main(["mix", str(tmp_path / "mix.yaml"), "--output", str(tmp_path / "out"), "--no-progress"])
+    out, err = capsys.readouterr()
+    assert code == 1 and "made to fail by the test" in out
+    assert "the mix fails its audit" in err and (tmp_path / "out" / "audit.json").exists()

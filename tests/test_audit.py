@@ -125,10 +125,15 @@ def test_not_a_mix_or_export_is_a_usage_error(tmp_path):
     assert cli(str(tmp_path / "missing")).returncode == 2
 
 
-def test_an_osum_export_folder_is_audited_with_the_export_checks(tmp_path):
+def test_an_osum_export_folder_is_audited_with_the_export_checks(mix, tmp_path):
     (tmp_path / "data.list").write_text("")
+    (tmp_path / "train").mkdir()  # an OSUM export of a mix has train/, dev/, test/ too
+    (tmp_path / "summary.json").write_text(
+        json.dumps({"type": "export", "format": "osum", "mix": str(mix[0])})
+    )
     result = audit(tmp_path)
     assert result.kind == "osum-export" and result.rows
+    assert {"leak:lineage", "duplicates"} <= {r["check"] for r in result.rows}  # the mix it realises
     try:
         import osum_data.export.osum_audit  # noqa: F401
     except ImportError:  # until the OSUM export's checks are merged: said, not hidden

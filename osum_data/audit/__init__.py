@@ -15,7 +15,8 @@ Checks, per task and across tasks (one row each, status ok / warn / fail):
 - coverage      a task without dev or test cuts, a task key of train absent from a held-out split: warn.
 
 An OSUM export folder (data.list / data_config.yaml) gets the checks of
-`osum_data.export.osum_audit.check_osum_export` when that module is present. The table is printed,
+`osum_data.export.osum_audit.check_osum_export` when that module is present, and, when it was
+exported from a mix (`summary.json` names it), the mix's checks. The table is printed,
 `DIR/audit.json` holds the rows; `audit` exits 1 when a row fails.
 
 Memory: the training side keeps 8-byte hashes (plus a task index) per key, speaker and text, in
@@ -106,15 +107,15 @@ def audit(folder: str | Path, write: bool = True) -> AuditResult:
     if not folder.is_dir():
         raise AuditError(f"audit: {folder} is not a folder")
     summary = _summary(folder)
-    if summary.get("type") == "mix" or (folder / "train").is_dir():
+    osum = (folder / "data.list").exists() or (folder / "data_config.yaml").exists()
+    if summary.get("type") == "mix" or (not osum and any((folder / "train").glob("cuts.*.jsonl.gz"))):
         result = _audit_mix(folder, summary)
-    elif (
-        (folder / "data.list").exists()
-        or (folder / "data_config.yaml").exists()
-        or any(folder.glob("*/data.list"))
-    ):
+    elif osum or any(folder.glob("*/data.list")):
         result = AuditResult(folder, "osum-export")
         _osum_checks(result, folder)
+        mix = Path(str(summary.get("mix") or ""))
+        if summary.get("mix") and (mix / "summary.json").is_file():  # the mix this export realises
+            result.rows += _audit_mix(mix, _summary(mix)).rows
     else:
         raise AuditError(
             f"audit: {folder} is neither a mix folder (summary.json of type mix, train/) nor an OSUM "

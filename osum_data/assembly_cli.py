@@ -26,6 +26,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         workers=args.workers,
         address=args.address,
         progress=not args.no_progress,
+        dialect=getattr(args, "dialect", None),
     )
     if args.format == "osum" and "data_config" not in summary:
         from osum_data.export.osum import ExportReport
@@ -138,6 +139,13 @@ def add_assembly_commands(sub) -> None:
         p.add_argument("out", help="export folder")
         if fmt == "osum":
             p.add_argument("--shards", action="store_true", help="also write tar shards")
+            p.add_argument(
+                "--dialect",
+                choices=("osum", "echat"),
+                default="echat",
+                help="OSUM trainer to write for: osum (v1: its 11 task keys) or echat (OSUM-EChat: X-only "
+                "keys, <ANGER>, extra.age/gender tags); see osum_data/export/osum_dialects.yaml",
+            )
         p.add_argument("--shard-size", type=positive_int, default=None, help="cuts per shard/part")
         p.add_argument(
             "--relative",

@@ -20,7 +20,17 @@ from lhotse.utils import compute_num_samples
 from osum_data.demo import SOUNDS_DIR, asterisk_transcripts
 from osum_data.export import export_osum, read_data_list, read_shards
 from osum_data.export.osum import safe_name
+from osum_data.export.osum_audit import check_osum_export
+from osum_data.export.osum_dialect import DialectError, convert, load_dialect, scan
 from osum_data.export.osum_reader import MEMBER_FIELDS
+from osum_data.export.osum_weights import (
+    Realised,
+    compare_shares,
+    expand_like_osum,
+    realised,
+    shards_taken,
+    whole_copies,
+)
 from osum_data.manifest_io import read_jsonl
 
 SR = 16000
@@ -130,7 +140,9 @@ def check_samples(samples, cuts: list[MonoCut]) -> None:
         assert (s.txt, s.task) == (custom["target"], custom["task"])
         assert (s.lang, s.speaker, s.gender) == ("English", "allison", "female")
         assert s.emotion == (cut.supervisions[0].custom.get("emotion") or "")
-        assert s.extra["age"] == "adult" and s.extra["recording_id"] == cut.recording_id
+        # the default dialect (echat) carries age and gender as its tags in extra
+        assert s.extra["age"] == "<ADULT>" and s.extra["gender"] == "<FEMALE>"
+        assert s.extra["recording_id"] == cut.recording_id
         assert s.extra.get("instruction") == (cut.custom or {}).get("instruction")
         assert s.sampling_rate == SR and s.audio.dtype == np.float32
         assert abs(s.duration - cut.duration) < 1e-3
@@ -375,3 +387,177 @@ def test_re_export_into_the_same_folder_leaves_nothing_of_the_old_one(tmp_path):
     export_osum(manifest, out, shards=False)
     assert [p.name for p in out.glob("wav/*.wav")] == ["other.wav"]
     assert not list(out.glob("shards/*.tar")) and not (out / "shards_list.txt").exists()
+
+
+# --- issue 16: OSUM's weighting rule, dialects, prompt_config.yaml, the export audit ----------------
+
+
+def test_osum_weight_rule_matches_cases_worked_from_its_source():
+    """handle_data_for_weight.py: int(float(w)) copies of every shard; when that is 0,
+    int(len(shards) * w) random shards. Cases worked by hand from that source."""
+    assert whole_copies("6.16") == 6 and whole_copies(4.49) == 4 and whole_copies(0.99) == 0
+    assert shards_taken(0.433, 1) == 0  # the issue's asr.asr: 1 shard at 0.433 -> nothing
+    assert shards_taken(0.450, 2) == 0  # srwt: 2 shards at 0.45 -> int(0.9) = 0
+    assert shards_taken(0.5, 4) == 2 and shards_taken(0.26, 4) == 1
+    assert shards_taken(2.9, 3) == 6  # the fraction of a weight >= 1 is dropped
+    assert shards_taken(3, 5) == 15
+    # fraction over unequal shards: 2 of [3, 1, 2, 2] -> between 1+2 and 3+2 cuts
+    assert realised(0.5, [3, 1, 2, 2]) == Realised(2, 3.0, 5.0)
+    assert realised(2, [3, 1]) == Realised(4, 8.0, 8.0)
+    lists = {"a": ["a1", "a2"], "b": ["b1"], "c": ["c1", "c2", "c3", "c4"]}
+    config = {
+        "A": {"path": "a", "weight": 2},
+        "B": {"path": "b", "weight": 0.433},
+        "C": {"path": "c", "weight": 0.5},
+    }
+    got = expand_like_osum(config, lists.__getitem__)
+    assert sorted(x for x in got if x[0] == "a") == ["a1", "a1", "a2", "a2"]
+    assert not [x for x in got if x[0] == "b"]  # dropped, as OSUM drops it
+    assert len([x for x in got if x[0] == "c"]) == 2 and len(set(x for x in got if x[0] == "c")) == 2
+    assert got == expand_like_osum(config, lists.__getitem__)  # OSUM's fixed seed: the same list
+
+
+def test_the_old_fractional_weights_drop_tasks_under_osums_rule():
+    """The demo's old data_config (weight = the mix's factor): OSUM's rule drops asr and srwt and
+    truncates the rest, so the check that guards the export fails it."""
+    old = {  # task -> (weight, shard sizes) as the old export wrote them; the mix planned 216 each
+        "asr": (0.433, [499]),
+        "srwt": (0.450, [250, 230]),
+        "sap": (6.16, [35]),
+        "ser": (4.49, [48]),
+    }
+    got = {t: realised(w, sizes) for t, (w, sizes) in old.items()}
+    shares = {s.task: s for s in compare_shares({t: 216.0 for t in old}, got)}
+    assert shares["asr"].dropped and shares["srwt"].dropped and not shares["asr"].ok
+    assert not shares["sap"].ok  # 6 * 35 of 216 planned, the others gone: far off its share
+
+
+def test_v1_dialect_refuses_x_only_keys_and_echat_takes_its_tags():
+    v1, echat = load_dialect("osum"), load_dialect("echat")
+    with pytest.raises(DialectError, match=r"dialect osum has no task key <GENDER>.*X-only"):
+        convert(v1, "<GENDER>", "<FEMALE>")
+    for key, target in (("<EMOTION>", "<HAPPY>"), ("<CAPTION>", "<LAUGH>"), ("<AGE>", "<ADULT>")):
+        with pytest.raises(DialectError, match="no task key"):
+            convert(v1, key, target)
+    with pytest.raises(DialectError, match="has no field that carries one"):
+        convert(v1, "<QA_OPEN>", "a dog barks", instruction="What do you hear?")
+    # echat: answer tag <ANGER>, never <ANGRY>; age and gender as its tags in extra
+    txt, extra = convert(echat, "<TRANSCRIBE> <EMOTION>", "stop it<ANGRY>", age="adult", gender="female")
+    assert txt == "stop it<ANGER>" and extra == {"age": "<ADULT>", "gender": "<FEMALE>"}
+    assert "<ANGRY>" not in echat.all_tags()
+    assert convert(echat, "<EMOTION>", "<ANGRY>")[0] == "<ANGER>"
+    assert convert(v1, "<TRANSCRIBE> <AGE> <GENDER>", "hi<OLD><MALE>") == ("hi<OLD><MALE>", {})
+    with pytest.raises(DialectError, match="emotion label 'other' has no tag in dialect echat"):
+        convert(echat, "<EMOTION>", "<OTHER>")
+    txt, extra = convert(echat, "<QA_OPEN>", "a dog barks", instruction="What do you hear?")
+    assert extra == {"question": "What do you hear?"}
+    with pytest.raises(DialectError, match="reasoning"):
+        convert(echat, "<EMOTION>", "<think>loud and fast</think><ANGRY>")
+
+
+def _raw(cut_id: str, key: str, target: str) -> dict:
+    sup = {
+        "id": cut_id,
+        "text": "stop it",
+        "language": "English",
+        "gender": "female",
+        "custom": {"age": "adult"},
+    }
+    return {
+        "id": cut_id,
+        "supervisions": [sup],
+        "custom": {"task": key, "target": target, "instruction": "x"},
+    }
+
+
+def test_scan_names_the_refused_cut_before_any_work():
+    items = [_raw("ok-1", "<TRANSCRIBE>", "stop it"), _raw("xonly-7", "<GENDER>", "<FEMALE>")]
+    with pytest.raises(
+        DialectError, match=r"1 cut\(s\) cannot be exported for dialect osum.*'xonly-7'.*<GENDER>"
+    ):
+        scan(items, load_dialect("osum"), "cuts.jsonl.gz")
+    assert scan(items, load_dialect("echat"), "cuts.jsonl.gz") == {"<TRANSCRIBE>": ["en"], "<GENDER>": ["en"]}
+
+
+def test_export_ships_a_prompt_config_for_every_key_and_audits_clean(exported):
+    out, _ = exported
+    import yaml
+
+    from osum_data.tasks import prompt_pool
+
+    config = yaml.safe_load((out / "prompt_config.yaml").read_text(encoding="utf-8"))
+    keys = {json.loads(x)["task"] for x in (out / "data.list").read_text(encoding="utf-8").splitlines()}
+    assert keys == {"<TRANSCRIBE>", "<TRANSCRIBE> <EMOTION>"} and set(config) == keys
+    for key in keys:  # English speech: the English pool, whole
+        assert config[key] == list(prompt_pool("en")[key])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["dialect"] == "echat" and set(summary["prompt_keys"]) == keys
+    rows = check_osum_export(out)
+    assert not [r for r in rows if r["status"] == "fail"], rows
+    assert {r["check"] for r in rows} >= {"dialect_keys", "dialect_tags", "prompt_config", "instructions"}
+
+
+def test_audit_fails_an_angry_tag_an_uncovered_key_and_a_missing_prompt_config(exported, tmp_path):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(exported[0], out)
+    lines = [json.loads(x) for x in (out / "data.list").read_text(encoding="utf-8").splitlines()]
+    emo = next(x for x in lines if x["task"] == "<TRANSCRIBE> <EMOTION>")
+    emo["txt"] = emo["txt"].replace("<HAPPY>", "<ANGRY>")
+    gender = dict(lines[0], key="g1", task="<GENDER>", txt="<FEMALE>")
+    (out / "data.list").write_text("".join(json.dumps(x) + "\n" for x in [*lines, gender]), encoding="utf-8")
+    rows = {(r["check"], r["task"]): r for r in check_osum_export(out)}
+    assert rows[("dialect_tags", "<TRANSCRIBE> <EMOTION>")]["status"] == "fail"
+    assert "<ANGRY>" in rows[("dialect_tags", "<TRANSCRIBE> <EMOTION>")]["detail"]
+    assert rows[("prompt_config", "<GENDER>")]["status"] == "fail"  # no instructions for this key
+    assert rows[("leading_tag", "<GENDER>")]["status"] == "warn"
+    (out / "prompt_config.yaml").unlink()
+    assert any(
+        r["check"] == "prompt_config" and r["status"] == "fail" and r["task"] == ""
+        for r in check_osum_export(out)
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    (out / "summary.json").write_text(json.dumps(dict(summary, dialect="osum")))
+    rows = {(r["check"], r["task"]): r for r in check_osum_export(out)}
+    assert rows[("dialect_keys", "<GENDER>")]["status"] == "fail"
+
+
+def test_v1_export_refuses_x_only_samples_before_writing_anything(tmp_path):
+    rec = Recording.from_file(SOUNDS_DIR / "agent-pass.wav")
+    cuts = [
+        task_cut(rec, "plain", "password"),
+        task_cut(rec, "xonly", "password", task="<GENDER>", target="<FEMALE>"),
+    ]
+    CutSet.from_cuts(cuts).to_file(tmp_path / "cuts.jsonl.gz")
+    with pytest.raises(DialectError, match=r"dialect osum.*'xonly'.*<GENDER>"):
+        export_osum(tmp_path / "cuts.jsonl.gz", tmp_path / "out", dialect="osum")
+    assert not (tmp_path / "out" / "data.list").exists()
+
+
+def test_echat_export_writes_anger_and_reads_back(tmp_path):
+    rec = Recording.from_file(SOUNDS_DIR / "agent-pass.wav")
+    cut = task_cut(
+        rec, "angry", "password", task="<TRANSCRIBE> <EMOTION>", target="password<ANGRY>", emotion="angry"
+    )
+    CutSet.from_cuts([cut]).to_file(tmp_path / "cuts.jsonl.gz")
+    export_osum(tmp_path / "cuts.jsonl.gz", tmp_path / "out", shards=True)
+    (sample,) = read_shards(tmp_path / "out" / "shards_list.txt")  # the reader validates the target
+    assert sample.txt == "password<ANGER>" and sample.extra["gender"] == "<FEMALE>"
+    assert not [r for r in check_osum_export(tmp_path / "out") if r["status"] == "fail"]
+
+
+def test_a_task_the_rule_would_drop_or_skew_fails_the_mix_export_by_name(tmp_path):
+    from osum_data.export.osum_config import OsumMixError, check_shares
+
+    planned = {"asr": 216.0, "srwt": 216.0, "sap": 216.0}
+    exact = {"asr": Realised(1, 216, 216), "srwt": Realised(2, 216, 216), "sap": Realised(9, 216, 216)}
+    assert all(s.ok for s in check_shares(planned, exact, "cuts", tmp_path / "rejects.jsonl.gz"))
+    dropped = dict(exact, srwt=Realised(0, 0, 0))
+    with pytest.raises(OsumMixError, match=r"task 'srwt' planned 216 cuts \(33.33%\), dropped"):
+        check_shares(planned, dropped, "cuts", tmp_path / "rejects.jsonl.gz")
+    skewed = dict(exact, sap=Realised(9, 230, 230))  # 6.5 % more sap: every share moves
+    with pytest.raises(OsumMixError, match="task 'sap'"):
+        check_shares(planned, skewed, "cuts", tmp_path / "rejects.jsonl.gz")
+    near = dict(exact, sap=Realised(9, 219, 219))  # within 2 %
+    assert all(s.ok for s in check_shares(planned, near, "cuts", tmp_path / "rejects.jsonl.gz"))

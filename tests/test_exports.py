@@ -11,6 +11,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from lhotse import CutSet
 
 from osum_data.export import read_data_list, read_shards
 from osum_data.export.formats import export
+from osum_data.export.osum_audit import check_osum_export
 from osum_data.export.osum_config import expand_data_config
 from osum_data.manifest_io import read_jsonl, write_jsonl
 from osum_data.mix.build import build_mix
@@ -73,33 +75,66 @@ def test_osum_relative_export_moves_with_its_folder(mix, tmp_path):
     assert [s.key for s in raw] == [s.key for s in sharded] == list(cuts)
     for s in raw[:5]:
         np.testing.assert_allclose(s.audio, source_audio(cuts[s.key]), atol=1.01 / 32768)
-        assert s.txt == cuts[s.key]["custom"]["target"] and s.extra["instruction"]
+        # the default dialect (echat) spells anger <ANGER> (osum_dialects.yaml)
+        assert (
+            s.txt == cuts[s.key]["custom"]["target"].replace("<ANGRY>", "<ANGER>") and s.extra["instruction"]
+        )
 
 
 def test_osum_data_config_of_a_mix(mix, tmp_path):
+    """OSUM's own weighting rule (handle_data_for_weight.py, osum_weights.py) over the written
+    data_config gives every task its planned share: integer weights on copy groups, so no task is
+    dropped and no fraction cut off (the old config wrote the fractional factors as weights)."""
     summary = export("osum", mix, tmp_path / "osum", shard_size=6)
-    config = yaml.safe_load((tmp_path / "osum" / "data_config.yaml").read_text())
+    out = tmp_path / "osum"
+    config = yaml.safe_load((out / "data_config.yaml").read_text())
     mix_summary = json.loads((mix / "summary.json").read_text())
-    assert set(config) == {"asr.asr", "ser.ser"}
-    for name, entry in config.items():
-        task, ds = name.split(".")
-        planned = mix_summary["tasks"][task]["datasets"][ds]
-        assert entry["weight"] == pytest.approx(planned["factor"], abs=1e-6)
-        keys = [s.key for s in read_shards(entry["path"])]
-        assert len(keys) == entry["cuts"] == planned["unique"]["train"]
-        assert entry["shard_num"] == -(-entry["cuts"] // 6)
     assert mix_summary["tasks"]["ser"]["datasets"]["ser"]["factor"] > 1.4  # ser is the small task
-    # the list OSUM would train on: whole copies + a share of the shards for the fraction
-    expanded = expand_data_config(tmp_path / "osum" / "data_config.yaml", seed=0)
-    per_entry = {
-        n: sum(s.startswith(str(tmp_path / "osum" / "train" / n.replace(".", "/"))) for s in expanded)
-        for n in config
-    }
+    assert mix_summary["tasks"]["asr"]["datasets"]["asr"]["factor"] < 1  # asr is subsampled
+    per_task: dict[str, int] = {}
     for name, entry in config.items():
-        assert per_entry[name] == pytest.approx(entry["weight"] * entry["shard_num"], abs=0.5)
-    dev = [s.key for s in read_shards(tmp_path / "osum" / "dev_shards_list.txt")]
+        task, ds, copies = name.split(".")
+        assert entry["weight"] == int(copies.removeprefix("x")) >= 1 and isinstance(entry["weight"], int)
+        keys = [s.key for s in read_shards(entry["path"])]
+        # a group's cuts are contiguous: full shards of 6, a partial one only where a group starts or
+        # ends inside one of the run's shards
+        assert (
+            len(keys) == entry["cuts"]
+            and -(-entry["cuts"] // 6) <= entry["shard_num"] <= -(-entry["cuts"] // 6) + 1
+        )
+        per_task[task] = per_task.get(task, 0) + entry["weight"] * entry["cuts"]
+    planned = {
+        t: sum(d["planned_cuts"] for d in v["datasets"].values()) for t, v in mix_summary["tasks"].items()
+    }
+    assert per_task == planned  # exactly the mix's counts
+    # the list OSUM's rule makes: every task's share of a pass as planned (within 2 %), none dropped
+    expanded = expand_data_config(out / "data_config.yaml")
+    shards = {p: samples_in_tar(p) for p in set(expanded)}
+    realised = {t: 0 for t in planned}
+    for p in expanded:
+        realised[Path(p).relative_to(out).parts[1]] += shards[p]
+    total, total_plan = sum(realised.values()), sum(planned.values())
+    for task in planned:
+        assert realised[task] / total == pytest.approx(planned[task] / total_plan, rel=0.02)
+    assert summary["osum_plan"]["tasks"]["asr"]["error"] <= 0.02
+    dev = [s.key for s in read_shards(out / "dev_shards_list.txt")]
     assert len(dev) == sum(t["dev_cuts"] for t in mix_summary["tasks"].values()) > 0
     assert summary["exported"] == summary["cuts"] and summary["rejected"] == 0
+    rows = check_osum_export(out)
+    assert {r["task"] for r in rows if r["check"] == "osum_proportion"} == set(planned)
+    assert not [r for r in rows if r["status"] == "fail"], rows
+    # the old config's weights (the mix's fractional factors) on the same shards: the audit fails it
+    for name, entry in config.items():
+        task, ds, _ = name.split(".")
+        entry["weight"] = mix_summary["tasks"][task]["datasets"][ds]["factor"]
+    (out / "data_config.yaml").write_text(yaml.safe_dump(config))
+    failed = [r for r in check_osum_export(out) if r["check"] == "osum_proportion" and r["status"] == "fail"]
+    assert failed
+
+
+def samples_in_tar(path: str) -> int:
+    with tarfile.open(path) as tar:
+        return sum(1 for m in tar if m.name.endswith(".txt"))
 
 
 def test_nemo_export_is_lhotse_cuts_and_a_nemo_manifest(mix, tmp_path):

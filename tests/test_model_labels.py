@@ -115,14 +115,28 @@ def test_a_saved_transformers_classifier_fills_missing_labels_and_counts_agreeme
         "kappa": 0.0,  # the model says "female" whatever it hears: no better than chance
         "confusion": {"female->female": 2, "male->female": 1},
     }
+    # Under the floor a cut the model would label is rejected, naming the measure and the floor
+    # (a cut with a corpus label keeps it whatever the model says)...
     unsure = build(
         model=str(tiny_model), field="gender", label_map={"M": "male", "F": "female"}, min_confidence=0.9
     )
     res = unsure(cuts, StageContext(0, 0, tmp_path, "model_label"))
-    assert (
-        res.counters["low_confidence"] == 1
-        and not [c for c in res.kept if c.id == "x1"][0].supervisions[0].gender
+    assert [c.id for c in res.kept] == ["f1", "f2", "m1"] and res.counters["low_confidence"] == 1
+    ((cut, reason),) = res.rejected
+    assert cut.id == "x1" and reason.code == "low_confidence_gender"
+    assert f"probability {FEMALE_P:.3f} < min_confidence 0.9" in reason.detail
+    # ... or kept unlabelled for a later labeler, when asked
+    keep = build(
+        model=str(tiny_model),
+        field="gender",
+        label_map={"M": "male", "F": "female"},
+        min_confidence=0.9,
+        below_floor="keep",
     )
+    res = keep(cuts, StageContext(0, 0, tmp_path, "model_label"))
+    assert not res.rejected and not [c for c in res.kept if c.id == "x1"][0].supervisions[0].gender
+    with pytest.raises(ValueError, match="min_confidence"):
+        build(model=str(tiny_model), field="gender", min_confidence=1.2)
     with pytest.raises(ValueError, match="model 'tiny-gender': class 'F' maps to no gender label"):
         build(model=str(tiny_model), field="gender", label_map={"F": "femme"})
 

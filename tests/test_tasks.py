@@ -194,6 +194,45 @@ def test_prompt_validation_catches_each_rule():
     bad["<QA_OPEN>"] = list(bad["<GENDER>"])
     with pytest.raises(PromptPoolError, match="take no pool"):
         validate_pool("en", bad)
+    # issue 16: the demo's "...then on separate lines give the speaker's age group and gender" over an
+    # inline `text<ADULT><FEMALE>` target
+    bad = copy.deepcopy(good)
+    bad["<TRANSCRIBE> <AGE> <GENDER>"].append(
+        "Write the transcript of the clip, then on separate lines give the speaker's age group and gender."
+    )
+    with pytest.raises(PromptPoolError, match=r"<TRANSCRIBE> <AGE> <GENDER>: line_break.*'separate lines'"):
+        validate_pool("en", bad)
+    bad = yaml.safe_load((PROMPT_DIR / "zh.yaml").read_text())
+    bad["<TRANSCRIBE> <EMOTION>"].append("请先转写这段音频，然后另起一行给出说话人的情感。")
+    with pytest.raises(PromptPoolError, match="另起一行"):
+        validate_pool("zh", bad)
+
+
+def test_instruction_agrees_with_the_layout_of_its_key():
+    from osum_data.tasks import instruction_agrees
+
+    # every shipped pool entry agrees (they are checked on load; this pins that none slipped through)
+    for lang in ("en", "zh"):
+        for key, items in prompt_pool(lang).items():
+            assert all(instruction_agrees(key, t) is None for t in items), key
+    assert (
+        instruction_agrees("<TRANSCRIBE> <GENDER>", "Transcribe it, then give the gender right after.")
+        is None
+    )
+    reason = instruction_agrees(
+        "<TRANSCRIBE> <GENDER>", "Transcribe it. Then, on a new line, give the gender."
+    )
+    assert reason and reason.startswith("line_break") and "'new line'" in reason
+    assert "换行" in instruction_agrees("<TRANSCRIBE> <S2TCHAT>", "先转写，换行后再回答。")
+    # the label alone under a key whose target starts with the transcript, and the reverse
+    assert instruction_agrees("<TRANSCRIBE> <EMOTION>", "Name the emotion only; no need to transcribe.")
+    assert instruction_agrees("<EMOTION>", "Name the emotion only; no need to transcribe.") is None
+    assert instruction_agrees("<TRANSCRIBE> <ALIGN>", "Output only the transcription.").startswith(
+        "transcript_only"
+    )
+    assert instruction_agrees("<TRANSCRIBE>", "Output only the transcription.") is None
+    with pytest.raises(KeyError):
+        instruction_agrees("<NOT_A_KEY>", "Transcribe.")
 
 
 def test_instruction_draw_is_deterministic_and_spread():

@@ -5,8 +5,8 @@ audio holding both. Event corpora (ESC-50, VocalSound, Nonspeech7k) have no spee
 corpora rarely mark events, so a transcribed cut without an event label is joined with an event clip
 drawn from a side-input CutSet: before or after the speech with a short pause, or mixed over it, at
 an event level relative to the speech. The composite is written as FLAC and replaces the speech cut
-as a derived cut (`<id>_ev`, `custom.source_cut_id`); its supervision spans the whole composite,
-keeps the speaker's labels and transcript, and gets the clip's events. `custom.composite` records
+as a derived cut (`<id>_ev`, `custom.source_cut_id`); its supervision spans the speech inside the
+composite, keeps the speaker's labels and transcript, and gets the clip's events. `custom.composite` records
 where each part lies (seconds), the clip, the position, the pause and the level; `custom.lineage` holds
 the speech's and the clip's source keys.
 
@@ -136,7 +136,7 @@ class EventComposite:
         clip = self.bank.cuts[index]
         new_id = f"{cut.id}_ev"
         recording = write_flac(audio, sr, ctx.files_dir, new_id)
-        sup = self._supervision(cut, clip, new_id, recording.duration, speech_at / sr)
+        sup = self._supervision(cut, clip, new_id, speech_at / sr, speech.size / sr)
         info = {
             "speech_cut_id": cut.id,
             "speech_start": round(speech_at / sr, 4),
@@ -156,10 +156,11 @@ class EventComposite:
         return derived_cut(cut, new_id, recording, [sup], {"composite": info, "lineage": keys})
 
     def _supervision(
-        self, cut: Cut, clip: Cut, new_id: str, duration: float, shift: float
+        self, cut: Cut, clip: Cut, new_id: str, shift: float, speech_s: float
     ) -> SupervisionSegment:
-        """The speech supervision stretched over the composite, with the clip's events added and
-        word times moved by where the speech now starts."""
+        """The speech supervision where the speech now lies in the composite (not over the event
+        clip and the pause: an aligner or a segmenter reading it must find speech), with the clip's
+        events added and word times moved by where the speech now starts."""
         sup = cut.supervisions[0]
         custom = dict(sup.custom or {})
         clip_custom = clip.supervisions[0].custom or {}
@@ -173,4 +174,4 @@ class EventComposite:
                 kind: [AlignmentItem(a.symbol, a.start + shift, a.duration, a.score) for a in items]
                 for kind, items in sup.alignment.items()
             }
-        return fastcopy(sup, id=new_id, start=0.0, duration=duration, custom=custom, alignment=alignment)
+        return fastcopy(sup, id=new_id, start=shift, duration=speech_s, custom=custom, alignment=alignment)

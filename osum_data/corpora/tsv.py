@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path, PurePath
@@ -31,6 +32,7 @@ from osum_data.corpora.rejects import (
     END_BEYOND_DURATION,
     END_NOT_AFTER_START,
     INVALID_CUT,
+    MALFORMED_LINE,
     MISSING_AUDIO,
     WRONG_FIELD_COUNT,
     RejectLog,
@@ -42,6 +44,10 @@ from osum_data.corpora.table import Table, TableRow, find_metadata
 CORPUS = "tsv"  # corpus name for label maps: corpus_maps.yaml may hold a `tsv:` table
 REQUIRED = ("id", "audio", "text")
 OPTIONAL = ("language", "speaker", "gender", "age", "emotion", "style", "events", "start", "end")
+OPTIONAL += ("label_source",)
+# `label_source`: where the row's labels come from when not from human annotation of real speech
+# (`tts:espeak-ng` for synthetic personas, `model:x`); default `corpus`.
+_LABEL_SOURCE = re.compile(r"[a-z][a-z+]*(?::[\w.+/-]+)?")
 # An end this close past the end of the audio is rounding in the user's table: clip it silently.
 END_TOLERANCE_S = 0.01
 RECORDING_CACHE = 4096
@@ -90,6 +96,13 @@ class _CutBuilder:
         labels.set_category("emotion", v["emotion"])
         labels.set_category("style", v["style"])
         labels.set_events(v["events"])
+        if v["label_source"]:
+            if not _LABEL_SOURCE.fullmatch(v["label_source"]):
+                raise RowError(
+                    MALFORMED_LINE,
+                    f"label_source {v['label_source']!r} is not kind[:name] (e.g. corpus, tts:espeak-ng)",
+                )
+            labels.sources = {k: v["label_source"] for k in labels.sources}
         start = _seconds("start", v["start"])
         end = _seconds("end", v["end"])
         if start is not None and end is not None and end <= start:

@@ -112,10 +112,11 @@ def personas_input(output: Path, limit: int | None = None) -> Path:
                         persona["gender"],
                         persona["age"],
                         emotion,
+                        f"tts:{persona['engine']}",  # the labels are the persona's, not heard
                     ]
                 )
     rows = rows[:limit] if limit else rows
-    header = ["id", "audio", "text", "language", "speaker", "gender", "age", "emotion"]
+    header = ["id", "audio", "text", "language", "speaker", "gender", "age", "emotion", "label_source"]
     return _import(folder, header, rows)
 
 

@@ -85,8 +85,10 @@ def export(
     workers: int | None = None,
     address: str | None = None,
     progress: bool = False,
+    dialect: str | None = None,
 ) -> dict[str, Any]:
-    """Export and return the export's summary (also written to OUT/summary.json)."""
+    """Export and return the export's summary (also written to OUT/summary.json). `dialect`: the OSUM
+    trainer the `osum` format writes for (osum_dialects.yaml; default echat)."""
     if fmt not in FORMATS:
         raise ExportInputError(f"unknown export format {fmt!r}; formats: {', '.join(FORMATS)}")
     size = shard_size or DEFAULT_SHARD_SIZE[fmt]
@@ -96,10 +98,14 @@ def export(
     manifest, is_mix = resolve_input(cuts)
     refuse_output_over_input(out, Path(cuts) if is_mix else manifest.parent)
     if fmt == "osum":
+        from osum_data.export.osum_dialect import DEFAULT_DIALECT, load_dialect
+
+        dialect = dialect or DEFAULT_DIALECT
+        load_dialect(dialect)  # an unknown name fails before anything is read
         if is_mix:
             from osum_data.export.osum_config import export_osum_mix
 
-            return export_osum_mix(Path(cuts), out, size, relative, workers, address, progress)
+            return export_osum_mix(Path(cuts), out, size, relative, workers, address, progress, dialect)
         from osum_data.export.osum import export_osum
 
         export_osum(
@@ -111,6 +117,7 @@ def export(
             relative=relative,
             address=address,
             progress=progress,
+            dialect=dialect,
         )
         return json.loads((out / "summary.json").read_text())
     stage, module, params = _stage(fmt, out, relative)

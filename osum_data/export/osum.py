@@ -17,6 +17,10 @@ Choices worth knowing:
   materialised inside it (nothing referenced outside), so the folder can be moved or copied to a
   cluster; run the trainer from inside it (our reader resolves them against the list's folder).
 - Every input cut ends in `data.list` or in `rejects.jsonl.gz` (with a reason), never nowhere.
+- A dialect (osum_dialect.py: `osum` v1 or `echat`) decides the keys, tags and `extra` fields
+  written; every sample is checked against it before any work (a key or tag it lacks fails the
+  export, naming the cut), and `OUT/prompt_config.yaml` holds our instruction pools for every key
+  written, since OSUM draws instructions from its prompt config by key.
 - File and tar member names come from cut ids through `safe_file_name` (no '/', no '..': a member
   can never leave its folder when extracted); the tar key is that safe name, and `extra.cut_id`
   keeps the original id when they differ. Two ids that would share a name are a reject.
@@ -55,6 +59,15 @@ from osum_data.export.engine import (
     run_export_stage,
     shard_dirs,
     write_summary,
+)
+from osum_data.export.osum_dialect import (
+    DEFAULT_DIALECT,
+    Dialect,
+    DialectError,
+    convert,
+    load_dialect,
+    scan_manifest,
+    write_prompt_config,
 )
 from osum_data.export.osum_reader import MEMBER_FIELDS, SAMPLING_RATE
 from osum_data.manifest_io import (
@@ -122,6 +135,7 @@ def export_osum(
     relative: bool = False,
     address: str | None = None,
     progress: bool = False,
+    dialect: str = DEFAULT_DIALECT,
 ) -> ExportReport:
     """Write OUT/data.list (+ OUT/shards/*.tar and OUT/shards_list.txt) from a cuts manifest.
 
@@ -138,10 +152,23 @@ def export_osum(
     from osum_data.export.formats import refuse_output_over_input
 
     refuse_output_over_input(out, Path(cuts_path).parent)
+    chosen = load_dialect(dialect)
+    keys = scan_manifest(cuts_path, chosen)  # before any work: a key or tag the dialect lacks fails here
     report, groups = run_osum_export(
-        cuts_path, out, shards, shard_size, num_workers, relative, address, progress
+        cuts_path, out, shards, shard_size, num_workers, relative, address, progress, dialect=dialect
     )
-    write_summary(out, {"type": "export", "format": "osum", "relative": relative, **report.to_dict()})
+    write_prompt_config(out, keys, chosen)
+    write_summary(
+        out,
+        {
+            "type": "export",
+            "format": "osum",
+            "relative": relative,
+            "dialect": dialect,
+            "prompt_keys": keys,
+            **report.to_dict(),
+        },
+    )
     return report
 
 
@@ -155,12 +182,19 @@ def run_osum_export(
     address: str | None,
     progress: bool,
     group_by_mix: bool = False,
+    dialect: str | None = None,
 ) -> tuple[ExportReport, dict[str, list[Path]]]:
     """The export run and its gather; with `group_by_mix`, one sub-export per mix group
     (`OUT/<group>/data.list`, shards, list). Returns the report and each group's tar shards."""
     plan = out / RUN_DIR / "input.jsonl.gz"
     write_jsonl(plan, _runner_items(cuts_path))
-    params = {"out_dir": str(out), "shards": shards, "relative": relative, "group_by_mix": group_by_mix}
+    params = {
+        "out_dir": str(out),
+        "shards": shards,
+        "relative": relative,
+        "group_by_mix": group_by_mix,
+        "dialect": dialect,
+    }
     result = run_export_stage(
         STAGE,
         params,
@@ -347,12 +381,18 @@ class ExportOsumStage:
     `shards`) its tar, in the shard's files folder; `out_dir` is where they will be linked."""
 
     def __init__(
-        self, out_dir: str, shards: bool = False, relative: bool = False, group_by_mix: bool = False
+        self,
+        out_dir: str,
+        shards: bool = False,
+        relative: bool = False,
+        group_by_mix: bool = False,
+        dialect: str | None = None,
     ):
         self.out = Path(out_dir)
         self.shards = shards
         self.relative = relative
         self.group_by_mix = group_by_mix  # a mix's cuts: one sub-export per split/task(/dataset)
+        self.dialect = load_dialect(dialect) if dialect else None  # None: our own tags, as they are
 
     def __call__(self, cuts: list[Cut], ctx: StageContext) -> StageResult:
         files = ctx.files_dir
@@ -423,14 +463,36 @@ class ExportOsumStage:
                 tmp.write_bytes(data)
             path = relative_or_absolute(self.out / group / "wav" / name, self.out / group, self.relative)
         line = _line(cut, path, task, txt, num_samples / SAMPLING_RATE)
+        if self.dialect is not None:
+            _apply_dialect(line, self.dialect, cut)
         return _Result(line=line, wav=data if self.shards else None, referenced=referenced)
 
 
+def _apply_dialect(line: dict[str, Any], dialect: Dialect, cut: Cut) -> None:
+    """The line in the dialect's tags and `extra` fields (checked before the run by `scan`; a
+    mismatch here is a reject with its reason, never a line the dialect cannot read)."""
+    custom = getattr(cut, "custom", None) or {}
+    try:
+        txt, extra = convert(
+            dialect,
+            line["task"],
+            line["txt"],
+            custom.get("instruction"),
+            line["extra"].get("age"),
+            line["gender"] or None,
+        )
+    except DialectError as e:
+        raise _Reject(f"dialect: {e}") from None
+    line["txt"] = txt
+    line["extra"].update(extra)
+
+
 def mix_group(cut: Cut) -> str:
-    """Where a mix's cut goes in a grouped export: `train/<task>/<dataset>`, `dev/<task>`, `test/<task>`."""
+    """Where a mix's cut goes in a grouped export: `train/<task>/<dataset>/x<copies>` (the copies OSUM
+    takes of it per pass, osum_config.py), `dev/<task>`, `test/<task>`."""
     mix = (cut.custom or {}).get("mix") or {}
     if mix.get("split") == "train":
-        return f"train/{mix['task']}/{mix['dataset']}"
+        return f"train/{mix['task']}/{mix['dataset']}/x{int(mix.get('copies', 1))}"
     return f"{mix.get('split', 'other')}/{mix.get('task', 'other')}"
 
 

@@ -12,7 +12,9 @@ The `model_label` stage predicts for every cut. It never overwrites a corpus lab
 one gets the prediction beside it (`custom.model_labels`) and counts towards the agreement report
 (per-stage counters in summary.json; `python -m osum_data.label.models agreement CUTS --field F` for
 a manifest); a cut without one is labelled by the model when it is confident enough, with
-`custom.label_source[field] = model:<name>` and `custom.confidence[field]`.
+`custom.label_source[field] = model:<name>` and `custom.confidence[field]`. Below the floor
+(`min_confidence`, the top class probability) such a cut is rejected as `low_confidence_<field>`
+(`below_floor: keep` keeps it unlabelled instead, for a later labeler to try).
 """
 
 from __future__ import annotations
@@ -108,7 +110,8 @@ class ModelLabel:
         field: Field_,
         model_name: str = "",
         fill: bool = True,
-        min_confidence: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0,
+        min_confidence: Annotated[float, Field(ge=0.0, le=1.0)] = 0.7,
+        below_floor: Literal["reject", "keep"] = "reject",
         label_map: dict[str, str] | None = None,
         batch_size: PositiveInt = 8,
         max_seconds: PositiveFloat = 30.0,
@@ -116,6 +119,7 @@ class ModelLabel:
         trust_remote_code: bool = False,
     ):
         self.field, self.fill, self.min_confidence = field, fill, min_confidence
+        self.below_floor = below_floor
         self.name = model_name or Path(model).name
         self.source = f"model:{self.name}"
         self.batch_size, self.max_seconds = batch_size, max_seconds
@@ -149,7 +153,8 @@ class ModelLabel:
             batch = ready[i : i + self.batch_size]
             probs = self.labeler.predict([w for _, w in batch], self.sampling_rate)
             for (cut, _), p in zip(batch, probs, strict=True):
-                result.kept.append(self._label(cut, np.asarray(p, dtype=np.float64), counts, confusion))
+                with rejecting(result, cut):
+                    result.kept.append(self._label(cut, np.asarray(p, dtype=np.float64), counts, confusion))
         both, agree = counts.pop("both", 0), counts.pop("agree", 0)
         result.counters = {
             **counts,
@@ -200,6 +205,12 @@ class ModelLabel:
                 custom[self.field] = value
         elif value is not None:
             counts["low_confidence"] += 1
+            if self.fill and self.below_floor == "reject":
+                raise Reject(
+                    f"low_confidence_{self.field}",
+                    f"cut {cut.id}: {self.source} says {self.field} {value!r} with probability "
+                    f"{confidence:.3f} < min_confidence {self.min_confidence}",
+                )
         new_sup = fastcopy(sup, custom=custom, gender=gender)
         return fastcopy(cut, supervisions=[new_sup, *cut.supervisions[1:]])
 

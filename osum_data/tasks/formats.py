@@ -54,14 +54,54 @@ def _fmt_time(t: float, res: float) -> str:
     return f"{steps * res:.{decimals}f}"
 
 
-def render_timestamps(words: list[Word], resolution: float | None = None) -> str:
+def quantize_spans(
+    spans: list[tuple[float, float]], resolution: float, duration: float | None = None
+) -> list[tuple[int, int]]:
+    """Word spans in whole steps of `resolution`, each at least one step long, in order and not
+    overlapping (a word starts at or after the previous word's end), and not past `duration`.
+
+    Rounding alone turns a 40 ms word into `<1.4>an<1.4>`. Rule: each boundary is rounded to the
+    nearest step; a forward pass moves a start up to the previous end and an end up to one step
+    after its start; if that runs past the last step of the audio, a backward pass pulls ends and
+    starts back. Words are moved by at most the steps their neighbours need. A FormatError when
+    the words cannot fit one step each."""
+    q = [(round(a / resolution), round(b / resolution)) for a, b in spans]
+    out: list[list[int]] = []
+    prev = 0
+    for a, b in q:
+        a = max(a, prev, 0)
+        b = max(b, a + 1)
+        out.append([a, b])
+        prev = b
+    if duration is not None and out:
+        last = max(1, round(duration / resolution))
+        nxt = last
+        for item in reversed(out):
+            item[1] = min(item[1], nxt)
+            item[0] = min(item[0], item[1] - 1)
+            nxt = item[0]
+        if out[0][0] < 0:
+            raise FormatError(
+                f"{len(out)} words do not fit {duration:.2f} s at one {resolution} s step each"
+            )
+    return [(a, b) for a, b in out]
+
+
+def render_timestamps(
+    words: list[Word], resolution: float | None = None, duration: float | None = None
+) -> str:
+    """`<start>word<end>` per word at `resolution` (quantize_spans: no zero-length or overlapping
+    span after rounding; `duration`, the audio's length, bounds the last end)."""
     res = resolution or registry().timestamp_resolution
-    parts = []
     for w in words:
         check_plain(w.text, "aligned word")
         if not w.text or any(c.isspace() for c in w.text):
             raise FormatError(f"aligned word must be one non-empty token: {w.text!r}")
-        parts.append(f"<{_fmt_time(w.start, res)}>{w.text}<{_fmt_time(w.end, res)}>")
+    steps = quantize_spans([(w.start, w.end) for w in words], res, duration)
+    parts = [
+        f"<{_fmt_time(a * res, res)}>{w.text}<{_fmt_time(b * res, res)}>"
+        for w, (a, b) in zip(words, steps, strict=True)
+    ]
     return " ".join(parts)
 
 
@@ -188,9 +228,11 @@ def render_target(
     x_only: bool = False,
     english_tags: bool = False,
     reasoning: str | None = None,
+    duration: float | None = None,
 ) -> str:
     """Render the target text of one sample of `task_id` (x_only picks the tag-only variant;
-    `reasoning` adds a reasoning span to label, chat and answer targets)."""
+    `reasoning` adds a reasoning span to label, chat and answer targets; `duration`, the audio's
+    length, bounds word timestamps)."""
     reg = registry()
     task = reg.task(task_id)
     if x_only and not task.x_only_key:
@@ -204,7 +246,7 @@ def render_target(
     if task.format == "timestamps":
         if not words:
             raise FormatError("no word alignment")
-        return render_timestamps(words, reg.timestamp_resolution)
+        return render_timestamps(words, reg.timestamp_resolution, duration)
     if task.format == "labels":
         if not x_only and not transcript:
             raise FormatError("empty transcript")

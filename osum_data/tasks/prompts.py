@@ -1,8 +1,11 @@
 """Instruction prompt pools (YAML, one file per language) with validation and deterministic draws.
 
 A pool maps every tag key of the registry to at least `MIN_PER_KEY` instructions. Validation runs on
-load, because a missing key silently trains without a prompt on OSUM's side and a prompt naming a
-label ("is the speaker happy?") leaks the answer into the input.
+load, because a missing key silently trains without a prompt on OSUM's side, a prompt naming a
+label ("is the speaker happy?") leaks the answer into the input, and a prompt that asks for another
+layout than its key's target ("...then on separate lines give the age group" over an inline
+`text<ADULT><FEMALE>`) teaches the model to ignore instructions (`instruction_agrees`, rules in
+instruction_rules.yaml).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -18,6 +22,7 @@ import yaml
 from osum_data.tasks.registry import Registry, registry
 
 PROMPT_DIR = Path(__file__).parent / "prompts"
+RULES_FILE = Path(__file__).parent / "instruction_rules.yaml"
 LANGUAGES = ("zh", "en")
 MIN_PER_KEY = 50
 
@@ -64,6 +69,56 @@ def instruction_problems(text: str, leaks: list[tuple[str, re.Pattern]]) -> list
     return problems
 
 
+@dataclass(frozen=True)
+class _Rule:
+    name: str
+    contradicts: dict[str, bool]
+    why: str
+    patterns: tuple[re.Pattern, ...]
+
+
+@cache
+def _rules() -> tuple[_Rule, ...]:
+    data = yaml.safe_load(RULES_FILE.read_text(encoding="utf-8"))["rules"]
+    rules = []
+    for name, spec in data.items():
+        unknown = set(spec["contradicts"]) - {"multiline", "transcript", "extra"}
+        if unknown:
+            raise ValueError(f"{RULES_FILE}: rule {name}: unknown layout facts {sorted(unknown)}")
+        pats = tuple(re.compile(p, re.IGNORECASE) for p in spec["phrases"])
+        rules.append(_Rule(name, dict(spec["contradicts"]), str(spec["why"]), pats))
+    return tuple(rules)
+
+
+def target_layout(task_key: str, reg: Registry | None = None) -> dict[str, bool]:
+    """Facts about the target written under `task_key` that an instruction can contradict:
+    `multiline` (never, in our formats: tags and answers are inline), `transcript` (the target holds
+    the transcript) and `extra` (it holds more than the transcript)."""
+    task, x_only = (reg or registry()).task_for_key(task_key)
+    fmt = task.format
+    return {
+        "multiline": False,
+        "transcript": fmt in ("transcript", "timestamps") or (fmt in ("labels", "chat") and not x_only),
+        "extra": fmt != "transcript",
+    }
+
+
+def instruction_agrees(task_key: str, instruction: str) -> str | None:
+    """None when `instruction` agrees with the layout of `task_key`'s target, else the reason (the
+    rule and the phrase that broke it). For the audit and for pool validation; an unknown key is a
+    KeyError."""
+    layout = target_layout(task_key)
+    folded = _fold(instruction)
+    for rule in _rules():
+        if any(layout[fact] != value for fact, value in rule.contradicts.items()):
+            continue
+        for pat in rule.patterns:
+            m = pat.search(folded)
+            if m:
+                return f"{rule.name}: {rule.why} ({m.group(0)!r} in {instruction!r} under {task_key})"
+    return None
+
+
 def validate_pool(lang: str, pool: dict[str, list[str]], reg: Registry | None = None) -> None:
     """Raise PromptPoolError naming the key and instruction that break a rule."""
     reg = reg or registry()
@@ -86,6 +141,10 @@ def validate_pool(lang: str, pool: dict[str, list[str]], reg: Registry | None = 
         for text in items:
             folded = _fold(text)
             problems.extend(f"{key}: {p}" for p in instruction_problems(text, leaks))
+            if key in reg.all_keys:
+                disagreement = instruction_agrees(key, text)
+                if disagreement:
+                    problems.append(f"{key}: {disagreement}")
             if folded in seen:
                 problems.append(f"{key}: duplicate of an instruction under {seen[folded]}: {text!r}")
             seen[folded] = key

@@ -40,6 +40,7 @@ class Label:
     zh: str
     tag_en: str | None = None
     generic: bool = False
+    aliases: tuple[str, ...] = ()  # other spellings of the tag (OSUM dialects), accepted when parsing
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,8 @@ class Vocabulary:
         folded = tag.casefold()
         for label in self.labels.values():
             if folded in (label.tag.casefold(), (label.tag_en or "").casefold()):
+                return label.id
+            if any(folded == a.casefold() for a in label.aliases):
                 return label.id
         raise LabelError(f"tag {tag!r} is not a {self.name} label")
 
@@ -192,7 +195,13 @@ def registry() -> Registry:
     t = _load_yaml("tasks.yaml")
     lab = _load_yaml("labels.yaml")
     vocabs = {
-        name: Vocabulary(name, {lid: Label(id=lid, **spec) for lid, spec in labels.items()})
+        name: Vocabulary(
+            name,
+            {
+                lid: Label(id=lid, **{**spec, "aliases": tuple(spec.get("aliases", ()))})
+                for lid, spec in labels.items()
+            },
+        )
         for name, labels in lab["vocabularies"].items()
     }
     tasks = {}

@@ -112,6 +112,7 @@ def template(
             answer=(sup.custom or {}).get("answer"),
             x_only=x_only,
             english_tags=english_tags,
+            duration=cut.duration,
         )
     except LabelError as e:
         raise Reject("unknown_label", f"cut {cut.id}: {e}") from None

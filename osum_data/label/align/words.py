@@ -4,9 +4,12 @@ An SRWT target wraps each word of the transcript (each character of Chinese) in 
 time. Aligners and recognisers do not work on the written words, though: pocketsphinx needs
 dictionary words, a CTC model its characters, and Whisper writes "7" where the transcript says
 "seven". So each reference word carries its written form (what the target shows) and its spoken
-form (lower-case tokens, numbers and abbreviations read out; the readings are data in
-`spoken_forms.yaml`). A word's span runs from the start of its first spoken token to the end of its
-last. Tokens without anything spoken ("...", "-") are not words and get no span.
+form (lower-case tokens; numbers, abbreviations and spoken symbols read out, per language: `*` is
+"star" in English and 星号 in Chinese; the readings are data in `spoken_forms.yaml`). A word's span
+runs from the start of its first spoken token to the end of its last. Tokens without anything spoken
+("...", "-") are not words and get no span. The written form loses the punctuation around it
+(`test.` -> `test`, `好，` -> `好`): OSUM's SRWT targets time words and characters, not punctuation;
+an abbreviation keeps its dots (`Mr.`, `U.S.`) and a spoken symbol stays (`*`, `50%`, `$5`).
 """
 
 from __future__ import annotations
@@ -66,13 +69,46 @@ def _forms() -> dict[str, Any]:
     return yaml.safe_load((Path(__file__).parent / "spoken_forms.yaml").read_text(encoding="utf-8"))
 
 
-def _rules(lang: str) -> dict[str, Any]:
+def _rules(lang: str, tag: str | None = None) -> dict[str, Any]:
+    """The readings of `lang`, with those of its regional tag (`en-gb`) over them, symbol by symbol."""
     forms = _forms()
-    return {**forms["default"], **forms.get(lang, {})}
+    out = {**forms["default"], **forms.get(lang, {})}
+    region = (tag or "").strip().lower().replace("_", "-")
+    if region != lang and region in forms:
+        for key, value in forms[region].items():
+            out[key] = {**out.get(key, {}), **value} if isinstance(value, dict) else value
+    return out
+
+
+# Symbols that are read aloud in some language: never glued to a neighbouring character as
+# punctuation, and never stripped from the written form.
+SPOKEN_SYMBOLS = "%&+@#=$*€£＊＃％＋＝＠＄"  # full-width forms too (Chinese text keeps them)
 
 
 def _is_punct(ch: str) -> bool:
-    return unicodedata.category(ch)[0] in "PSZ" and ch not in "%&+@#=$"
+    return unicodedata.category(ch)[0] in "PSZ" and ch not in SPOKEN_SYMBOLS
+
+
+def written_form(unit: str, language: str | None = None) -> str:
+    """What the SRWT target shows for a unit: the unit without the punctuation around it; an
+    abbreviation of the language's table (`Mr.`, `etc.`) or a dotted letter sequence (`U.S.`,
+    `a.m.`) keeps its final dot. '' when nothing is left."""
+    lang = language_of(language, unit)
+    text = unit
+    while text and _is_punct(text[0]):
+        text = text[1:]
+    end = len(text)
+    while end and _is_punct(text[end - 1]):
+        end -= 1
+    core = text[:end]
+    if text[end : end + 1] == "." and core:
+        low = unicodedata.normalize("NFKC", core).lower()
+        abbreviations = _rules(lang, language).get("abbreviations", {})
+        if f"{low}." in abbreviations or (
+            "." in low and all(len(p) == 1 and p.isalpha() for p in low.split("."))
+        ):
+            core += "."
+    return core
 
 
 def split_units(text: str) -> list[str]:
@@ -129,12 +165,20 @@ def _number_words(number: str, lang: str, rules: dict[str, Any]) -> list[str] | 
     return [w for w in out if w not in rules.get("number_fillers", [])]
 
 
+def _url_like(core: str) -> bool:
+    """'www.asterisk.org': dot-separated parts of which at least two are words (not 'U.S.', 'H.323',
+    '28.8'); its dots are read out."""
+    parts = core.split(".")
+    return len(parts) > 1 and all(parts) and sum(len(p) > 1 and p.isalpha() for p in parts) >= 2
+
+
 def spoken_form(unit: str, language: str | None = None) -> tuple[str, ...]:
     """The spoken tokens of one written unit: lower case, punctuation dropped, abbreviations,
     symbols and numbers read out ('Mr.' -> mister, '7,' -> seven, '28.8' -> twenty eight point
-    eight); a Han character is itself."""
+    eight, '*' -> star, 'www.asterisk.org' -> www dot asterisk dot org); a Han character is
+    itself. `language` may carry a region ('en-GB': '#' is hash, not pound)."""
     lang = language_of(language, unit)
-    rules = _rules(lang)
+    rules = _rules(lang, language)
     low = unicodedata.normalize("NFKC", unit).lower()
     if _CJK_CHAR.search(low):
         out: list[str] = []
@@ -159,9 +203,15 @@ def spoken_form(unit: str, language: str | None = None) -> tuple[str, ...]:
         return tuple(number)
     tokens: list[str] = []
     symbols = rules.get("symbols", {})
+    pieces = re.split(r"[-/.:–—]+", core)
+    if rules.get("dot") and _url_like(core):
+        pieces = [p for piece in core.split(".") for p in (piece, ".")][:-1]
     # Hyphens, slashes, dots and colons inside a word separate spoken parts ("twenty-one", "U.S.",
     # "and/or", "7:30").
-    for piece in re.split(r"[-/.:–—]+", core):
+    for piece in pieces:
+        if piece == ".":
+            tokens += rules["dot"]
+            continue
         for sym in symbols:
             if sym in piece:
                 piece = piece.replace(sym, f" {sym} ")
@@ -180,11 +230,16 @@ def spoken_form(unit: str, language: str | None = None) -> tuple[str, ...]:
 def reference_words(text: str, language: str | None = None) -> list[RefWord]:
     """The words of a transcript that get a span each (units with something spoken)."""
     lang = language_of(language, text)
+    tag = language or lang
     words = []
-    for unit in split_units(text):
-        spoken = spoken_form(unit, lang)
+    units = split_units(text)
+    for i, unit in enumerate(units):
+        spoken = spoken_form(unit, tag)
+        following = spoken_form(units[i + 1], tag) if i + 1 < len(units) else ()
+        if len(spoken) > 1 and unit in SPOKEN_SYMBOLS and following[:1] == spoken[-1:]:
+            spoken = spoken[:-1]  # 按*号键: the 号 of 星号 is written after the symbol
         if spoken:
-            words.append(RefWord(unit, spoken))
+            words.append(RefWord(written_form(unit, tag) or unit, spoken))
     return words
 
 

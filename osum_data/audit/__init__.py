@@ -11,7 +11,8 @@ Checks, per task and across tasks (one row each, status ok / warn / fail):
 - duplicates    two unique samples with the same audio, task key and target: fail;
 - balance       a class (target tag) of train missing from a dev/test split, or a split of one class
                 where the task has several: warn;
-- instructions  an instruction that asks for separate lines while its target is one line: warn;
+- instructions  an instruction that contradicts its target (osum_data.tasks.prompts.instruction_agrees;
+                without it: asks for separate lines while the target is one line): warn;
 - coverage      a task without dev or test cuts, a task key of train absent from a held-out split: warn.
 
 An OSUM export folder (data.list / data_config.yaml) gets the checks of
@@ -38,6 +39,11 @@ import numpy as np
 
 from osum_data.manifest_io import atomic_path, read_jsonl
 from osum_data.mix.lineage import key_hash, lineage, sample_key, speaker
+
+try:  # the task pools' rule (issue 16/4); the audit works without it
+    from osum_data.tasks.prompts import instruction_agrees
+except ImportError:  # pragma: no cover
+    instruction_agrees = None
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 TAG = re.compile(r"<([A-Z][A-Z0-9_]*)>")
@@ -239,7 +245,7 @@ def _audit_mix(folder: Path, summary: dict[str, Any]) -> AuditResult:
                 labels[task][split][tag] += 1
             keys_of[task][split][str(custom.get("task"))] += 1
             instruction = str(custom.get("instruction") or "")
-            if NEWLINE_WORDS.search(instruction) and "\n" not in target:
+            if _disagrees(str(custom.get("task") or ""), instruction, target):
                 bad_counts[task] += 1
                 if len(bad_instructions[task]) < MAX_EXAMPLES:
                     bad_instructions[task].append(str(d.get("id")))
@@ -273,6 +279,18 @@ def _audit_mix(folder: Path, summary: dict[str, Any]) -> AuditResult:
     _instructions(result, order, bad_instructions, bad_counts, sizes)
     _coverage(result, order, sizes, keys_of)
     return result
+
+
+def _disagrees(key: str, instruction: str, target: str) -> bool:
+    """Whether an instruction contradicts its target: the task pools' own rule
+    (osum_data.tasks.prompts.instruction_agrees) where it knows the key, else the obvious one (it asks
+    for separate lines, the target is one line)."""
+    if instruction_agrees is not None and instruction:
+        try:
+            return instruction_agrees(key, instruction) is not None
+        except KeyError:  # a key the registry does not know
+            pass
+    return bool(NEWLINE_WORDS.search(instruction)) and "\n" not in target
 
 
 def _repeated(d: dict[str, Any], mix: dict[str, Any]) -> bool:

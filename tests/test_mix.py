@@ -770,3 +770,28 @@ def test_exact_duplicates_across_runs_are_dropped_and_counted(tmp_path):
     assert len(rejects) == 16 and all(r["custom"]["reject"]["code"] == "duplicate" for r in rejects)
     assert "as a cut of dataset 'sgc-sgc' (kept)" in rejects[0]["custom"]["reject"]["reason"]
     assert all(r["status"] == "ok" for r in res.audit.rows if r["check"] == "duplicates")
+
+
+def test_the_same_corpus_in_another_folder_splits_the_same_way(tmp_path):
+    """File paths link cuts (one file imported twice) but never draw a split: moving the corpus keeps
+    every cut's split (the seed and the ids decide)."""
+    a = samples(tmp_path / "a.jsonl", "asr", 200, speakers=None)
+    rows = list(read_jsonl(a))
+    for d in rows:
+        d["recording"]["sources"][0]["source"] = d["recording"]["sources"][0]["source"].replace(
+            "/nonexistent/", "/elsewhere/corpus/"
+        )
+    from osum_data.manifest_io import write_jsonl
+
+    b = write_jsonl(tmp_path / "b.jsonl", rows) and tmp_path / "b.jsonl"
+    splits = []
+    for path in (a, b):
+        raw = {
+            "audio": "none",
+            "splits": {"dev": 0.1, "test": 0.1},
+            "tasks": {"asr": {"datasets": [str(path)]}},
+        }
+        out = tmp_path / path.stem
+        build_mix(build_mix_config({**raw}), out, progress=False)
+        splits.append({k[1]: v for k, v in _splits_of(out).items()})
+    assert splits[0] == splits[1] and set(splits[0].values()) == {"train", "dev", "test"}

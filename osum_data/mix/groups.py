@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from osum_data.mix.lineage import key_hash
+from osum_data.mix.lineage import SRC, key_hash
 
 TRAIN, DEV, TEST, DROP = 0, 1, 2, 3
 SPEAKER = "spk:"
@@ -40,6 +40,14 @@ def mix64(x: np.ndarray, seed: int) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
+def graph_key(key: str) -> int:
+    """The 64-bit node of a key: its hash with the lowest bit saying whether it is a file path (1)
+    or an id or speaker (0). Paths link cuts but never draw a group's split, so the same corpus in
+    another folder splits the same way."""
+    h = key_hash(key)
+    return h | 1 if key.startswith(SRC) else h & ~1
+
+
 @dataclass
 class LineageGraph:
     """Edges cut -> key hash, collected while the manifests are scanned (global cut indexes)."""
@@ -53,7 +61,7 @@ class LineageGraph:
         i = self.n
         for k in keys:
             self.cuts.append(i)
-            self.keys.append(key_hash(k))
+            self.keys.append(graph_key(k))
         self.n += 1
         return i
 
@@ -70,7 +78,8 @@ def components(
     edge_cuts: np.ndarray, edge_keys: np.ndarray, n_cuts: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """(component label per cut, draw per component): connected components of cuts and keys; a
-    component's draw is the smallest seeded hash of its keys (order-independent, seed-dependent).
+    component's draw is the smallest seeded hash of its id and speaker keys (order-independent,
+    seed-dependent, the same wherever the corpus lies).
     Cuts without any edge (dropped duplicates) get label -1."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -83,8 +92,10 @@ def components(
     ).tocsr()
     _, labels = connected_components(graph, directed=False)
     key_labels = labels[n_cuts:]
-    draws = np.full(int(labels.max()) + 1 if n else 0, np.iinfo(np.uint64).max, dtype=np.uint64)
-    np.minimum.at(draws, key_labels, mix64(uniq, seed))
+    top = np.iinfo(np.uint64).max
+    draws = np.full(int(labels.max()) + 1 if n else 0, top, dtype=np.uint64)
+    key_draws = np.where(uniq & np.uint64(1), np.uint64(top), mix64(uniq, seed))  # paths never draw
+    np.minimum.at(draws, key_labels, key_draws)
     cut_labels = labels[:n_cuts].astype(np.int64)
     has_edge = np.zeros(n_cuts, bool)
     has_edge[edge_cuts] = True

@@ -30,8 +30,8 @@ import numpy as np
 from osum_data.manifest_io import dumps, open_jsonl_writer, reject_record
 from osum_data.mix import groups
 from osum_data.mix.config import MixConfig
-from osum_data.mix.groups import DEV, DROP, SPEAKER, TEST, TRAIN, LineageGraph, Targets
-from osum_data.mix.lineage import key_hash, lineage, sample_key
+from osum_data.mix.groups import DEV, DROP, SPEAKER, TEST, TRAIN, LineageGraph, Targets, graph_key
+from osum_data.mix.lineage import lineage, sample_key
 from osum_data.run.stage import unit_draw
 from osum_data.tasks import registry
 
@@ -327,7 +327,7 @@ def split_all(tasks: list[TaskPlan], cfg: MixConfig, graph: LineageGraph) -> lis
             if not d.speakers:
                 continue
             is_shared = np.array([n in shared for n in d.speakers], bool)
-            hashes = np.array([key_hash(SPEAKER + n) for n in d.speakers], np.uint64)
+            hashes = np.array([graph_key(SPEAKER + n) for n in d.speakers], np.uint64)
             pos = np.flatnonzero((d.spk >= 0) & (d.split != DROP))
             group = pos[~is_shared[d.spk[pos]]]
             edge_cuts.append((d.offset + group).astype(np.uint32))

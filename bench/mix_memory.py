@@ -2,7 +2,8 @@
 cuts, each mixed in a fresh process that reports its own peak RSS. Target: 1M within 1.2x of 100k.
 
 Two tasks (asr, sgc; 70/30) with speaker-disjoint dev/test splits, a repeat and a subsample, a
-10k-cut shuffle buffer: every part of the mix that could hold the corpus in memory is exercised.
+10k-cut shuffle buffer, lineage grouping and duplicate detection over the whole mix: every part of
+the mix that could hold the corpus in memory is exercised.
 """
 
 from __future__ import annotations
@@ -52,8 +53,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for n in (args.small, args.large):
             t0 = time.perf_counter()
-            task_samples(Path(tmp) / f"asr-{n}.jsonl.gz", int(n * 0.7), "asr", speakers=max(50, n // 200))
-            task_samples(Path(tmp) / f"sgc-{n}.jsonl.gz", n - int(n * 0.7), "sgc", speakers=max(50, n // 400))
+            kw = {"distinct_recordings": True}  # fields only: lineage sees n recordings
+            asr, sgc = int(n * 0.7), n - int(n * 0.7)
+            task_samples(Path(tmp) / f"asr-{n}.jsonl.gz", asr, "asr", speakers=max(50, n // 200), **kw)
+            task_samples(Path(tmp) / f"sgc-{n}.jsonl.gz", sgc, "sgc", speakers=max(50, n // 400), **kw)
             print(f"wrote {n} input cuts in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
             proc = subprocess.run(
                 [sys.executable, __file__, "--child", tmp, str(n)], capture_output=True, text=True, check=True

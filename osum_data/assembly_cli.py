@@ -35,6 +35,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
         print(ExportReport(**{k: v for k, v in summary.items() if k in fields}).summary())
     else:
         print(describe(summary))
+    if args.format == "osum":  # the audit of what was written (osum_data.audit)
+        from osum_data.audit import AuditError, audit
+
+        try:
+            result = audit(args.out)
+        except AuditError as e:  # a layout the audit does not know: say so, the export stands
+            print(f"note: {e}", file=sys.stderr)
+            return 0
+        print(result.table())
+        if result.failed:
+            print(
+                f"osum-data export: error: the export fails its audit ({args.out}/audit.json)",
+                file=sys.stderr,
+            )
+            return 1
     return 0
 
 
@@ -58,6 +73,8 @@ def _cmd_mix(args: argparse.Namespace) -> int:
         "shar_shards",
     )
     print(json.dumps({k: s[k] for k in keys}, indent=2, ensure_ascii=False))
+    if s.get("duplicates", {}).get("removed"):
+        print(f"duplicates removed: {s['duplicates']['removed']} ({s['duplicates']['by_dataset']})")
     for task, t in s["tasks"].items():
         disjoint = (
             "speaker-disjoint" + (f" ({t['note']})" if t.get("note") else "")
@@ -70,6 +87,12 @@ def _cmd_mix(args: argparse.Namespace) -> int:
             f"dev {t['dev_cuts']}, test {t['test_cuts']}, {disjoint}"
         )
     print(f"wrote {result.output_dir}/train (Lhotse Shar), dev/<task>, test/<task>, summary.json")
+    print(result.audit.table())
+    if result.audit.failed:
+        print(
+            f"osum-data mix: error: the mix fails its audit ({result.output_dir}/audit.json)", file=sys.stderr
+        )
+        return 1
     return 0
 
 

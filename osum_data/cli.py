@@ -1,4 +1,4 @@
-"""The `osum-data` command line: prepare, run (pipelines on Ray), export, mix, report, run-all, demo."""
+"""The `osum-data` command line: prepare, run (on Ray), export, mix, audit, report, run-all, demo."""
 
 from __future__ import annotations
 
@@ -88,6 +88,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from osum_data.audit import audit
+
+    result = audit(args.dir)
+    print(result.table())
+    return EXIT_RUNTIME if result.failed else 0
+
+
 def _cmd_tasks(args: argparse.Namespace) -> int:
     from osum_data.tasks import prompt_pool, registry
 
@@ -154,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--limit", type=int, default=None, help="use only the first N prompts")
     demo.add_argument("--no-progress", action="store_true")
     demo.set_defaults(func=_cmd_demo)
+
+    aud = sub.add_parser(
+        "audit", help="leaks, duplicates, balance and coverage of a mix or OSUM export folder"
+    )
+    aud.add_argument("dir", help="a mix folder (osum-data mix --output) or an OSUM export folder")
+    aud.set_defaults(func=_cmd_audit)
 
     tasks = sub.add_parser("tasks", help="list task keys and prompt-pool sizes")
     tasks.set_defaults(func=_cmd_tasks)

@@ -80,11 +80,15 @@ def _labelled(cut, task: str, i: int, speakers: int):
 def task_manifest(
     asr_cuts: Path, task: str, out: Path, n: int | None = None, speakers: int = 12, augmented_every: int = 0
 ) -> Path:
-    """`n` samples of `task` cycled from the ASR run's cuts (distinct ids, shared real audio),
-    `speakers` synthetic speaker ids, labels set, templated by the real template stage. With
+    """`n` samples of `task` cycled from the ASR run's cuts, `speakers` synthetic speaker ids, labels
+    set, templated by the real template stage. Each sample stands for a distinct recording: its own
+    recording id and its own file (a symlink to the shared real audio, `<out>.audio/`), so lineage
+    (osum_data.mix.lineage) sees distinct sources, as a corpus of that size would have. With
     `augmented_every`, every k-th cut carries `custom.augment` with an SNR (as augmentation writes)."""
     base = list(CutSet.from_file(asr_cuts))
     n = n or len(base)
+    audio_dir = out.parent / f"{out.name}.audio"
+    audio_dir.mkdir(parents=True, exist_ok=True)
 
     def items():
         for i in range(n):
@@ -98,11 +102,20 @@ def task_manifest(
             )
             if augmented_every and i % augmented_every == 0:
                 cut.custom["augment"] = {
-                    "source_cut_id": base[i % len(base)].id,
+                    "source_cut_id": f"{cut.id}-source",
                     "snr": 5.0 + (i % 20),
                     "seed": i,
                 }
-            yield cut.to_dict()
+            d = cut.to_dict()
+            rec = d["recording"]
+            real = Path(rec["sources"][0]["source"])
+            link = audio_dir / f"{cut.id}{real.suffix}"
+            if not link.is_symlink():
+                link.symlink_to(real)
+            rec["id"], rec["sources"][0]["source"] = cut.id, str(link)
+            for sup in d["supervisions"]:
+                sup["recording_id"] = cut.id
+            yield d
 
     write_jsonl(out, items())
     return out

@@ -538,7 +538,9 @@ def test_max_cuts_holds_with_speaker_disjoint_splits(tmp_path):
     }
     s = build_mix(build_mix_config(raw), tmp_path / "b", progress=False).summary["tasks"]["ser"]
     assert s["dev_cuts"] == s["test_cuts"] == 0 and s["train_cuts"] == 12
-    assert "splits.max_cuts=2 is below the smallest speaker's 4 cuts: dev and test" in s["note"]
+    assert "dev holds 0 of 2 wanted cuts and test holds 0 of 2 wanted cuts" in s["note"]
+    assert "splits.max_cuts=2 is below the smallest group's 4 cuts" in s["note"]
+    assert s["split_short"]["dev"].startswith("dev holds 0 of 2 wanted cuts: splits.max_cuts=2")
 
 
 def test_mix_refuses_an_output_over_its_inputs(tmp_path):
@@ -555,3 +557,241 @@ def test_mix_refuses_an_output_over_its_inputs(tmp_path):
         ):
             build_mix(cfg, out, progress=False)
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+# --- one grouping for all tasks: the leak shapes of issue 16, on real cuts ----------------------------
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    """Task manifests in the shapes of the leaks found in the demo mix (tests/lineage_fixtures.py):
+    VED composites of prompts with real event clips + the clips as X-only caption samples; the same
+    prompts as ASR utterances; segments of a long recording joined from prompts that are also ASR
+    utterances; SER and SGC samples with one (invented) speaker id in both tasks."""
+    from osum_data.label.longform.segments import Segment, segment_cut
+    from tests import lineage_fixtures as lf
+
+    d = tmp_path_factory.mktemp("shapes")
+    events = lf.event_clips(d / "events", limit=12)
+    clips = list(CutSet.from_file(events))
+    speech = lf.prompt_cuts(lf.sentence_prompts(10))
+    comps = lf.composites(speech, events, d / "ved-run")
+    long_cut = lf.joined_long_cut(d / "long", n_prompts=4)
+    pieces = json.loads((d / "long" / "reference.json").read_text())
+    segments = [segment_cut(long_cut, Segment(p["start"] - 0.1, p["end"] + 0.1), "vad") for p in pieces]
+    for seg, p in zip(segments, pieces, strict=True):
+        seg.supervisions[0].text = p["text"]
+    joined = lf.prompt_cuts([p["name"] for p in pieces])
+    others = lf.prompt_cuts(lf.sentence_prompts(24, skip=10))
+    paths = {
+        "ved": lf.samples(comps + clips, "ved", d / "ved.jsonl.gz"),
+        "asr": lf.samples(speech + joined + others[:6], "asr", d / "asr.jsonl.gz"),
+        "longform": lf.samples(segments, "asr", d / "longform.jsonl.gz"),
+        "sgc": lf.samples(others[6:15], "sgc", d / "sgc.jsonl.gz", speakers=["A", "B", "C"], gender=True),
+        "sgc2": lf.samples(others[15:24], "sgc", d / "sgc2.jsonl.gz", speakers=["A", "D", "E"], gender=True),
+        # the issue's case: prompts of the one-voice ASR corpus also in speaker-disjoint SGC
+        "sgc3": lf.samples(speech[:3], "sgc", d / "sgc3.jsonl.gz", gender=True),
+    }
+    return {"paths": paths, "comps": comps, "clips": clips, "segments": segments, "pieces": pieces}
+
+
+def _splits_of(mix: Path) -> dict[tuple[str, str], str]:
+    """(dataset, source id) -> split, from the mix's plan manifests."""
+    out = {}
+    for f in (mix / "plan").glob("*/*/*.jsonl.gz"):
+        for d in read_jsonl(f):
+            m = d["custom"]["mix"]
+            out[(m["dataset"], m["source_id"])] = m["split"]
+    return out
+
+
+def _shape_mix(shapes, out: Path):
+    p = shapes["paths"]
+    raw = {
+        "audio": "none",
+        "seed": 3,
+        "splits": {"dev": 0.2, "test": 0.2, "min_speakers": 3},
+        "tasks": {
+            "asr": {"datasets": [str(p["asr"]), str(p["longform"])]},
+            "ved": {"datasets": [str(p["ved"])]},
+            "sgc": {"datasets": [str(p["sgc"]), str(p["sgc2"]), str(p["sgc3"])]},
+        },
+    }
+    return build_mix(build_mix_config(raw), out, progress=False)
+
+
+def _crossed(mix: Path, out: Path, moves: dict[tuple[str, str], str]) -> Path:
+    """The mix's cuts written as a mix folder again, with the given (dataset, source id) cuts moved to
+    another split: the layout per-task splitting produced (old code), to show the audit sees it."""
+    from osum_data.manifest_io import write_jsonl
+
+    groups: dict[str, list[dict]] = {}
+    for f in sorted((mix / "plan").glob("*/*/*.jsonl.gz")):
+        for d in read_jsonl(f):
+            m = d["custom"]["mix"]
+            split = moves.get((m["dataset"], m["source_id"]), m["split"])
+            m["split"] = split
+            groups.setdefault("train" if split == "train" else f"{split}/{m['task']}", []).append(d)
+    for g, rows in groups.items():
+        write_jsonl(out / g / "cuts.000000.jsonl.gz", rows)
+    (out / "summary.json").write_text(json.dumps({"type": "mix", "tasks": {}}))
+    return out
+
+
+def test_nothing_shared_crosses_train_and_dev_test_in_any_task(shapes, tmp_path):
+    """Issue 16/1: composites and their event clips, one recording in two tasks, long-form segments
+    and the utterances they are, one speaker in two datasets: each pair on one side of the line; the
+    audit of the mix is clean. Moving one of each pair across (what per-task splits did) fails it."""
+    res = _shape_mix(shapes, tmp_path / "mix")
+    split = _splits_of(tmp_path / "mix")
+    assert res.audit is not None and not res.audit.failed, res.audit.table()
+    rows = {(r["check"], r["task"]): r for r in res.audit.rows}
+    assert all(rows[("leak:lineage", t)]["status"] == "ok" for t in ("asr", "ved", "sgc")), res.audit.table()
+    assert rows[("leak:speaker", "sgc")]["status"] == "ok"
+    # allison (the only voice of ASR and VED) cannot be held out: declared, reported, not a failure
+    assert res.summary["speakers_not_held_out"] == ["allison"]
+    assert rows[("leak:speaker", "asr")]["status"] == "warn" and rows[("leak:speaker", "asr")]["count"] == 0
+    held = {k for k, v in split.items() if v != "train"}
+    assert held, "the grouping left nothing to hold out"
+    # shape 1: a composite and the caption sample of its clip
+    pairs = [(("ved", c.id), ("ved", c.custom["composite"]["event_cut_id"])) for c in shapes["comps"]]
+    # shape 2: the recording of a composite is an ASR utterance
+    pairs += [(("ved", c.id), ("asr", c.custom["composite"]["speech_cut_id"])) for c in shapes["comps"]]
+    # shape 3: a long-form segment and the ASR utterance of the prompt it is
+    pairs += [
+        (("longform", s.id), ("asr", f"asterisk_{p['name'].replace('/', '_')}"))
+        for s, p in zip(shapes["segments"], shapes["pieces"], strict=True)
+    ]
+    for a, b in pairs:
+        assert split[a] == split[b], (a, split[a], b, split[b])
+    # shape 4: speaker A in two datasets of SGC (and in no other split)
+    a_splits = {
+        split[(ds, d["id"])]
+        for ds in ("sgc", "sgc2")
+        for d in read_jsonl(shapes["paths"][ds])
+        if d["supervisions"][0]["speaker"] == "A"
+    }
+    assert len(a_splits) == 1
+    # allison speaks in SGC (speaker-disjoint) and is the only voice of ASR and VED: her SGC cuts, and
+    # with them their recordings in every task, stay in train
+    for d in read_jsonl(shapes["paths"]["sgc3"]):
+        assert split[("sgc3", d["id"])] == split[("asr", d["id"])] == "train"
+    # the same shapes crossed: the audit fails, naming the check and the tasks
+    comp = shapes["comps"][0]
+    cases = {
+        "composite/caption": (("ved", comp.custom["composite"]["event_cut_id"]), "ved"),
+        "same recording, two tasks": (("asr", comp.custom["composite"]["speech_cut_id"]), "asr"),
+        "segment/utterance": (pairs[-1][1], "asr"),
+    }
+    for name, (key, task) in cases.items():
+        assert key[0] == task
+        other = "test" if split[key] == "train" else "train"
+        crossed = _crossed(
+            tmp_path / "mix", tmp_path / name.replace("/", "-").replace(" ", "_"), {key: other}
+        )
+        from osum_data.audit import audit
+
+        result = audit(crossed)
+        assert result.failed, name
+        assert any(r["check"] == "leak:lineage" and r["status"] == "fail" for r in result.rows), name
+    speaker_a = [
+        ("sgc", d["id"]) for d in read_jsonl(shapes["paths"]["sgc"]) if d["supervisions"][0]["speaker"] == "A"
+    ]
+    target = "test" if split[speaker_a[0]] == "train" else "train"
+    from osum_data.audit import audit
+
+    result = audit(_crossed(tmp_path / "mix", tmp_path / "speaker", {speaker_a[0]: target}))
+    assert any(r["check"] == "leak:speaker" and r["status"] == "fail" for r in result.rows)
+
+
+def test_a_task_that_cannot_fill_dev_test_says_so_and_does_not_leak(shapes, tmp_path):
+    """Every ASR utterance is also inside a VED composite whose clips join them all: ASR cannot get a
+    dev/test set without leaking, and says so by name instead of filling it."""
+    p = shapes["paths"]
+    rows = [d for d in read_jsonl(p["ved"])]
+    one_clip = tmp_path / "ved.jsonl.gz"
+    from osum_data.manifest_io import write_jsonl
+
+    clip = rows[0]["custom"].get("composite", {}).get("event_cut_id")
+    for d in rows:  # every composite holds the same clip: one group
+        if d["custom"].get("composite"):
+            d["custom"]["composite"]["event_cut_id"] = clip
+    write_jsonl(one_clip, [d for d in rows if d["custom"].get("composite")])
+    asr = tmp_path / "asr.jsonl.gz"
+    speech_ids = {d["custom"]["composite"]["speech_cut_id"] for d in rows if d["custom"].get("composite")}
+    write_jsonl(asr, [d for d in read_jsonl(p["asr"]) if d["id"] in speech_ids])
+    raw = {
+        "audio": "none",
+        "splits": {"dev": 0.2, "test": 0.2},
+        "tasks": {"asr": {"datasets": [str(asr)]}, "ved": {"datasets": [str(one_clip)]}},
+    }
+    res = build_mix(build_mix_config(raw), tmp_path / "m", progress=False)
+    t = res.summary["tasks"]["asr"]
+    assert t["dev_cuts"] == t["test_cuts"] == 0 and t["groups"] == 1
+    assert t["split_short"]["test"].startswith("test holds 0 of 2 wanted cuts")
+    assert "nothing is moved across" in t["note"] and not res.audit.failed
+
+
+def test_exact_duplicates_across_runs_are_dropped_and_counted(tmp_path):
+    """Issue 16/2: the SAP run is byte-identical to SGC's TTS part (same ids, targets and augmented
+    audio in two run folders): the mix keeps the first, counts the second, `unique` means unique."""
+    from tests import lineage_fixtures as lf
+
+    speech = lf.prompt_cuts(lf.sentence_prompts(8))
+    runs = {}
+    for name in ("sgc", "sap"):
+        made = lf.augmented(speech, tmp_path / f"{name}-run")
+        runs[name] = lf.samples(
+            made, "sgc", tmp_path / f"{name}.jsonl.gz", speakers=["a", "b", "c", "d"], gender=True
+        )
+    a, b = list(read_jsonl(runs["sgc"])), list(read_jsonl(runs["sap"]))
+    assert [d["id"] for d in a] == [d["id"] for d in b] and len(a) == 16
+    assert a[1]["recording"]["sources"] != b[1]["recording"]["sources"]  # two files, the same audio
+    raw = {
+        "audio": "none",
+        "splits": {"dev": 0.1, "test": 0.1},
+        "tasks": {
+            "sgc": {
+                "datasets": [
+                    {"name": "sgc-sgc", "manifest": str(runs["sgc"])},
+                    {"name": "sap", "manifest": str(runs["sap"])},
+                ]
+            }
+        },
+    }
+    res = build_mix(build_mix_config(raw), tmp_path / "m", progress=False)
+    s = res.summary
+    assert s["unique"] == 16 and s["duplicates"]["removed"] == 16
+    assert s["duplicates"]["by_dataset"] == {"sap": 16} and s["rejected"] == 0
+    assert s["in"] == s["unique"] + s["duplicates"]["removed"] + s["rejected"] == 32
+    assert s["tasks"]["sgc"]["datasets"]["sap"]["unique"] == {"train": 0, "dev": 0, "test": 0}
+    assert s["out"] + sum(t["dev_cuts"] + t["test_cuts"] for t in s["tasks"].values()) == 16
+    rejects = [r for r in read_jsonl(tmp_path / "m" / "duplicates.jsonl.gz")]
+    assert len(rejects) == 16 and all(r["custom"]["reject"]["code"] == "duplicate" for r in rejects)
+    assert "as a cut of dataset 'sgc-sgc' (kept)" in rejects[0]["custom"]["reject"]["reason"]
+    assert all(r["status"] == "ok" for r in res.audit.rows if r["check"] == "duplicates")
+
+
+def test_the_same_corpus_in_another_folder_splits_the_same_way(tmp_path):
+    """File paths link cuts (one file imported twice) but never draw a split: moving the corpus keeps
+    every cut's split (the seed and the ids decide)."""
+    a = samples(tmp_path / "a.jsonl", "asr", 200, speakers=None)
+    rows = list(read_jsonl(a))
+    for d in rows:
+        d["recording"]["sources"][0]["source"] = d["recording"]["sources"][0]["source"].replace(
+            "/nonexistent/", "/elsewhere/corpus/"
+        )
+    from osum_data.manifest_io import write_jsonl
+
+    b = write_jsonl(tmp_path / "b.jsonl", rows) and tmp_path / "b.jsonl"
+    splits = []
+    for path in (a, b):
+        raw = {
+            "audio": "none",
+            "splits": {"dev": 0.1, "test": 0.1},
+            "tasks": {"asr": {"datasets": [str(path)]}},
+        }
+        out = tmp_path / path.stem
+        build_mix(build_mix_config({**raw}), out, progress=False)
+        splits.append({k[1]: v for k, v in _splits_of(out).items()})
+    assert splits[0] == splits[1] and set(splits[0].values()) == {"train", "dev", "test"}

@@ -7,7 +7,8 @@ drawn from a side-input CutSet: before or after the speech with a short pause, o
 an event level relative to the speech. The composite is written as FLAC and replaces the speech cut
 as a derived cut (`<id>_ev`, `custom.source_cut_id`); its supervision spans the speech inside the
 composite, keeps the speaker's labels and transcript, and gets the clip's events. `custom.composite` records
-where each part lies (seconds), the clip, the position, the pause and the level.
+where each part lies (seconds), the clip, the position, the pause and the level; `custom.lineage` holds
+the speech's and the clip's source keys.
 
 Cuts that already carry events (a labelled corpus) and untranscribed event clips (X-only `<CAPTION>`
 samples) pass through unchanged.
@@ -27,6 +28,7 @@ from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt
 
 from osum_data.augment.bank import AudioBank, mono, playable, require_clips
 from osum_data.augment.write import derived_cut, fit_peak, write_flac
+from osum_data.mix.lineage import lineage_record
 from osum_data.run.params import SideInput
 from osum_data.run.stage import Reject, StageContext, StageResult, apply_per_cut, register_stage
 
@@ -149,7 +151,9 @@ class EventComposite:
             "event_level_db": round(level, 4),
             "peak_scale": round(scale, 6),
         }
-        return derived_cut(cut, new_id, recording, [sup], {"composite": info})
+        # The clip is part of the sample: its lineage joins the speech's (osum_data.mix.lineage).
+        keys = lineage_record(clip)
+        return derived_cut(cut, new_id, recording, [sup], {"composite": info, "lineage": keys})
 
     def _supervision(
         self, cut: Cut, clip: Cut, new_id: str, shift: float, speech_s: float

@@ -2,7 +2,8 @@
 
 The derived cut keeps the source's supervisions (labels, transcript, alignment; times moved or
 scaled as the audio was) and custom fields, and names its source in `custom.source_cut_id`, as the
-stage contract asks of every cut a stage makes from another.
+stage contract asks of every cut a stage makes from another, and everything it is made of in
+`custom.lineage` (osum_data.mix.lineage).
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ def derived_cut(
             for s in source.supervisions
         ]
     sups = [fastcopy(s, recording_id=recording.id, channel=0) for s in supervisions]
+    from osum_data.mix.lineage import lineage_record
+
+    # The whole chain of sources (source_cut_id names only the last one).
+    keys = sorted(set(lineage_record(source)) | set((custom or {}).get("lineage") or []))
     return MonoCut(
         id=new_id,
         start=0.0,
@@ -68,5 +73,5 @@ def derived_cut(
         channel=0,
         recording=recording,
         supervisions=sups,
-        custom={**(source.custom or {}), **(custom or {}), "source_cut_id": source.id},
+        custom={**(source.custom or {}), **(custom or {}), "source_cut_id": source.id, "lineage": keys},
     )

@@ -134,12 +134,36 @@ def longform_recording(out_dir: Path, n_prompts: int = 12, seed: int = 0) -> Pat
     return audio_dir
 
 
+def prompt_keys(name: str) -> list[str]:
+    """The lineage keys of a demo prompt (osum_data.mix.lineage): the cut id `build_asterisk_corpus`
+    and the paralinguistic inputs give it, and its audio file."""
+    return [f"id:asterisk_{name.replace('/', '_')}", f"src:{SOUNDS_DIR / f'{name}.wav'}"]
+
+
+def record_joined_from(manifest: Path, reference: Path) -> None:
+    """Write into the imported long cut (`custom.joined_from`) where each prompt lies and its lineage
+    keys: the long recording is the same speech as those prompts, which other demo runs use as
+    utterances, and the mix must keep both on one side of the train / dev-test line."""
+    from osum_data.manifest_io import read_jsonl, write_jsonl
+
+    pieces = [
+        {"start": p["start"], "end": p["end"], "lineage": prompt_keys(p["name"])}
+        for p in json.loads(reference.read_text())
+    ]
+    rows = list(read_jsonl(manifest))
+    for d in rows:
+        d["custom"] = {**(d.get("custom") or {}), "joined_from": pieces}
+    write_jsonl(manifest, rows)
+
+
 def longform_input(output: Path, limit: int | None = None) -> Path:
-    """Demo input builder: the joined long recording imported with `prepare longform`."""
+    """Demo input builder: the joined long recording imported with `prepare longform`, with the
+    prompts it was joined from recorded in the cut (`record_joined_from`)."""
     from osum_data.corpora import prepare
 
     base = output / "longform_input"
     audio_dir = longform_recording(base, n_prompts=min(limit or 12, 12))
     report = prepare("longform", audio_dir, base / "import")
     print(report.summary())
+    record_joined_from(base / "import" / "cuts.jsonl.gz", base / "reference.json")
     return base / "import" / "cuts.jsonl.gz"

@@ -3,8 +3,10 @@
 Steps (each streaming; see plan.py for what is kept per cut):
 
 1. scan every dataset manifest (validity, speakers, durations); rejects go to `DIR/rejects.jsonl.gz`;
-2. split each task into train/dev/test (speaker-disjoint where speakers are known) and size every
-   dataset (task shares, optional temperature, dataset repeat/subsample factors);
+2. drop exact duplicates (same audio lineage, task key and target; the first is kept), group every
+   cut of every task by shared lineage keys and speakers, assign whole groups to train/dev/test for
+   all tasks at once (osum_data.mix.groups), and size every dataset (task shares, optional
+   temperature, dataset repeat/subsample factors);
 3. write the split manifests `DIR/plan/<split>/<task>/<dataset>.jsonl.gz` (ids prefixed by the dataset,
    `custom.mix` = task, dataset, split, source id);
 4. build the training stream with lhotse's lazy CutSet ops: `repeat` for whole copies, `filter` for the
@@ -15,7 +17,8 @@ Steps (each streaming; see plan.py for what is kept per cut):
    on Ray workers, resumable), gathered into `DIR/train/`, `DIR/dev/<task>/`, `DIR/test/<task>/`.
 
 `DIR/summary.json` holds the target and realised share of every task, the split sizes, whether each
-task's split is speaker-disjoint, and the rejects by reason.
+task's split is speaker-disjoint, the duplicates and the rejects by reason; at the end the mix is
+audited (`DIR/audit.json`, osum_data.audit).
 """
 
 from __future__ import annotations
@@ -47,12 +50,13 @@ from osum_data.mix.plan import (
     TEST,
     TRAIN,
     DatasetPlan,
+    LineageGraph,
     MixError,
     TaskPlan,
     plan_summary,
     scan_dataset,
     size_datasets,
-    split_task,
+    split_all,
     u32,
     write_splits,
 )
@@ -65,6 +69,7 @@ SHAR_GROUPS = ("train", "dev", "test")
 class MixResult:
     summary: dict[str, Any]
     output_dir: Path
+    audit: Any = None  # osum_data.audit.AuditResult of the written mix
 
 
 class _Remainder:
@@ -212,21 +217,30 @@ def _build(cfg: MixConfig, out: Path, workers: int | None, address: str | None, 
             others = {o.task for o in group if o.task != d.task}
             d.elsewhere_keys = frozenset(k for o in others for k in registry().task(o).keys)
     shutil.rmtree(out / "plan", ignore_errors=True)
+    graph = LineageGraph()
+    names = [d.name for t in tasks for d in t.datasets]
     with open_jsonl_writer(out / "rejects.jsonl.gz") as rejects:
         for t in tasks:
             for d in t.datasets:
-                scan_dataset(d, cfg.seed, rejects)
+                scan_dataset(d, cfg.seed, rejects, graph)
                 say(
                     f"{t.name}/{d.name}: {d.lines} lines, {d.valid} task samples, "
                     f"{sum(d.rejected.values())} rejected"
                 )
-    lap("scan")
-    for t in tasks:
-        split_task(t, cfg)
-    size_datasets(tasks, cfg, out / "rejects.jsonl.gz")
-    for t in tasks:
-        for d in t.datasets:
-            write_splits(d, out)
+        lap("scan")
+        shared = split_all(tasks, cfg, graph)
+        del graph
+        for t in tasks:
+            for d in t.datasets:
+                if d.duplicates:
+                    say(f"{t.name}/{d.name}: {d.duplicates} duplicate(s) of earlier samples dropped")
+            for why in t.short.values():
+                say(f"{t.name}: {why}")
+        size_datasets(tasks, cfg, out / "rejects.jsonl.gz")
+    with open_jsonl_writer(out / "duplicates.jsonl.gz") as duplicates:
+        for t in tasks:
+            for d in t.datasets:
+                write_splits(d, out, duplicates, names)
     with atomic_path(out / "mix.yaml") as tmp:
         tmp.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), allow_unicode=True, sort_keys=False))
     lap("split")
@@ -238,12 +252,21 @@ def _build(cfg: MixConfig, out: Path, workers: int | None, address: str | None, 
     else:
         shards, run_summary = _write_with_audio(tasks, out, cfg, workers, address, progress, lap)
     summary = _summary(cfg, tasks, out, shards, run_summary)
+    summary["speakers_not_held_out"] = shared  # voices of tasks with < splits.min_speakers speakers
     lap("summary")
     summary["timings"] = timings
     with atomic_path(out / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     say(f"wrote {out}/train ({summary['out']} cuts, {summary['hours_out']:.3f} h) and per-task dev/test sets")
-    return MixResult(summary=summary, output_dir=out)
+    from osum_data.audit import audit
+
+    result = audit(out)  # writes audit.json next to summary.json
+    lap("audit")
+    summary["timings"] = timings
+    summary["audit"] = result.brief()
+    with atomic_path(out / "summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    return MixResult(summary=summary, output_dir=out, audit=result)
 
 
 def _clear_shar(out: Path) -> None:
@@ -358,10 +381,11 @@ def _summary(
             lines += d.lines
             for code, n in d.rejected.items():
                 rejected[f"scan:{code}"] += n
+    duplicates = sum(d.duplicates for t in tasks for d in t.datasets)
     if run is not None:
         for reason, n in run.get("rejected_by_reason", {}).items():
             rejected[reason] += n
-    unique = sum(d.valid for t in tasks for d in t.datasets)
+    unique = sum(d.unique for t in tasks for d in t.datasets)
     # lines read more than once (one manifest in several tasks) count once, in the task that used them
     lines -= sum(d.elsewhere for t in tasks for d in t.datasets)
     return {
@@ -374,9 +398,19 @@ def _summary(
         "audio": cfg.audio,
         "in": lines,
         "unique": unique,
-        "rejected": sum(rejected.values()),
-        "accounting": f"in {lines} = task samples {unique} + rejected {lines - unique}",
+        "rejected": sum(rejected.values()),  # bad lines; duplicates are counted apart
+        "accounting": (
+            f"in {lines} = task samples {unique} + duplicates {duplicates} "
+            f"+ rejected {lines - unique - duplicates}"
+        ),
         "rejected_by_reason": dict(sorted(rejected.items())),
+        "duplicates": {
+            "removed": duplicates,
+            "by_reason": {"same_audio_task_target": duplicates} if duplicates else {},
+            "by_dataset": {d.name: d.duplicates for t in tasks for d in t.datasets if d.duplicates},
+            "kept": "first occurrence (datasets in config order, lines in file order)",
+            "file": str(out / "duplicates.jsonl.gz"),
+        },
         "out": n_train,
         "hours_out": round(h_train, 6),
         "cuts_by_task": dict(sorted(train_cuts.items())),

@@ -1,13 +1,17 @@
-"""Deciding a mix: scan the task manifests, carve speaker-disjoint dev/test sets, size every dataset.
+"""Deciding a mix: scan the task manifests, group every cut by what it is made of, carve dev/test
+sets that share nothing with train, size every dataset.
 
-One streaming pass per dataset reads each line once and keeps, per cut, 16 bytes in numpy arrays
-(speaker index, split draw, subsample draw, duration) plus one counter per speaker; nothing else
-grows with the corpus, so deciding a mix of 1M cuts costs ~16 MB more than one of 100k. A second
-pass writes each dataset's cuts, split and tagged, to `plan/<split>/<task>/<dataset>.jsonl.gz`
-using those arrays by position, so both passes agree by construction.
+One streaming pass per dataset reads each line once and keeps, per cut, a few numbers in arrays
+(speaker index, subsample draw, duration, sample key) plus the 8-byte hashes of its lineage keys
+(osum_data.mix.lineage) in one graph for the whole mix; nothing else grows with the corpus. Then,
+for all tasks together (osum_data.mix.groups): exact duplicates (same audio, task key and target) are
+dropped, the first occurrence kept; cuts are grouped by shared lineage keys and speakers, and whole
+groups fill each task's dev and test sets. A second pass writes each dataset's cuts, split and tagged,
+to `plan/<split>/<task>/<dataset>.jsonl.gz` using those arrays by position, so both passes agree by
+construction.
 
-Every random choice is a hash of (seed, salt, an id), never a generator's state: the same seed gives
-the same splits and the same subsample on any machine, in any order.
+Every random choice is a hash of (seed, salt, an id or key), never a generator's state: the same seed
+gives the same splits and the same subsample on any machine, in any order.
 """
 
 from __future__ import annotations
@@ -31,15 +35,18 @@ from osum_data.manifest_io import (
     reject_record,
     safe_file_name,
 )
+from osum_data.mix import groups
 from osum_data.mix.config import MixConfig
+from osum_data.mix.groups import DEV, DROP, SPEAKER, TEST, TRAIN, LineageGraph, Targets, graph_key
+from osum_data.mix.lineage import lineage, sample_key
 from osum_data.run.stage import unit_draw
 from osum_data.sources import ID_CODE, id_problem, source_problem
 from osum_data.tasks import registry
 
-TRAIN, DEV, TEST = 0, 1, 2
 SPLITS = ("train", "dev", "test")
 U32 = 2**32
 STAGE = "mix"
+DUPLICATE = "duplicate"  # reject code: same audio lineage, task key and target as an earlier cut
 ELSEWHERE = "other_task_of_the_mix"  # a sample of another task that reads the same manifest
 
 
@@ -47,16 +54,10 @@ def u32(seed: int, salt: str, key: str) -> int:
     return min(U32 - 1, int(unit_draw(seed, salt, key) * U32))
 
 
-def group_key(d: dict[str, Any]) -> str:
-    """Cuts made from one source (augmented copies, derived cuts) stay in one split."""
-    custom = d.get("custom") or {}
-    return str(custom.get("source_cut_id") or d["id"])
-
-
 def speaker_of(d: dict[str, Any]) -> str | None:
-    sups = d.get("supervisions") or []
-    spk = sups[0].get("speaker") if sups and isinstance(sups[0], dict) else None
-    return spk if isinstance(spk, str) and spk.strip() else None
+    from osum_data.mix.lineage import speaker
+
+    return speaker(d)
 
 
 class MixError(ValueError):
@@ -75,10 +76,12 @@ class DatasetPlan:
     speaker_cuts: Counter = field(default_factory=Counter)  # speaker index -> cuts
     # Per valid cut, in file order (numpy after the scan).
     spk: Any = field(default_factory=lambda: array("i"))  # speaker index, -1 unknown
-    gdraw: Any = field(default_factory=lambda: array("I"))  # split draw of the cut's group
     draw: Any = field(default_factory=lambda: array("I"))  # subsample draw of the cut
     dur: Any = field(default_factory=lambda: array("f"))
-    split: Any = None  # np.uint8 per valid cut, after the split decision
+    sample: Any = field(default_factory=lambda: array("Q"))  # sample key (duplicates), dropped after
+    offset: int = 0  # global index (in the mix's lineage graph) of the first valid cut
+    split: Any = None  # np.uint8 per valid cut, after the split decision (DROP: a duplicate)
+    dup_of: Any = None  # np.int16 per valid cut: dataset index of the kept first occurrence, -1
     elsewhere_keys: frozenset[str] = frozenset()  # keys of the other mix tasks reading this manifest
     elsewhere: int = 0  # cuts of those tasks: theirs, neither used here nor rejected
     factor: float = 0.0  # effective repeat factor of the train cuts
@@ -89,7 +92,17 @@ class DatasetPlan:
 
     @property
     def valid(self) -> int:
+        """Task samples read (duplicates included)."""
         return len(self.dur)
+
+    @property
+    def duplicates(self) -> int:
+        return self.split_count(DROP) if self.split is not None else 0
+
+    @property
+    def unique(self) -> int:
+        """Task samples kept: valid and not a duplicate of an earlier one."""
+        return self.valid - self.duplicates
 
     def split_count(self, which: int) -> int:
         return int(np.count_nonzero(self.split == which))
@@ -127,10 +140,16 @@ class TaskPlan:
     speakers: int = 0
     note: str = ""
     targets: dict[str, int] = field(default_factory=dict)
+    short: dict[str, str] = field(default_factory=dict)  # split -> why it holds fewer than wanted
+    groups: int = 0  # lineage/speaker groups holding the task's cuts
+    largest_group: int = 0  # the task's cuts in its largest group
 
 
-def scan_dataset(ds: DatasetPlan, seed: int, rejects) -> None:
-    """Read one manifest: validate each line, keep the per-cut numbers, write rejects."""
+def scan_dataset(ds: DatasetPlan, seed: int, rejects, graph: LineageGraph | None = None) -> None:
+    """Read one manifest: validate each line, keep the per-cut numbers and lineage keys, write
+    rejects."""
+    graph = graph if graph is not None else LineageGraph()
+    ds.offset = graph.n
     keys = set(registry().task(ds.task).keys)
     spk_index: dict[str, int] = {}
     if not ds.path.is_file():
@@ -160,14 +179,15 @@ def scan_dataset(ds: DatasetPlan, seed: int, rejects) -> None:
             i = spk_index.setdefault(spk, len(spk_index))
             ds.speaker_cuts[i] += 1
             ds.spk.append(i)
-        ds.gdraw.append(u32(seed, "split", group_key(d)))
+        graph.add(lineage(d))
+        ds.sample.append(sample_key(d))
         ds.draw.append(u32(seed, f"subsample:{ds.name}", d["id"]))
         ds.dur.append(float(d["duration"]))
         ids.append(int.from_bytes(hashlib.blake2b(d["id"].encode(), digest_size=8).digest(), "little"))
     _check_duplicates(ds, ids)
     ds.speakers = list(spk_index)
     ds.spk = np.frombuffer(ds.spk, dtype=np.int32) if len(ds.spk) else np.zeros(0, np.int32)
-    ds.gdraw = np.frombuffer(ds.gdraw, dtype=np.uint32) if len(ds.gdraw) else np.zeros(0, np.uint32)
+    ds.sample = np.frombuffer(ds.sample, dtype=np.uint64) if len(ds.sample) else np.zeros(0, np.uint64)
     ds.draw = np.frombuffer(ds.draw, dtype=np.uint32) if len(ds.draw) else np.zeros(0, np.uint32)
     ds.dur = np.frombuffer(ds.dur, dtype=np.float32) if len(ds.dur) else np.zeros(0, np.float32)
 
@@ -272,94 +292,132 @@ def _valid_lines(ds: DatasetPlan):
 # --- splits ----------------------------------------------------------------------------------
 
 
-def split_task(task: TaskPlan, cfg: MixConfig) -> None:
-    """Assign every cut of the task to train/dev/test: whole speakers where the task has at least
-    `min_speakers` known speakers (so train and held-out sets share no speaker), per source cut
-    otherwise (flagged in the summary)."""
+def _targets(n: int, cfg: MixConfig) -> dict[str, int]:
     s = cfg.splits
-    n = sum(d.valid for d in task.datasets)
     targets = {}
     for name, frac in (("test", s.test), ("dev", s.dev)):
         want = round(frac * n) if frac > 0 else 0
         if frac > 0 and n >= 4 * max(1, s.min_cuts):
             want = max(want, s.min_cuts)
         targets[name] = min(want, s.max_cuts)
-    task.targets = targets
-    f_test = targets["test"] / n if n else 0.0
-    f_dev = targets["dev"] / n if n else 0.0
-    spk_cuts: Counter = Counter()
-    for d in task.datasets:
-        for i, c in d.speaker_cuts.items():
-            spk_cuts[d.speakers[i]] += c
-    task.speakers = len(spk_cuts)
-    task.speaker_mode = task.speakers >= s.min_speakers
-    held: dict[str, int] = {}
-    if task.speaker_mode:
-        known = sum(spk_cuts.values())
-        want = {TEST: f_test * known, DEV: f_dev * known}
-        got = {TEST: 0, DEV: 0}
-        order = sorted(spk_cuts, key=lambda spk: (u32(cfg.seed, "split-speaker", spk), spk))
-        for spk in order:
-            for which in (TEST, DEV):
-                if got[which] >= want[which]:
-                    continue
-                # Whole speakers fill a split up to half again its target; the first one may overshoot
-                # (else a 2% split of few large speakers stays empty) unless it holds a quarter of all;
-                # never beyond max_cuts.
-                fits = got[which] + spk_cuts[spk] <= 1.5 * want[which] + 1
-                first = got[which] == 0 and spk_cuts[spk] <= known / 4
-                if (fits or first) and got[which] + spk_cuts[spk] <= s.max_cuts:
-                    held[spk] = which
-                    got[which] += spk_cuts[spk]
-                    break
-            if got[TEST] >= want[TEST] and got[DEV] >= want[DEV]:
-                break
-        if len(held) >= task.speakers:  # never leave train without a speaker
-            held.pop(order[-1], None)
-        smallest = min(spk_cuts.values())
-        empty = [SPLITS[w] for w in (DEV, TEST) if want[w] > 0 and got[w] == 0 and smallest > s.max_cuts]
-        if empty:
-            task.note = (
-                f"splits.max_cuts={s.max_cuts} is below the smallest speaker's {smallest} cuts: "
-                f"{' and '.join(empty)} hold no whole speaker (only cuts without a known speaker)"
-            )
-    elif task.speakers:
-        task.note = (
-            f"{task.speakers} known speaker(s) (< splits.min_speakers={s.min_speakers}): dev/test are "
-            "split per source cut and share speakers with train"
+    return targets
+
+
+def split_all(tasks: list[TaskPlan], cfg: MixConfig, graph: LineageGraph) -> list[str]:
+    """Drop duplicates, group every cut of every task by lineage and speaker, and assign whole groups
+    to train/dev/test (osum_data.mix.groups).
+
+    Speakers: a task with at least `splits.min_speakers` known speakers is speaker-disjoint, its
+    speakers are group keys across the whole mix. The speakers of a task with fewer (one voice: no
+    speaker-disjoint split exists) are not group keys; their cuts are grouped by lineage only, and
+    where such a speaker also speaks in a speaker-disjoint task, the groups holding those cuts stay in
+    train (so that task's dev/test still shares no speaker with its train). Returns those speakers
+    (they may be on both sides of the line, which the summary declares and the audit reports)."""
+    datasets = [d for t in tasks for d in t.datasets]
+    # 1. duplicates: the first occurrence of each sample key, in config and file order
+    keys = np.concatenate([d.sample for d in datasets]) if datasets else np.zeros(0, np.uint64)
+    first = groups.first_occurrences(keys)
+    starts = np.cumsum([0] + [d.valid for d in datasets])
+    for i, d in enumerate(datasets):
+        f = first[starts[i] : starts[i + 1]]
+        dup = f != np.arange(starts[i], starts[i + 1])
+        d.split = np.where(dup, DROP, TRAIN).astype(np.uint8)
+        d.dup_of = np.full(d.valid, -1, np.int16)
+        if dup.any():
+            d.dup_of[dup] = np.searchsorted(starts, f[dup], side="right") - 1
+        d.sample = None  # 8 bytes per cut no longer needed
+    # 2. speakers: which tasks can be speaker-disjoint, which speakers are group keys
+    s = cfg.splits
+    task_speakers: list[set[str]] = []
+    for t in tasks:
+        names = {d.speakers[i] for d in t.datasets for i, c in d.speaker_cuts.items() if c}
+        task_speakers.append(names)
+        t.speakers = len(names)
+        t.speaker_mode = t.speakers >= s.min_speakers
+    shared = set().union(*(n for t, n in zip(tasks, task_speakers, strict=True) if not t.speaker_mode))
+    edge_cuts = [np.frombuffer(graph.cuts, np.uint32) if graph.n else np.zeros(0, np.uint32)]
+    edge_keys = [np.frombuffer(graph.keys, np.uint64) if graph.n else np.zeros(0, np.uint64)]
+    pinned_cuts = []
+    for t in tasks:
+        for d in t.datasets:
+            if not d.speakers:
+                continue
+            is_shared = np.array([n in shared for n in d.speakers], bool)
+            hashes = np.array([graph_key(SPEAKER + n) for n in d.speakers], np.uint64)
+            pos = np.flatnonzero((d.spk >= 0) & (d.split != DROP))
+            group = pos[~is_shared[d.spk[pos]]]
+            edge_cuts.append((d.offset + group).astype(np.uint32))
+            edge_keys.append(hashes[d.spk[group]])
+            if t.speaker_mode:
+                pinned_cuts.append(d.offset + pos[is_shared[d.spk[pos]]])
+    # duplicates take no part in the grouping
+    drop = np.zeros(graph.n, bool)
+    for d in datasets:
+        drop[d.offset + np.flatnonzero(d.split == DROP)] = True
+    cuts_all, keys_all = np.concatenate(edge_cuts), np.concatenate(edge_keys)
+    keep = ~drop[cuts_all]
+    labels, draws = groups.components(cuts_all[keep], keys_all[keep], graph.n, cfg.seed)
+    pinned = np.zeros(len(draws), bool)
+    if pinned_cuts:
+        pinned[labels[np.concatenate(pinned_cuts)]] = True
+    # 3. held-out sets: whole groups, for all tasks at once
+    task_of = np.full(graph.n, -1, np.int64)
+    for k, t in enumerate(tasks):
+        for d in t.datasets:
+            task_of[d.offset : d.offset + d.valid] = k
+    n = [sum(d.unique for d in t.datasets) for t in tasks]
+    for t, size in zip(tasks, n, strict=True):
+        t.targets = _targets(size, cfg)
+    want = {w: [t.targets[SPLITS[w]] for t in tasks] for w in (DEV, TEST)}
+    split, got, stats = groups.assign(labels, task_of, draws, pinned, Targets(n, want, s.max_cuts))
+    for k, t in enumerate(tasks):
+        t.groups, t.largest_group, smallest = stats[k]
+        for d in t.datasets:
+            kept = d.split != DROP
+            d.split[kept] = split[labels[d.offset : d.offset + d.valid][kept]]
+        _notes(t, k, want, got, shared & task_speakers[k], n[k], smallest, s.max_cuts)
+    return sorted(shared)
+
+
+def _notes(
+    t: TaskPlan,
+    k: int,
+    want: dict[int, list[int]],
+    got: dict[int, list[int]],
+    shared,
+    n: int,
+    smallest: int,
+    cap: int,
+) -> None:
+    """What the summary and the terminal say about a task's split: why dev/test are short, and
+    whether it is speaker-disjoint."""
+    short = [w for w in (DEV, TEST) if got[w][k] < want[w][k]]
+    for w in short:
+        t.short[SPLITS[w]] = f"{SPLITS[w]} holds {got[w][k]} of {want[w][k]} wanted cuts"
+    notes = []
+    if not t.speaker_mode and t.speakers:
+        notes.append(
+            f"{t.speakers} known speaker(s) (< splits.min_speakers): dev/test are grouped by what the "
+            "cuts are made of (recordings, clips) and share speakers with train"
         )
-    t_test = int(f_test * U32)
-    t_dev = int((f_test + f_dev) * U32)
-    for d in task.datasets:
-        by_cut = np.where(d.gdraw < t_test, TEST, np.where(d.gdraw < t_dev, DEV, TRAIN)).astype(np.uint8)
-        if task.speaker_mode and d.speakers:
-            spk_split = np.array([held.get(spk, TRAIN) for spk in d.speakers], dtype=np.uint8)
-            known = d.spk >= 0
-            by_cut[known] = spk_split[d.spk[known]]
-        d.split = by_cut
-    for which in (DEV, TEST):
-        _cap(task, which, s.max_cuts, held_by_speaker=task.speaker_mode)
-
-
-def _cap(task: TaskPlan, which: int, max_cuts: int, held_by_speaker: bool) -> None:
-    """At most `max_cuts` in split `which`: per-cut draws (cuts without a known speaker, or every cut
-    outside speaker mode) can land a few over the target; the ones with the largest group draws go
-    back to train, whole groups at a time (a group's cuts share their draw)."""
-    count = sum(d.split_count(which) for d in task.datasets)
-    if count <= max_cuts:
-        return
-
-    def movable(d: DatasetPlan) -> np.ndarray:
-        m = d.split == which
-        return m & (d.spk < 0) if held_by_speaker else m
-
-    draws = np.sort(np.concatenate([d.gdraw[movable(d)] for d in task.datasets]))[::-1]
-    excess = count - max_cuts
-    if len(draws) < excess:  # cannot happen: speakers are held within max_cuts
-        return
-    threshold = draws[excess - 1]  # moving every draw >= it moves at least `excess` cuts
-    for d in task.datasets:
-        d.split[movable(d) & (d.gdraw >= threshold)] = TRAIN
+    elif t.speaker_mode and shared:
+        notes.append(
+            f"speaker(s) {', '.join(sorted(shared)[:3])} also speak in a task with too few speakers "
+            "to hold them out: their cuts of this task stay in train"
+        )
+    if short:
+        why = (
+            f"splits.max_cuts={cap} is below the smallest group's {smallest} cuts"
+            if smallest > cap
+            else "no other group fits (or every other group holds speakers or sources it shares with train)"
+        )
+        notes.append(
+            f"{' and '.join(t.short.values())}: the task's {n} cuts are in {t.groups} group(s) of cuts that "
+            f"share recordings, clips or speakers (across all tasks), the largest {t.largest_group} cuts; "
+            f"{why}; nothing is moved across to fill them"
+        )
+        t.short = {SPLITS[w]: f"{t.short[SPLITS[w]]}: {why}" for w in short}
+    t.note = "; ".join(notes)
 
 
 # --- sizes -----------------------------------------------------------------------------------
@@ -445,6 +503,8 @@ def _nothing_left(t: TaskPlan, cfg: MixConfig, rejects: Path | None) -> str:
             text += f", {n_rej} rejected (most: {code} {n})"
         if d.elsewhere:
             text += f", {d.elsewhere} sample(s) of the mix's other tasks"
+        if d.duplicates:
+            text += f", {d.duplicates} duplicate(s) of earlier samples"
         if d.valid:
             text += f", {d.split_count(DEV) + d.split_count(TEST)} held out for dev/test"
         if d.weight == 0:
@@ -493,18 +553,34 @@ def mixed_id(dataset: str, cut_id: str) -> str:
     return f"{dataset}.{safe_file_name(cut_id)}"
 
 
-def write_splits(d: DatasetPlan, root: Path) -> None:
-    """Second pass: each valid cut, tagged with `custom.mix` and its dataset-prefixed id, into the
-    plan manifest of its split."""
+def write_splits(d: DatasetPlan, root: Path, duplicates=None, names: list[str] | None = None) -> None:
+    """Second pass: each valid cut, tagged with `custom.mix`, its dataset-prefixed id and its lineage
+    keys (`custom.lineage`: what the audit checks, whatever the output format keeps of the recording),
+    into the plan manifest of its split; duplicates into `duplicates` (as reject records, code
+    `duplicate`), naming the dataset (`names[i]`) that holds the kept first occurrence."""
     paths = [d.plan_path(root, s) for s in (TRAIN, DEV, TEST)]
     writers = [open_jsonl_writer(p) for p in paths]
     handles = [w.__enter__() for w in writers]
     try:
         for pos, cut in _valid_lines(d):
             split = int(d.split[pos])
+            if split == DROP:
+                if duplicates is not None:
+                    where = names[int(d.dup_of[pos])] if names else "an earlier dataset"
+                    rec = reject_record(
+                        cut,
+                        STAGE,
+                        f"cut {cut['id']!r} of dataset {d.name!r}: the same audio lineage, task key and "
+                        f"target as a cut of dataset {where!r} (kept)",
+                    )
+                    rec["custom"]["reject"]["code"] = DUPLICATE
+                    duplicates.write(dumps(rec) + "\n")
+                continue
             source = cut["id"]
+            keys = sorted(lineage(cut))
             cut["id"] = mixed_id(d.name, source)
             custom = dict(cut.get("custom") or {})
+            custom["lineage"] = keys
             custom["mix"] = {"task": d.task, "dataset": d.name, "split": SPLITS[split], "source_id": source}
             cut["custom"] = custom
             handles[split].write(dumps(cut) + "\n")
@@ -526,6 +602,10 @@ def plan_summary(tasks: list[TaskPlan], cfg: MixConfig) -> dict[str, Any]:
             "speaker_disjoint": t.speaker_mode,
             **({"note": t.note} if t.note else {}),
             "split_targets": t.targets,
+            "groups": t.groups,
+            "largest_group": t.largest_group,
+            **({"split_short": t.short} if t.short else {}),
+            "duplicates": sum(d.duplicates for d in t.datasets),
             "datasets": {
                 d.name: {
                     "manifest": str(d.path),
@@ -533,6 +613,7 @@ def plan_summary(tasks: list[TaskPlan], cfg: MixConfig) -> dict[str, Any]:
                     "lines": d.lines,
                     "rejected": dict(d.rejected),
                     **({"samples_of_other_tasks": d.elsewhere} if d.elsewhere else {}),
+                    "duplicates": d.duplicates,
                     "unique": {SPLITS[s]: d.split_count(s) for s in (TRAIN, DEV, TEST)},
                     "unique_hours": {SPLITS[s]: round(d.split_hours(s), 6) for s in (TRAIN, DEV, TEST)},
                     "factor": round(d.factor, 6),

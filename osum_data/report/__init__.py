@@ -11,6 +11,7 @@ The output folder of a plan (run-all, `make demo`) starts with the plan's per-ta
 from __future__ import annotations
 
 import html
+import json
 import re
 import shutil
 from pathlib import Path
@@ -146,6 +147,28 @@ def _disjoint(task: dict[str, Any]) -> str:
     return "yes" if task["speaker_disjoint"] else "no: " + html.escape(task.get("note", "no speakers"))
 
 
+def _audit_html(folder: Path) -> str:
+    """The table of `osum-data audit` (its audit.json), where the folder has one; warn and fail rows."""
+    try:
+        audit = json.loads((folder / "audit.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    rows = [r for r in audit.get("rows", []) if isinstance(r, dict) and r.get("status") != "ok"]
+    head = f"<p>Audit: {html.escape(str(audit.get('status', '?')).upper())} ({audit.get('fail', 0)} fail, "
+    head += f"{audit.get('warn', 0)} warn, {audit.get('ok', 0)} ok; audit.json)</p>"
+    trs = "".join(
+        f"<tr><td>{html.escape(str(r.get('check')))}</td><td>{html.escape(str(r.get('task')))}</td>"
+        f"<td>{html.escape(str(r.get('status')))}</td><td>{html.escape(str(r.get('detail')))}</td></tr>"
+        for r in rows
+    )
+    table = (
+        f"<table><tr><th>check</th><th>task</th><th>status</th><th>detail</th></tr>{trs}</table>"
+        if rows
+        else ""
+    )
+    return head + table
+
+
 def _section_html(s: Section, images: list[tuple[str, str]]) -> str:
     sm = s.summary
     rows: list[tuple[str, Any]] = []
@@ -174,6 +197,7 @@ def _section_html(s: Section, images: list[tuple[str, str]]) -> str:
             for t, v in sm.get("tasks", {}).items()
         )
         body.append(f"<table>{head}{trs}</table>")
+    body.append(_audit_html(s.path))
     tokens = s.llm_tokens()
     if tokens:
         keys = sorted({k for v in tokens.values() for k in v})

@@ -3,8 +3,9 @@
 A long recording enters a pipeline as one cut; a segmentation stage (VAD, diarisation, imported
 RTTM/STM) returns one derived cut per segment: the source cut truncated to the segment (lhotse
 keeps it lazy, nothing is written), one supervision over it (speaker, transcript where known),
-`custom.source_cut_id` naming the long cut and `custom.segment` saying where it came from. A long
-cut that yields no segment is rejected with the reason.
+`custom.source_cut_id` naming the long cut, `custom.segment` saying where it came from and
+`custom.lineage` what it is made of (the long cut's keys and, for a recording joined from others, the
+parts it overlaps). A long cut that yields no segment is rejected with the reason.
 """
 
 from __future__ import annotations
@@ -57,8 +58,26 @@ def segment_cut(
     info = {"start": round(start, 3), "end": round(end, 3), "source": source, **(extra or {})}
     if seg.overlap_s > 0:
         info["overlap_s"] = round(seg.overlap_s, 3)
-    out.custom = {**(cut.custom or {}), "source_cut_id": cut.id, "segment": info}
+    out.custom = {
+        **{k: v for k, v in (cut.custom or {}).items() if k != "joined_from"},
+        "source_cut_id": cut.id,
+        "segment": info,
+        "lineage": segment_lineage(cut, start, end),
+    }
     return out
+
+
+def segment_lineage(cut: Cut, start: float, end: float) -> list[str]:
+    """The long cut's lineage, plus the source keys of the parts of it the segment overlaps when the
+    long recording was joined from other recordings (`custom.joined_from`: start, end, lineage)."""
+    from osum_data.mix.lineage import lineage_record
+
+    keys = set(lineage_record(cut))
+    a, b = cut.start + start, cut.start + end  # pieces are timed in the recording
+    for piece in (cut.custom or {}).get("joined_from") or []:
+        if isinstance(piece, dict) and piece.get("start", 0.0) < b and piece.get("end", 0.0) > a:
+            keys.update(k for k in piece.get("lineage") or [] if isinstance(k, str))
+    return sorted(keys)
 
 
 def overlap_seconds(turns: list[Segment]) -> list[float]:

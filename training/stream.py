@@ -8,6 +8,18 @@ state is the draw count and each source's (epoch, items read in that epoch); `be
 restarts it there by skipping at the source: whole Shar shards by their cut counts, manifest lines
 without decoding them. That is what resuming at step 100k costs instead of replaying the sampler.
 
+Under torchrun each rank reads only its part of every source, at the source: the epoch's shard
+order is the same on every rank and rank r of N reads shards r, r + N, ... of it (a manifest:
+lines r, r + N, ..., the others skipped undecoded), so each audio byte is read once per epoch in
+the whole job (DataLoader workers read nothing from the stream: the sampler runs in the rank's
+main process and hands them batches of cuts). Every rank's state counts its own items; an exact
+resume restores each rank's own; a fast resume on another number of ranks starts every source
+past the furthest point any old rank had read (skipping, never repeating: see CutStream.begin).
+
+An exact resume replays the sampler with `audio` off: Shar is then read from its cuts files only
+(metadata), and the cuts still buffered when the replay reaches the checkpoint get their audio
+from their own shards (`hydrate`), so a resume reads about a buffer's worth of audio, not the epoch.
+
 Mixing weights are probabilities (`--weights 3 1`: three draws of the first for one of the
 second), or, with `data.mix_temperature` T, p_k ~ (w_k * hours_k)^(1/T): T = 1 samples in
 proportion to the data (with w_k as repetition factors, like OSUM's data list weights), larger T
@@ -68,6 +80,13 @@ def _list_url(url: str) -> list[str]:
     return [n if "://" in n else fs.unstrip_protocol(n) for n in names]
 
 
+def needs_audio(cut: Cut) -> bool:
+    """Whether `cut` was read from a Shar cuts file without its recording field (its audio source
+    is still Lhotse's placeholder)."""
+    rec = getattr(cut, "recording", None)
+    return rec is not None and any(src.type == "shar" for src in rec.sources)
+
+
 @dataclass(frozen=True)
 class Resolved:
     manifest: str | None = None  # a CutSet JSONL (gz) path or URL
@@ -114,20 +133,35 @@ def resolve(spec: str | Path) -> Resolved:
 
 
 class Source:
-    """One input, read in epochs from any (epoch, offset): `offset` items of the epoch skipped."""
+    """One input, read in epochs from any (epoch, offset): `offset` items of this rank's part of
+    the epoch skipped. `rank`/`world`: which part (see the module docstring)."""
 
-    def __init__(self, spec: str | Path, seed: int = 0, shuffle_shards: bool = True):
+    def __init__(
+        self, spec: str | Path, seed: int = 0, shuffle_shards: bool = True, rank: int = 0, world: int = 1
+    ):
         self.spec = str(spec)
         self.where = resolve(spec)
         self.seed = seed
         self.shuffle_shards = shuffle_shards
+        self.rank, self.world = rank, world
         self._shard_sizes: dict[str, int] = {}
+        self.pending: dict[str, int] = {}  # cut id -> shard, of cuts read without audio
+        self._hydrated: dict[int, dict[str, Cut]] = {}
+        if self.where.shar is not None and len(self.where.shar["cuts"]) < world:
+            raise ValueError(
+                f"{self.spec}: {len(self.where.shar['cuts'])} Shar shard(s) for {world} ranks: each rank "
+                f"reads whole shards, so every rank needs at least one (write smaller shards)"
+            )
 
     def shard_order(self, epoch: int) -> list[int]:
+        """All shards in this epoch's order (the same on every rank)."""
         order = list(range(len(self.where.shar["cuts"])))
         if self.shuffle_shards:
             random.Random(f"{self.seed}/{epoch}").shuffle(order)
         return order
+
+    def my_shards(self, epoch: int) -> list[int]:
+        return self.shard_order(epoch)[self.rank :: self.world]
 
     def shard_size(self, cuts_file: str) -> int:
         if cuts_file not in self._shard_sizes:
@@ -135,25 +169,89 @@ class Source:
                 self._shard_sizes[cuts_file] = sum(1 for _ in f)
         return self._shard_sizes[cuts_file]
 
-    def cuts(self, epoch: int = 0, offset: int = 0) -> Iterator[Cut]:
+    def _size(self, shard: int) -> int:
+        return self.shard_size(self.where.shar["cuts"][shard])
+
+    def _fields(self, shard: int, audio: bool) -> dict[str, list[str]]:
+        return {f: [paths[shard]] for f, paths in self.where.shar.items() if audio or f == "cuts"}
+
+    def cuts(self, epoch: int = 0, offset: int = 0, audio: Callable[[], bool] | None = None) -> Iterator[Cut]:
+        """This rank's cuts of `epoch` after the first `offset`. `audio()` False: Shar cuts come
+        from the cuts files alone (no audio; `hydrate` fetches it later for those that need it)."""
+        audio = audio or (lambda: True)
         if self.where.manifest is not None:
+            own = 0
             with open_best(self.where.manifest, "r") as f:
                 for i, line in enumerate(f):
-                    if i >= offset:  # skipped lines are not even decoded
+                    if i % self.world != self.rank:
+                        continue  # another rank's line: not even decoded
+                    own += 1
+                    if own > offset:  # skipped lines are not decoded either
                         yield deserialize_item(decode_json_line(line))
             return
+        order = self.my_shards(epoch)
+        while order and offset >= self._size(order[0]):
+            offset -= self._size(order.pop(0))
+        for k, shard in enumerate(order):
+            yield from self._shard(shard, offset if k == 0 else 0, audio)
+
+    def _shard(self, shard: int, skip: int, audio: Callable[[], bool]) -> Iterator[Cut]:
         from lhotse.shar.readers.lazy import LazySharIterator
 
-        shar = self.where.shar
-        order = self.shard_order(epoch)
-        while order and offset >= self.shard_size(shar["cuts"][order[0]]):
-            offset -= self.shard_size(shar["cuts"][order.pop(0)])
-        if not order:
-            return
-        fields = {field: [shards[i] for i in order] for field, shards in shar.items()}
-        for i, cut in enumerate(LazySharIterator(fields=fields)):
-            if i >= offset:
+        done = skip
+        while True:
+            with_audio = audio()
+            for i, cut in enumerate(LazySharIterator(fields=self._fields(shard, with_audio))):
+                if i < done:
+                    continue
+                if not with_audio and audio():
+                    break  # audio switched on mid-shard: reopen the shard with it
+                if not with_audio:
+                    self.pending[cut.id] = shard
+                done += 1
                 yield cut
+            else:
+                return
+
+    def hydrate(self, cut: Cut) -> Cut:
+        """`cut` with its audio, if it was read without (one pass over its shard serves every
+        pending cut of that shard)."""
+        if not needs_audio(cut) or cut.id not in self.pending:
+            return cut
+        shard = self.pending.pop(cut.id)
+        if cut.id not in self._hydrated.get(shard, {}):
+            from lhotse.shar.readers.lazy import LazySharIterator
+
+            want = {i for i, s in self.pending.items() if s == shard} | {cut.id}
+            self._hydrated[shard] = {
+                c.id: c for c in LazySharIterator(fields=self._fields(shard, True)) if c.id in want
+            }
+        full = self._hydrated[shard].pop(cut.id)
+        if not self._hydrated[shard]:
+            del self._hydrated[shard]
+        return full
+
+    def offset_after(self, epoch: int, read: list[tuple[int, int]], old_world: int) -> int:
+        """This rank's offset in `epoch` that starts it past everything the ranks of another world
+        had read: `read` is [(items read in its part, old rank)] of the old ranks in that epoch.
+        Manifests: past the furthest line; Shar: past the furthest shard any old rank had opened.
+        What lies before that and a slower old rank had not read yet is skipped (bounded by the
+        spread between ranks: about a shard per rank), nothing is read twice."""
+        if self.where.manifest is not None:
+            end = max(((o - 1) * old_world + r + 1) if o > 0 else 0 for o, r in read)
+            return max(0, -(-(end - self.rank) // self.world))
+        order = self.shard_order(epoch)
+        end = 0
+        for o, r in read:
+            mine = order[r::old_world]
+            j, left = 0, o
+            while j < len(mine) and left > 0:  # shards opened: the one holding item o included
+                left -= self._size(mine[j])
+                j += 1
+            if j:
+                end = max(end, r + (j - 1) * old_world + 1)
+        mine = self.my_shards(epoch)
+        return sum(self._size(s) for m, s in enumerate(mine) if self.rank + m * self.world < end)
 
     @cached_property
     def hours(self) -> float:
@@ -172,6 +270,7 @@ class StreamState:
 
     draws: int = 0
     sources: tuple[tuple[int, int], ...] = ()
+    world: int = 1  # the number of ranks whose parts the offsets count in
 
 
 def _uniform(seed: int, i: int) -> float:
@@ -195,10 +294,11 @@ def mix_probabilities(
 
 
 class CutStream:
-    """The iterable the sampler reads. One source: one epoch per pass (the sampler's epochs).
-    Several: an endless deterministic mix of endlessly repeated sources, each draw one kept cut of
-    the chosen source. `keep` filters cuts after they are read (positions count every cut read, so
-    skipping at the source stays exact)."""
+    """The iterable the sampler reads: this rank's part of the sources (their `rank`/`world`).
+    One source: one epoch per pass (the sampler's epochs). Several: an endless deterministic mix
+    of endlessly repeated sources, each draw one kept cut of the chosen source. `keep` filters cuts
+    after they are read (positions count every cut read, so skipping at the source stays exact).
+    `audio` False: Shar is read without audio (an exact resume's replay; see `hydrate`)."""
 
     def __init__(
         self,
@@ -213,21 +313,56 @@ class CutStream:
         self.seed = seed
         self.keep = keep
         self.endless = len(sources) > 1
-        self._start = StreamState(0, tuple((0, 0) for _ in sources))
+        self.world = sources[0].world
+        self.audio = True
+        self._start = StreamState(0, tuple((0, 0) for _ in sources), self.world)
         self.state = self._start
 
-    def begin(self, state: StreamState | None = None, epoch: int | None = None) -> None:
-        """The next pass starts at `state`, or at the start of source epoch `epoch` (one source)."""
+    def begin(
+        self,
+        state: StreamState | None = None,
+        epoch: int | None = None,
+        peers: tuple[StreamState, ...] | None = None,
+    ) -> None:
+        """The next pass starts at `state`, or at the start of source epoch `epoch` (one source).
+        A state saved by another number of ranks (`peers`: every old rank's state; default
+        `state` alone) becomes this rank's start past the furthest point any of them had read."""
         if state is None:
-            state = StreamState(0, tuple((epoch or 0, 0) for _ in self.sources))
+            state = StreamState(0, tuple((epoch or 0, 0) for _ in self.sources), self.world)
         if len(state.sources) != len(self.sources):
             raise ValueError(
                 f"stream position has {len(state.sources)} sources, this run {len(self.sources)}"
             )
+        if state.world != self.world:
+            state = self._rebase(list(peers) if peers else [state])
         self._start = state
+
+    def _rebase(self, states: list[StreamState]) -> StreamState:
+        old_world = states[0].world
+        start = []
+        for k, src in enumerate(self.sources):
+            epoch = max(s.sources[k][0] for s in states)
+            read = [(s.sources[k][1], r) for r, s in enumerate(states) if s.sources[k][0] == epoch]
+            start.append((epoch, src.offset_after(epoch, read, old_world)))
+        return StreamState(states[0].draws, tuple(start), self.world)
 
     def snapshot(self) -> StreamState:
         return self.state
+
+    def hydrate(self, cuts: Any) -> Any:
+        """`cuts` (a CutSet) with the audio of those read while `audio` was off."""
+        pending = [s for s in self.sources if s.pending]
+        if not pending:
+            return cuts
+        from lhotse import CutSet
+
+        def full(cut: Cut) -> Cut:
+            for s in pending:
+                if cut.id in s.pending:
+                    return s.hydrate(cut)
+            return cut
+
+        return CutSet.from_cuts([full(c) for c in cuts])
 
     def _choose(self, i: int) -> int:
         u = _uniform(self.seed, i)
@@ -238,13 +373,19 @@ class CutStream:
         pos = [list(x) for x in start.sources]
         draws = start.draws
         self.state = start
+        for s in self.sources:  # a new pass: what an abandoned one read without audio is gone
+            s.pending.clear()
+            s._hydrated.clear()
+
+        def audio() -> bool:
+            return self.audio
 
         def publish() -> None:
-            self.state = StreamState(draws, tuple((e, o) for e, o in pos))
+            self.state = StreamState(draws, tuple((e, o) for e, o in pos), self.world)
 
         if not self.endless:
             epoch, offset = pos[0]
-            for cut in self.sources[0].cuts(epoch, offset):
+            for cut in self.sources[0].cuts(epoch, offset, audio):
                 pos[0][1] += 1
                 publish()
                 if self.keep is None or self.keep(cut):
@@ -256,7 +397,7 @@ class CutStream:
             kept_any = False
             while True:
                 whole_epoch, kept = pos[k][1] == 0, 0
-                for cut in self.sources[k].cuts(*pos[k]):
+                for cut in self.sources[k].cuts(*pos[k], audio):
                     pos[k][1] += 1
                     if self.keep is None or self.keep(cut):
                         kept += 1

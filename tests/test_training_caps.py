@@ -41,7 +41,8 @@ def synthetic_cuts(n: int, seed: int = 0, scale: float = 1.0) -> CutSet:
         dur = round(min(29.0, max(0.3, rng.lognormvariate(1.2, 0.7) * scale)), 3)
         target = "w" * rng.choice([20, 60, 150, 400, 900, 1500])  # ~7 to ~500 tokens
         rec = Recording(f"r{i}", [AudioSource("file", [0], "/dev/null")], 16000, int(dur * 16000), dur)
-        cuts.append(MonoCut(f"c{i}", 0.0, dur, 0, recording=rec, custom={"target": target, "task": "<TRANSCRIBE>"}))
+        custom = {"target": target, "task": "<TRANSCRIBE>"}
+        cuts.append(MonoCut(f"c{i}", 0.0, dur, 0, recording=rec, custom=custom))
     return CutSet.from_cuts(cuts)
 
 

@@ -48,6 +48,58 @@ def is_url(spec: str) -> bool:
     return "://" in spec or spec.startswith("pipe:")
 
 
+OBJECT_STORES = {"s3": "s3fs", "gs": "gcsfs", "gcs": "gcsfs"}  # scheme -> fsspec client package
+
+
+def check_object_store(spec: str) -> None:
+    """A one-line error when `spec` is on an object store whose fsspec client is not installed."""
+    import importlib.util
+
+    scheme = spec.split("://", 1)[0] if "://" in spec else ""
+    package = OBJECT_STORES.get(scheme)
+    if package and importlib.util.find_spec(package) is None:
+        raise ModuleNotFoundError(
+            f"{spec}: reading {scheme}:// needs the {package} package (pip install {package}; "
+            f"its pin is in requirements.txt)"
+        )
+
+
+def _object_store_backend():
+    """Lhotse's IO backend with s3:// and gs:// opened through fsspec (s3fs, gcsfs), so manifests,
+    Shar cuts files and Shar tars on object stores read like local ones (compression inferred
+    from the name, as Lhotse's gzip backend does). Credentials and endpoints are the clients'
+    own (AWS_* variables, ~/.aws, AWS_ENDPOINT_URL; GOOGLE_APPLICATION_CREDENTIALS)."""
+    from lhotse.serialization import CompositeIOBackend, IOBackend, get_default_io_backend
+
+    class FsspecObjectStore(IOBackend):
+        def open(self, identifier, mode: str):
+            import fsspec
+
+            check_object_store(str(identifier))
+            return fsspec.open(str(identifier), mode, compression="infer").open()
+
+        def handles_special_case(self, identifier) -> bool:
+            return str(identifier).split("://", 1)[0] in OBJECT_STORES and "://" in str(identifier)
+
+        def is_applicable(self, identifier) -> bool:
+            return self.handles_special_case(identifier)
+
+    return CompositeIOBackend([FsspecObjectStore(), get_default_io_backend()])
+
+
+def use_object_stores() -> None:
+    """Route Lhotse's reads of s3:// and gs:// through fsspec (once; a backend the user chose
+    with LHOTSE_IO_BACKEND is kept)."""
+    import os
+
+    from lhotse import serialization
+
+    if os.environ.get("LHOTSE_IO_BACKEND") or getattr(serialization, "_osum_object_stores", False):
+        return
+    serialization.set_current_io_backend(_object_store_backend())
+    serialization._osum_object_stores = True
+
+
 def _shar_fields(names: list[str], where: str) -> dict[str, list[str]]:
     """{field: [shard paths in index order]} from the file names of a Shar directory."""
     fields: dict[str, dict[int, str]] = {}
@@ -68,6 +120,8 @@ def _shar_fields(names: list[str], where: str) -> dict[str, list[str]]:
 
 def _list_url(url: str) -> list[str]:
     import fsspec
+
+    check_object_store(url)
 
     fs, root = fsspec.core.url_to_fs(url)
     try:
@@ -98,6 +152,9 @@ def resolve(spec: str | Path) -> Resolved:
     directory (its cuts.jsonl.gz), a Shar directory (local or URL, listed with fsspec), or a Shar
     fields file (YAML/JSON: Lhotse's `fields` argument, e.g. {cuts: [s3://...], recording: [...]})."""
     s = str(spec)
+    check_object_store(s)
+    if s.split("://", 1)[0] in OBJECT_STORES:
+        use_object_stores()
     if s.endswith((".yaml", ".yml", ".json")):
         import yaml
 
@@ -111,6 +168,11 @@ def resolve(spec: str | Path) -> Resolved:
         bad = {k: len(v) for k, v in fields.items() if len(v) != n}
         if bad:
             raise ValueError(f"{s}: every field needs {n} shards like 'cuts'; got {bad}")
+        paths = [str(x) for v in fields.values() for x in v]
+        for x in paths:
+            check_object_store(x)
+        if any(x.split("://", 1)[0] in OBJECT_STORES for x in paths):
+            use_object_stores()
         return Resolved(shar={k: [str(x) for x in v] for k, v in fields.items()})
     if s.endswith((".jsonl", ".jsonl.gz")):
         if not is_url(s) and not Path(s).exists():

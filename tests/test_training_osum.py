@@ -279,3 +279,42 @@ def test_osum_config_reproduces_osums_published_settings():
     assert (g.num_beams, g.do_sample, g.top_p, g.top_k, g.repetition_penalty) == (4, True, 0.9, 5, 1.05)
     assert (g.max_new_tokens, g.length_penalty, g.temperature) == (400, 1.0, 1.0)
     assert (t.precision, t.log_every, t.save_every) == ("bf16", 10, 1250)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_half_precision_osum_checkpoints_convert(dtype):
+    """Issue 18, defect 4: DeepSpeed bf16 runs save the positional tables in bf16 (off by 0.00195
+    from ours after rounding) or fp16; the check's tolerance follows the dtype. A different table
+    (sin and cos swapped) is still refused at bf16's tolerance."""
+    from training.adapters import sinusoids
+    from training.osum_checkpoint import convert
+
+    cfg = load_config(TINY, OSUM_TINY)
+    model, _ = build_model(cfg)
+    sd = {k: v.to(dtype) for k, v in osum_state(cfg, model).items()}
+    table = sinusoids(5000, sd["speech_transformer.embed.pos_enc.pe"].shape[-1])
+    sd["speech_transformer.embed.pos_enc.pe"] = table[None].to(dtype)
+    out, report = convert(sd)
+    assert "speech_transformer.embed.pos_enc.pe" in report["left_out"]
+    assert out["adapter.speech_llama_proj.weight"].dtype == dtype
+    swapped = table.clone()
+    swapped[:, 0::2], swapped[:, 1::2] = table[:, 1::2], table[:, 0::2]
+    sd["speech_transformer.embed.pos_enc.pe"] = swapped[None].to(dtype)
+    with pytest.raises(ValueError, match="positional table differs .* by 1"):
+        convert(sd)
+
+
+def test_speech_boundary_embeddings_start_like_osums_nn_embedding():
+    """Issue 18, item 6 (docs/decisions.md): the begin/end-of-speech embeddings start at N(0, 1),
+    as OSUM's nn.Embedding does, i.e. at the scale of the projected speech frames beside them,
+    not 50x below it."""
+    from training.adapters import OsumAdapter
+
+    torch.manual_seed(0)
+    adapter = OsumAdapter(96, 96, 896, layers=1, heads=4, ffn_dim=160, dropout=0.0).eval()
+    for p in (adapter.speech_bos, adapter.speech_eos):
+        assert 0.9 < float(p.std()) < 1.1 and abs(float(p.mean())) < 0.1
+    with torch.no_grad():
+        out, lens = adapter(torch.randn(2, 40, 96), torch.tensor([40, 40]))
+    frames = out[:, 1:-1].std()
+    assert 0.3 < float(frames) < float(adapter.speech_bos.std())  # same order as the frames

@@ -192,8 +192,11 @@ class OsumAdapter(nn.Module):
         )
         self.speech_transformer = OsumSpeechTransformer(in_dim, d_model, layers, heads, ffn_dim, dropout)
         self.speech_llama_proj = nn.Linear(d_model, out_dim)
-        self.speech_bos = nn.Parameter(torch.randn(out_dim) * 0.02)
-        self.speech_eos = nn.Parameter(torch.randn(out_dim) * 0.02)
+        # N(0, 1) as OSUM's nn.Embedding starts them (docs/decisions.md, issue 18): at the scale of
+        # the projected speech frames beside them (std ~0.6), where 0.02 N(0, 1) made them ~30x
+        # smaller than their neighbours, i.e. nearly invisible to the LLM early in training.
+        self.speech_bos = nn.Parameter(torch.randn(out_dim))
+        self.speech_eos = nn.Parameter(torch.randn(out_dim))
 
     def post_conv_modules(self) -> nn.ModuleList:
         return nn.ModuleList([self.speech_transformer, self.speech_llama_proj])

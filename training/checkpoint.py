@@ -197,10 +197,15 @@ def load_checkpoint(
 
 def position_from_dict(d: dict[str, Any]) -> Position:
     """The Position saved as a dict by save_checkpoint."""
-    stream = d.get("stream")
-    if stream is not None:
-        stream = StreamState(**{**stream, "sources": tuple(tuple(s) for s in stream.get("sources", ()))})
-    return Position(**{**d, "stream": stream})
+
+    def state(s: dict[str, Any] | None) -> StreamState | None:
+        if s is None:
+            return None
+        return StreamState(**{**s, "sources": tuple(tuple(x) for x in s.get("sources", ()))})
+
+    peers = d.get("peers")
+    peers = None if peers is None else tuple(map(state, peers))
+    return Position(**{**d, "stream": state(d.get("stream")), "peers": peers})
 
 
 def export_merged(model: torch.nn.Module, tokenizer: Any, config: dict[str, Any], out: Path) -> Path:

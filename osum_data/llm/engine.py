@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from osum_data.llm.local_weights import gguf_model_dir, gguf_tokenizer_dir
+from osum_data.local_weights import gguf_model_dir, gguf_tokenizer_dir
 
 # Used when a tokenizer carries no chat template (SmolLM2's GGUF does carry its own).
 CHATML = (

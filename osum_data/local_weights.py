@@ -5,7 +5,9 @@ Loading a GGUF with transformers dequantises every tensor (seconds per process, 
 starts one process per GPU, the server one per run); the converted directory loads in a fraction of
 that. The cache lives under the user's cache root (`$OSUM_CACHE` or `~/.cache/osum-data`), keyed by
 the file's path, size and mtime, and each conversion is written to a temporary folder and renamed,
-so concurrent processes never see half a directory. Nothing here reaches a model hub.
+so concurrent processes never see half a directory. Nothing here reaches a model hub. It sits at
+the package top, outside `osum_data.llm` (whose package imports the client and lhotse), because
+the GPU benchmark loads the model on machines without lhotse (bench/train_gpu.py).
 """
 
 from __future__ import annotations

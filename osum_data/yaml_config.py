@@ -13,16 +13,20 @@ it and exhausts memory. `brief` bounds what an error message prints of a value.
 
 from __future__ import annotations
 
+import copy
 import re
 import reprlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from osum_data.errors import UsageError
 
-class ConfigError(ValueError):
-    """A config file or override that cannot be used."""
+
+class ConfigError(UsageError):
+    """A config file or override that cannot be used (exit code 2)."""
 
 
 class _Loader(yaml.SafeLoader):
@@ -93,7 +97,7 @@ def check_expansion(root: yaml.Node, limit: int = MAX_EXPANDED) -> None:
         stack.extend((c, False) for c in _children(node))
 
 
-def load_yaml(text: str, unique_keys: bool = False) -> Any:
+def load_yaml(text: str, unique_keys: bool = True) -> Any:
     """Parse YAML; `unique_keys`: a key repeated in one mapping is a ConfigError naming it. A
     document that expands too far through aliases is a ConfigError before anything is built."""
     loader = (_UniqueKeyLoader if unique_keys else _Loader)(text)
@@ -118,7 +122,7 @@ def brief(value: Any) -> str:
     return _BRIEF.repr(value)
 
 
-def load_yaml_file(path: Path, unique_keys: bool = False) -> Any:
+def load_yaml_file(path: Path, unique_keys: bool = True) -> Any:
     """The file's YAML content; broken YAML or text is a one-line ConfigError naming the file."""
     try:
         return load_yaml(path.read_text(encoding="utf-8"), unique_keys=unique_keys)
@@ -156,3 +160,50 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ConfigError(f"--set {key.strip()[:100]}: not valid YAML: {problem}") from None
     return key.strip().split("."), value
+
+
+# `locate(data, first_key, text)` -> the mapping a dotted path starts in, and the rest of the path;
+# a pipeline resolves `resample.sample_rate` to its stage entry named `resample`.
+Locator = Callable[[dict[str, Any], list[str], str], tuple[dict[str, Any], list[str]]]
+
+
+def apply_overrides(
+    raw: dict[str, Any], overrides: list[str], locate: Locator | None = None
+) -> dict[str, Any]:
+    """The one `--set a.b.c=value` rule (pipelines, mixes, plans, LLM settings, the trainer): a copy
+    of `raw` with each value (parsed as YAML) set at its dotted path, creating mappings on the way;
+    a path that runs into a non-mapping is a ConfigError naming the override."""
+    data = copy.deepcopy(raw) if raw is not None else {}
+    for text in overrides:
+        path, value = parse_override(text)
+        node, rest = locate(data, path, text) if locate else (data, path)
+        for part in rest[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {text[:100]!r}: {part!r} is not a mapping")
+            node = child
+        node[rest[-1]] = value
+    return data
+
+
+def explain_validation(error: Any, source: str, known: Callable[[tuple], list[str]] | None = None) -> str:
+    """One line for a pydantic ValidationError: the file, the key path and what is wrong. A typo is
+    named before the 'missing' error it causes; `known(loc)` lists the keys allowed at a location,
+    for the hint after an unknown key."""
+    errors = error.errors()
+    err = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
+    loc = tuple(err["loc"])
+    key = ".".join(str(x) for x in loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        allowed = known(loc[:-1]) if known else []
+        hint = f"; known keys: {', '.join(allowed)}" if allowed else ""
+        text = f"unknown key {key!r}{hint}"
+    elif err["type"] == "missing":
+        text = f"missing key {key!r}"
+    else:
+        msg = err["msg"].removeprefix("Value error, ")
+        text = f"{key}={brief(err.get('input'))}: {msg}"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{source}: {text}{more}"

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import importlib
 import inspect
 from collections.abc import Callable, Iterable, Iterator
@@ -38,6 +37,9 @@ from typing import Any, Literal
 
 from lhotse.cut import Cut
 
+from osum_data.rejects import Reject
+from osum_data.seeded import unit_draw
+
 # Modules whose import registers the built-in stages; imported on first lookup.
 BUILTIN_STAGE_MODULES = (
     "osum_data.label.audio_check",
@@ -47,20 +49,6 @@ BUILTIN_STAGE_MODULES = (
     "osum_data.template.builder",
 )
 ENTRY_POINT_GROUP = "osum_data.stages"
-
-
-class Reject(Exception):
-    """Raised by a per-cut stage to reject a cut. `code` groups reasons in summaries (short,
-    stable, e.g. 'missing_file'); `detail` is the human-readable reason kept in the rejects file;
-    `transient` marks a reject that a later run should retry (an unreachable endpoint)."""
-
-    def __init__(self, code: str, detail: str = "", transient: bool = False):
-        super().__init__(f"{code}: {detail}" if detail else code)
-        self.code = code
-        self.detail = detail or code
-        # Nothing was decided about the cut (an endpoint was down): the shard is written but not
-        # marked finished, so running the same command again retries it.
-        self.transient = transient
 
 
 @dataclass
@@ -122,9 +110,6 @@ def shard_files_dir(run_dir: Path, index: int) -> Path:
     return Path(run_dir) / "files" / f"{index:06d}"
 
 
-def unit_draw(seed: int, salt: str, cut_id: str) -> float:
-    digest = hashlib.sha256(f"{seed}\x00{salt}\x00{cut_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 BatchFn = Callable[[list[Cut], StageContext], StageResult]

@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from osum_data.errors import OsumError
+
 
 def dumps(item: dict[str, Any]) -> str:
     return json.dumps(item, ensure_ascii=False, separators=(", ", ": "))
@@ -71,11 +73,39 @@ def write_jsonl(path: str | Path, items: Iterable[dict[str, Any]]) -> int:
     return n
 
 
+def open_manifest(path: str | Path, mode: str = "rb") -> IO[Any]:
+    """The one opener for manifests and other line files: gzip when the name ends in .gz, plain
+    otherwise (binary by default; "rt" gives UTF-8 text)."""
+    if str(path).endswith(".gz"):
+        return gzip.open(path, mode, encoding="utf-8") if "t" in mode else gzip.open(path, mode)
+    return open(path, mode, encoding="utf-8") if "t" in mode else open(path, mode)
+
+
+def read_lines(path: str | Path, what: str = "manifest") -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, raw line) of the non-blank lines; a truncated or corrupt gzip file is
+    a ManifestReadError (exit code 1) naming the file and the last good line."""
+    import zlib
+
+    number = 0
+    try:
+        with open_manifest(path, "rb") as f:
+            for number, line in enumerate(f, 1):  # noqa: B007 (read after the loop)
+                if line.strip():
+                    yield number, line
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise ManifestReadError(
+            f"{path}: the {what} is truncated or not gzip (after line {number}): {e}"
+        ) from None
+
+
+class ManifestReadError(OsumError):
+    """A manifest file that cannot be read to its end."""
+
+
 def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
     """Stream dicts from a JSON-lines file (gzip or plain). A line nested too deeply raises
     JSONTooDeep (a json.JSONDecodeError) naming the file and line."""
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
+    with open_manifest(path, "rt") as f:
         for number, line in enumerate(f, 1):
             if line.strip():
                 try:

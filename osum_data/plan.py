@@ -54,6 +54,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from osum_data.llm.server import shared_embedded_servers
 from osum_data.manifest_io import atomic_path, read_jsonl
 from osum_data.report.tasks import build_table, format_table, planned_task, problems, write_table
 from osum_data.yaml_config import ConfigError, load_yaml_file
@@ -453,6 +454,7 @@ def finished_run(config: Any, input_path: Path | None, out_dir: Path) -> dict[st
     return summary if summary.get("input_digest") == digest else None
 
 
+@shared_embedded_servers()  # the plan's LLM runs share one embedded server (issue #15)
 def run_plan(
     plan_path: str | Path,
     output: Path,

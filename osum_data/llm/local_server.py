@@ -117,12 +117,22 @@ class Service:
                 except queue.Empty:
                     break
             jobs = [job for job, _ in batch]
+            started = time.monotonic()
             try:
                 outputs = self.engine.generate(jobs)
             except Exception as e:  # answer every waiting request; the server stays up
                 for _, fut in batch:
                     fut.set_exception(e)
                 continue
+            # One line per batch in the server's log: what batching achieved and what it cost.
+            tokens = sum(o.completion_tokens for o in outputs)
+            seconds = time.monotonic() - started
+            print(
+                f"batch rows={len(jobs)} prompt_tokens={sum(o.prompt_tokens for o in outputs)} "
+                f"completion_tokens={tokens} steps={max(o.completion_tokens for o in outputs)} "
+                f"seconds={seconds:.2f} tokens_per_s={tokens / max(seconds, 1e-9):.1f}",
+                flush=True,
+            )
             for (_, fut), out in zip(batch, outputs, strict=True):
                 fut.set_result(out)
 
@@ -275,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-ctx", type=int, default=2048)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--max-batch", type=int, default=8)
+    p.add_argument("--quantize", choices=("int8", "float32"), default="int8", help="linear layer weights")
     args = p.parse_args(argv)
     try:
         httpd = ThreadingHTTPServer((args.host, args.port), BaseHTTPRequestHandler)
@@ -282,9 +293,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot listen on {args.host}:{args.port}: {e.strerror} (address already in use?)")
         return 3
     httpd.daemon_threads = True
+    import torch
+
     from osum_data.llm.engine import Engine
 
-    engine = Engine(Path(args.model), n_threads=args.threads, n_ctx=args.n_ctx)
+    started = time.monotonic()
+    engine = Engine(Path(args.model), n_threads=args.threads, n_ctx=args.n_ctx, quantize=args.quantize)
+    print(
+        f"model loaded in {time.monotonic() - started:.1f} s ({engine.weights} weights, "
+        f"{torch.get_num_threads()} thread(s))",
+        flush=True,
+    )
     httpd.RequestHandlerClass = make_handler(Service(engine, args.name, args.max_batch))
     host, port = httpd.server_address[:2]
     print(f"{READY_PREFIX}http://{host}:{port}/v1", flush=True)

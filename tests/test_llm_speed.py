@@ -36,7 +36,9 @@ SENTENCES = [
 
 @pytest.fixture(scope="module")
 def engine():
-    return Engine(bundled_model())
+    # float32: its answers do not depend on which other rows share a batch, so the tests below can
+    # ask for the very same text. (int8's activations are quantised per call, over the whole batch.)
+    return Engine(bundled_model(), quantize="float32")
 
 
 def _jobs(engine: Engine, grammar: str | None) -> list[Job]:
@@ -53,42 +55,73 @@ def _jobs(engine: Engine, grammar: str | None) -> list[Job]:
     ]
 
 
-def test_the_engine_decodes_with_int8_linear_layers(engine):
+def _free(engine: Engine) -> list[Job]:
+    return [
+        Job(
+            prompt_ids=engine.prompt_ids([{"role": "user", "content": f"Say something about {w}."}]),
+            max_tokens=6 + 3 * i,
+            temperature=0,
+        )
+        for i, w in enumerate(["cats", "rain", "bread"])
+    ]
+
+
+@pytest.mark.slow
+def test_the_engine_decodes_with_int8_linear_layers_by_default():
     # Every linear layer (the attention and MLP projections, and the vocabulary head) holds int8
-    # weights: a quarter of the bytes each decoding step reads.
-    assert engine.weights == "int8"
-    linear = [m for m in engine.model.modules() if isinstance(m, torch.nn.Linear)]
-    quantized = [m for m in engine.model.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
+    # weights: a quarter of the bytes each decoding step reads. Answers still follow the schema.
+    int8 = Engine(bundled_model())
+    assert int8.weights == "int8"
+    linear = [m for m in int8.model.modules() if isinstance(m, torch.nn.Linear)]
+    quantized = [m for m in int8.model.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
     assert not linear and len(quantized) == 30 * 7 + 1
-
-
-def test_a_shared_prompt_head_is_computed_once_and_answers_stay_valid(engine):
-    grammar = engine.grammar(STYLE)
-    engine._prefixes.clear()
-    jobs = _jobs(engine, grammar)
-    outputs = engine.generate(jobs)
-    # The system prompt (and the chat template around it) is one kept head, shorter than every prompt.
-    assert len(engine._prefixes) == 1
-    (head,) = engine._prefixes
-    assert 40 < len(head) < min(len(j.prompt_ids) for j in jobs)
-    assert all(tuple(j.prompt_ids[: len(head)]) == head for j in jobs)
-    # The answers are the schema's, and the same as those of each prompt decoded alone with the
-    # whole prompt run through the model (no head): sharing the head changes what is computed, not
-    # what is answered.
-    for out in outputs:
+    for out in int8.generate(_jobs(int8, int8.grammar(STYLE))):
         assert json.loads(out.text)["style"] in STYLE["properties"]["style"]["enum"], out.text
-        assert out.finish_reason == "stop" and out.prompt_tokens > len(head)
+
+
+@pytest.mark.slow
+def test_shared_heads_and_rows_joining_a_running_batch_answer_as_each_prompt_alone(engine):
+    grammar = engine.grammar(STYLE)
+    styled, free = _jobs(engine, grammar), _free(engine)
+    # Each prompt alone, whole, nothing kept: the reference answers.
     alone = []
-    for job in jobs:
+    for job in styled + free:
         engine._prefixes.clear()
         alone.append(engine.generate([job])[0].text)
-        assert not engine._prefixes  # a single prompt with no kept head is run whole, nothing kept
-    assert [o.text for o in outputs] == alone
-    # A later batch (here one prompt) starting with a kept head reuses it.
-    engine.generate(jobs[:2])
-    (head2,) = engine._prefixes
-    assert engine.generate(jobs[2:3])[0].text == alone[2]
-    assert list(engine._prefixes) == [head2]
+        assert not engine._prefixes  # a single prompt with no kept head is run whole
+    # Two styled prompts and a free one start together; the other styled ones join after 3 steps,
+    # the other free ones after 7, while the first rows are still decoding (or have left).
+    engine._prefixes.clear()
+    batch = engine.start([styled[0], styled[1], free[0]], tags=[0, 1, 4])
+    # The system prompt (and the chat template around it) is not shared by the free prompt: no head.
+    assert not engine._prefixes
+    late = {3: (styled[2:], [2, 3]), 7: (free[1:], [5, 6])}
+    results, steps = {}, 0
+    while batch.size:
+        results.update(engine.step(batch))
+        steps += 1
+        if steps in late:
+            jobs, tags = late.pop(steps)
+            batch.merge(engine.start(jobs, tags))
+    assert not late and sorted(results) == list(range(7))
+    # The rows that joined together shared a head, kept: the styled ones their system prompt up to
+    # the sentence, the free ones the default system prompt up to "about".
+    heads = list(engine._prefixes)
+    assert len(heads) == 2
+    (head,) = [h for h in heads if tuple(styled[0].prompt_ids[: len(h)]) == h]
+    assert 40 < len(head) < min(len(j.prompt_ids) for j in styled)
+    assert all(tuple(j.prompt_ids[: len(head)]) == head for j in styled)
+    assert all(tuple(j.prompt_ids[: len(heads[1])]) == heads[1] for j in free[1:])
+    # Same answers as alone: sharing a head and joining late change what is computed, not the answer.
+    assert [results[i].text for i in range(7)] == alone
+    for i in range(4):
+        assert json.loads(results[i].text)["style"] in STYLE["properties"]["style"]["enum"]
+        assert results[i].finish_reason == "stop"
+    assert [results[i].completion_tokens for i in (4, 5, 6)] == [6, 9, 12]
+    assert all(results[i].finish_reason == "length" for i in (4, 5, 6))
+    # A later batch of one prompt starting with a kept head reuses it (and keeps no other).
+    assert engine.generate(styled[:1])[0].text == alone[0]
+    assert list(engine._prefixes) == [heads[1], head]  # the one used last, last
 
 
 @pytest.mark.slow

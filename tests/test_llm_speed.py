@@ -188,3 +188,21 @@ def _wait_dead(pid: int, timeout_s: float = 20.0) -> None:
     while _alive(pid):
         assert time.monotonic() < deadline, f"process {pid} still running"
         time.sleep(0.1)
+
+
+def test_a_plan_runs_inside_one_shared_server_block(monkeypatch, tmp_path):
+    """The hook in the plan (`@shared_embedded_servers()` on `run_plan`): while a plan runs, the
+    embedded servers its runs start are shared; after it, none is kept."""
+    import osum_data.plan as plan
+    from osum_data.llm import server
+
+    seen = []
+
+    def load_plan(path, check_paths=True):
+        seen.append(server._shared)
+        raise plan.ConfigError("stop here")
+
+    monkeypatch.setattr(plan, "load_plan", load_plan)
+    with pytest.raises(plan.ConfigError):
+        plan.run_plan(tmp_path / "plan.yaml", tmp_path / "out")
+    assert seen == [{}] and server._shared is None

@@ -180,7 +180,8 @@ def upward_imports(edges: list[Edge]) -> list[str]:
         src, dst = layer_of(e.src, layers), layer_of(e.dst, layers)
         if src and dst and dst[0] > src[0]:
             problems.append(
-                f"{e.src} [{names[src[0]]}] (line {e.line}, {e.how}) -> {e.dst} [{names[dst[0]]}]: upward import"
+                f"{e.src} [{names[src[0]]}] (line {e.line}, {e.how}) -> {e.dst} [{names[dst[0]]}]: "
+                "upward import"
             )
     return sorted(problems)
 

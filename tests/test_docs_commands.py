@@ -32,7 +32,9 @@ DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 SHELL_BLOCK = re.compile(r"^```(?:bash|sh|shell|console)[ \t]*\n(.*?)^```", re.M | re.S)
 SCRIPTS = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
 # Repository paths a command may name: these top-level folders ship with the repository.
-SHIPPED = re.compile(r"^(?:pipelines|training|bench|docs|osum_data|scripts|tests)/[\w./-]+\.(?:ya?ml|py|md|json)$")
+SHIPPED = re.compile(
+    r"^(?:pipelines|training|bench|docs|osum_data|scripts|tests)/[\w./-]+\.(?:ya?ml|py|md|json)$"
+)
 SEPARATORS = {"&&", "||", ";", "|"}
 # Synopsis placeholders: in a bash block a command must be a complete example.
 PLACEHOLDER = re.compile(

@@ -26,6 +26,7 @@ docs: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/python bench/runner_overhead.py
 	$(VENV)/bin/python bench/ray_scaling.py
+	$(VENV)/bin/python bench/vs_ray_data.py
 	$(VENV)/bin/python bench/train_padding.py
 	$(VENV)/bin/python bench/llm_rate.py
 	$(VENV)/bin/python bench/llm_embedded.py

@@ -144,8 +144,11 @@ def _parse(cmd: Command) -> argparse.Namespace:
     try:
         with _stop_after_parse(), contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
             if kind == "file":
-                with mock.patch.object(sys, "argv", [what, *args]):
-                    runpy.run_path(str(REPO / what), run_name="__main__")
+                script = REPO / what  # as `python script.py` runs it: its folder first on the path
+                with mock.patch.object(sys, "argv", [what, *args]), mock.patch.object(
+                    sys, "path", [str(script.parent), *sys.path]
+                ):
+                    runpy.run_path(str(script), run_name="__main__")
             else:
                 _main_of(kind, what)(args)
     except _Parsed as parsed:

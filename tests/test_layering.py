@@ -98,6 +98,17 @@ def edges_of(mod: Module, modules: dict[str, Module]) -> list[Edge]:
         if dst and dst != mod.name:
             found.append(Edge(mod.name, dst, line, how))
 
+    # An entry-point group's name ("osum_data.stages") is not a module reference even when a package
+    # of that name exists: skip constants given as `group=` or assigned to a *GROUP name.
+    not_modules = set()
+    for node in ast.walk(mod.tree):
+        if isinstance(node, ast.keyword) and node.arg == "group" and isinstance(node.value, ast.Constant):
+            not_modules.add(id(node.value))
+        elif isinstance(node, ast.Assign | ast.AnnAssign) and isinstance(node.value, ast.Constant):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(t, ast.Name) and t.id.endswith("GROUP") for t in targets):
+                not_modules.add(id(node.value))
+
     for node in ast.walk(mod.tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
@@ -122,7 +133,8 @@ def edges_of(mod: Module, modules: dict[str, Module]) -> list[Edge]:
             if fname in ("import_module", "__import__") and isinstance(arg, str) and _ours(arg):
                 add(arg, node.lineno, "importlib")
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in modules:
-            add(node.value, node.lineno, "string")
+            if id(node) not in not_modules:
+                add(node.value, node.lineno, "string")
     return found
 
 
@@ -311,12 +323,14 @@ def test_checker_sees_function_level_importlib_and_string_imports():
         "osum_data.llm.fake",
         "def f():\n    from osum_data.run import stage\n"
         "import importlib\nimportlib.import_module('osum_data.mix.plan')\n"
-        "MODULES = ['osum_data.label.text_normalize']\n",
+        "MODULES = ['osum_data.label.text_normalize']\n"
+        "ENTRY_POINT_GROUP = 'osum_data.mix'\nentry_points(group='osum_data.report')\n",
     )
     got = {(e.dst, e.how) for e in edges_of(mod, modules)}
     assert ("osum_data.run.stage", "import") in got
     assert ("osum_data.mix.plan", "importlib") in got
     assert ("osum_data.label.text_normalize", "string") in got
+    assert not {dst for dst, _ in got} & {"osum_data.mix", "osum_data.report"}  # entry-point groups
     assert any("upward import" in p for p in upward_imports(edges_of(mod, modules)))
 
 

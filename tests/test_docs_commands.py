@@ -20,6 +20,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,9 +185,50 @@ def test_docs_command(cmd: Command):
     if "--help" in args or "-h" in args:
         _run_quick(cmd, kind, what, args)
         return
-    _parse(cmd)
+    namespace = _parse(cmd)
     if (kind, what, args) == ("script", "osum-data", ["tasks"]):
         _run_quick(cmd, kind, what, args)
+    if what == "osum-data" and namespace.command in ("run", "mix"):
+        _check_config(cmd, namespace)
+
+
+def _stand_in(path: Path) -> None:
+    """One real recorded prompt, labelled with an event (so it also serves as an event-clip bank)."""
+    from osum_data.demo import write_cycled_manifest
+    from osum_data.manifest_io import read_jsonl, write_jsonl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_cycled_manifest(path, 1)
+    cuts = list(read_jsonl(path))
+    for cut in cuts:
+        cut["supervisions"][0].setdefault("custom", {})["events"] = ["laugh"]
+    write_jsonl(path, cuts)
+
+
+def _check_config(cmd: Command, namespace: argparse.Namespace) -> None:
+    """A shipped pipeline or mix with the command's --set overrides validates as the command would
+    validate it before any work (a renamed stage or parameter makes the shown command stale). Side
+    inputs the command names (a noise manifest of the user's corpus) are stood in for by one real cut
+    each (`_stand_in`), in a scratch folder used as the working directory."""
+    from osum_data.mix.config import load_mix_config
+    from osum_data.run.config import load_pipeline
+
+    config = namespace.pipeline if namespace.command == "run" else namespace.mix
+    if not SHIPPED.match(config):
+        return
+    overrides = []
+    with tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch):
+        for override in namespace.set:
+            key, _, value = override.partition("=")
+            if value.endswith((".jsonl.gz", ".jsonl")):
+                value = value.lstrip("/")  # an absolute path (a cluster's /shared/...) moves in here
+                _stand_in(Path(value))
+            overrides.append(f"{key}={value}")
+        load = load_pipeline if namespace.command == "run" else load_mix_config
+        try:
+            load(REPO / config, overrides)
+        except Exception as e:
+            pytest.fail(f"{cmd}\n  its configuration does not validate: {e}")
 
 
 def _run_quick(cmd: Command, kind: str, what: str, args: list[str]) -> None:
@@ -209,7 +251,7 @@ def test_the_docs_show_the_main_commands():
         assert expected in shown, expected
 
 
-def test_checker_catches_a_wrong_flag_a_wrong_value_and_a_missing_file(tmp_path):
+def test_checker_catches_a_wrong_flag_a_wrong_value_a_missing_file_and_a_stale_key(tmp_path):
     doc = tmp_path / "page.md"
     doc.write_text(
         "```bash\n"
@@ -231,6 +273,10 @@ def test_checker_catches_a_wrong_flag_a_wrong_value_and_a_missing_file(tmp_path)
     with pytest.raises(AssertionError, match="no such Makefile target"):
         test_docs_command(cmds[3])
     assert _parse(cmds[4]).train == ["x"]
+    stale_argv = "osum-data run pipelines/asr.yaml --input a.gz --output o --set audio_policy.min_rate=8000"
+    stale = Command("page.md:9", tuple(stale_argv.split()))
+    with pytest.raises(pytest.fail.Exception, match="does not validate"):
+        test_docs_command(stale)
 
 
 def test_docs_index_is_the_readme():

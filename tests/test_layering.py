@@ -12,6 +12,7 @@ docs/layers.yaml (bottom to top), shown in docs/layout.md.
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,6 +139,7 @@ def edges_of(mod: Module, modules: dict[str, Module]) -> list[Edge]:
     return found
 
 
+@functools.cache
 def graph() -> tuple[dict[str, Module], list[Edge]]:
     modules = load_modules()
     edges = {e for m in modules.values() for e in edges_of(m, modules)}
@@ -318,7 +320,7 @@ def _fake(tmp_name: str, source: str, is_package: bool = False) -> Module:
 
 
 def test_checker_sees_function_level_importlib_and_string_imports():
-    modules = load_modules()
+    modules, _ = graph()
     mod = _fake(
         "osum_data.llm.fake",
         "def f():\n    from osum_data.run import stage\n"

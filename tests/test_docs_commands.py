@@ -312,3 +312,10 @@ def test_docs_site_builds_strictly_and_a_broken_link_fails_it(tmp_path):
         f.write("\nSee [the missing page](missing.md).\n")
     broken = subprocess.run([_mkdocs(), "build", "--strict"], cwd=copy, capture_output=True, text=True)
     assert broken.returncode != 0 and "missing.md" in broken.stderr, broken.stderr
+
+
+def test_make_test_builds_the_docs_strictly():
+    """CI runs `make test`: its recipe builds the site with --strict before pytest."""
+    text = (REPO / "Makefile").read_text()
+    recipe = re.search(r"^test:.*\n((?:\t.*\n)+)", text, flags=re.M)
+    assert recipe and "mkdocs build --strict" in recipe.group(1), "make test must run mkdocs build --strict"

@@ -26,7 +26,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         workers=args.workers,
         address=args.address,
         progress=not args.no_progress,
-        **{o.dest: getattr(args, o.dest) for o in row.options},
+        **{name: getattr(args, name) for name in row.option_names()},
     )
     print(row.describe(summary))
     if row.audited:  # the audit of what was written (osum_data.audit)
@@ -127,8 +127,8 @@ def add_assembly_commands(sub) -> None:
         p = exp_sub.add_parser(fmt.name, help=fmt.description)
         p.add_argument("cuts", help="cuts manifest, pipeline run folder, or mix folder")
         p.add_argument("out", help="export folder")
-        for option in fmt.options:
-            p.add_argument(option.flag, dest=option.dest, **option.kwargs)
+        for flag, kwargs in fmt.options.items():
+            p.add_argument(flag, **kwargs)
         p.add_argument("--shard-size", type=positive_int, default=None, help="cuts per shard/part")
         p.add_argument(
             "--relative",

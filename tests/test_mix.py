@@ -436,7 +436,9 @@ def test_numbers_are_finite_and_bounded_at_validation(tmp_path):
     for key, raw in cases.items():
         with pytest.raises(ConfigError, match=rf": {key}=(inf|nan): Input should be a finite number"):
             build_mix_config(raw)
-    with pytest.raises(ConfigError, match=r"total=1000000000000.0: Input should be less than or equal to 1000000000"):
+    with pytest.raises(
+        ConfigError, match=r"total=1000000000000\.0: Input should be less than or equal to 1e?0+"
+    ):
         build_mix_config({**base, "total": 1e12})
 
 
@@ -507,8 +509,8 @@ def test_mix_yaml_duplicates_typos_and_cross_field_locations(tmp_path):
     assert error("tasks:\n  asr: {datasets: [a]}\n  asr: {datasets: [b]}\n").endswith(
         "mix.yaml: line 3: key 'asr' given twice (first on line 2)"
     )
-    assert error("tasks:\n  asr:\n    datasets:\n      - {manifestt: a}\n").endswith(
-        "unknown key 'tasks.asr.datasets.0.manifestt'; known keys: name, manifest, weight"
+    assert "unknown key 'tasks.asr.datasets.0.manifestt'; known keys: name, manifest, weight" in error(
+        "tasks:\n  asr:\n    datasets:\n      - {manifestt: a}\n"
     )
     assert ": tasks: every task has weight 0" in error("tasks:\n  asr: {weight: 0, datasets: [a]}\n")
     msg = error(

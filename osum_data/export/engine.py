@@ -62,31 +62,6 @@ def run_stage(
     return run_pipeline(config, Path(cuts), run_dir, workers=workers, address=address, progress=progress)
 
 
-def run_export_stage(
-    stage: type,
-    params: dict[str, Any],
-    cuts: str | Path,
-    out: Path,
-    *,
-    shard_size: int,
-    workers: int | None = None,
-    address: str | None = None,
-    progress: bool = False,
-):
-    """An export's one-stage run into `out/run` (see run_stage)."""
-    return run_stage(
-        stage,
-        params,
-        cuts,
-        out / RUN_DIR,
-        name=f"export-{stage.stage_name}",
-        shard_size=shard_size,
-        workers=workers,
-        address=address,
-        progress=progress,
-    )
-
-
 class ExportInputError(UsageError):
     """CUTS or OUT is none of what an export takes (exit code 2)."""
 

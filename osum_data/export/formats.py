@@ -26,20 +26,21 @@ from osum_data.export.engine import (
     check_on_disk,
     export_rejects,
     refuse_output_over_input,
-    run_export_stage,
+    run_stage,
     write_summary,
 )
 from osum_data.export.mix_folder import mix_manifest
 
-__all__ = ["FORMATS", "ExportFormat", "ExportInputError", "ExportJob", "Option", "describe", "export"]
+__all__ = ["FORMATS", "ExportFormat", "ExportInputError", "ExportJob", "export", "register_format"]
 
 
 @dataclass(frozen=True)
 class ExportJob:
     """One export as its driver gets it: the manifest to read (a mix's plan for a mix folder), the
     CUTS argument as given, the export folder and the run's settings; `options` holds the values of
-    the format's own options (by their `dest`)."""
+    the format's own options (by name: `--shards` -> `shards`)."""
 
+    format: str
     manifest: Path
     source: Path
     is_mix: bool
@@ -53,16 +54,6 @@ class ExportJob:
 
 
 @dataclass(frozen=True)
-class Option:
-    """A command-line option of one format: `flag` and argparse's keyword arguments (`dest` is the
-    key in `ExportJob.options`)."""
-
-    flag: str
-    dest: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class ExportFormat:
     """One row of the table: `driver(job)` writes the export and returns its summary."""
 
@@ -70,12 +61,15 @@ class ExportFormat:
     description: str
     driver: Callable[[ExportJob], dict[str, Any]]
     shard_size: int = 1000
-    options: tuple[Option, ...] = ()
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # CLI flag -> argparse kwargs
     audited: bool = False  # the CLI audits what was written (osum_data.audit)
     text: Callable[[dict[str, Any]], str] | None = None  # the terminal's paragraph (default: describe)
 
     def describe(self, summary: dict[str, Any]) -> str:
         return (self.text or describe)(summary)
+
+    def option_names(self) -> list[str]:
+        return [flag.lstrip("-").replace("-", "_") for flag in self.options]
 
 
 FORMATS: dict[str, ExportFormat] = {}
@@ -146,6 +140,7 @@ def export(
     manifest, is_mix = resolve_input(cuts)
     refuse_output_over_input(out, Path(cuts) if is_mix else manifest.parent)
     job = ExportJob(
+        format=fmt,
         manifest=manifest,
         source=Path(cuts),
         is_mix=is_mix,
@@ -155,7 +150,7 @@ def export(
         workers=workers,
         address=address,
         progress=progress,
-        options={o.dest: options.get(o.dest) for o in row.options},
+        options={name: options.get(name) for name in row.option_names()},
     )
     return row.driver(job)
 
@@ -166,25 +161,25 @@ def run_format(
     """The driver of a `FormatStage` format: run `stage` over the manifest, `gather(shards)` the
     shards' files into OUT (returns samples per split), check them against the run, write the
     rejects and the summary."""
-    run = run_export_stage(
+    run = run_stage(
         stage,
         params,
         job.manifest,
-        job.out,
+        job.out / RUN_DIR,
+        name=f"export-{stage.stage_name}",
         shard_size=job.shard_size,
         workers=job.workers,
         address=job.address,
         progress=job.progress,
     ).summary
     splits = gather(run["shards"])
-    fmt = stage.stage_name.removeprefix("export_")
     # What is on disk, not what the run believes it kept: they must agree, or the export fails.
-    exported = check_on_disk(f"export {fmt} to {job.out}", sum(splits.values()), run["out"])
+    exported = check_on_disk(f"export {job.format} to {job.out}", sum(splits.values()), run["out"])
     counters = next((s.get("counters", {}) for s in run["stages"] if s["stage"] == stage.stage_name), {})
     reasons = export_rejects(job.out / RUN_DIR, job.out / "rejects.jsonl.gz", stage.stage_name)
     summary = {
         "type": "export",
-        "format": fmt,
+        "format": job.format,
         "input": str(job.manifest),
         "out_dir": str(job.out),
         "relative": job.relative,
@@ -263,19 +258,15 @@ def _osum_text(summary: dict[str, Any]) -> str:
     return ExportReport(**{k: v for k, v in summary.items() if k in fields}).summary()
 
 
-OSUM_OPTIONS = (
-    Option("--shards", "shards", {"action": "store_true", "help": "also write tar shards"}),
-    Option(
-        "--dialect",
-        "dialect",
-        {
-            "choices": ("osum", "echat"),
-            "default": "echat",
-            "help": "OSUM trainer to write for: osum (v1: its 11 task keys) or echat (OSUM-EChat: X-only "
-            "keys, <ANGER>, extra.age/gender tags); see osum_data/export/osum_dialects.yaml",
-        },
-    ),
-)
+OSUM_OPTIONS = {
+    "--shards": {"action": "store_true", "help": "also write tar shards"},
+    "--dialect": {
+        "choices": ("osum", "echat"),
+        "default": "echat",
+        "help": "OSUM trainer to write for: osum (v1: its 11 task keys) or echat (OSUM-EChat: X-only "
+        "keys, <ANGER>, extra.age/gender tags); see osum_data/export/osum_dialects.yaml",
+    },
+}
 for _row in (
     ExportFormat(
         "osum",

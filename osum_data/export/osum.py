@@ -54,7 +54,7 @@ from osum_data.export.engine import (
     pre_rejected,
     refuse_output_over_input,
     relative_or_absolute,
-    run_export_stage,
+    run_stage,
     write_summary,
 )
 from osum_data.export.media import safe_name
@@ -176,11 +176,12 @@ def run_osum_export(
         "group_by_mix": group_by_mix,
         "dialect": dialect,
     }
-    result = run_export_stage(
+    result = run_stage(
         ExportOsumStage,
         params,
         plan,
-        out,
+        out / RUN_DIR,
+        name=f"export-{STAGE}",
         shard_size=shard_size,
         workers=num_workers,
         address=address,

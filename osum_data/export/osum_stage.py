@@ -37,8 +37,8 @@ SUPERVISION_EXTRAS = ("age", "age_years", "style", "events", "answer", "label_so
 @dataclass
 class OsumItem:
     line: dict[str, Any]  # the data.list record
-    wav: bytes | None  # WAV bytes: the materialised file, and the tar member when sharding
-    name: str | None  # its file name under wav/ when materialised (None: referenced in place)
+    wav: bytes | None  # the tar member's WAV bytes (when sharding)
+    materialised: bool  # its WAV was written under wav/ (else the source file is referenced)
 
     @property
     def duration(self) -> float:
@@ -79,11 +79,11 @@ class ExportOsumStage(FormatStage):
         return mix_group(cut) if self.group_by_mix else ""
 
     def count(self, item: OsumItem, counters: dict[str, Any]) -> None:
-        key = "materialised" if item.name else "referenced"
+        key = "materialised" if item.materialised else "referenced"
         counters[key] = counters.get(key, 0) + 1
         counters["seconds"] += item.duration
 
-    def prepare(self, cut: Cut) -> OsumItem:
+    def prepare(self, cut: Cut, folder: Path) -> OsumItem:
         task, txt = task_target(cut)
         checked_span(cut)
         try:
@@ -99,21 +99,20 @@ class ExportOsumStage(FormatStage):
         except Exception as e:  # any decoder/transform failure: recorded with its cause
             raise audio_reject(e) from None
         data = wav_bytes(samples) if samples is not None else None
-        name = None
-        if path is None:
+        materialised = path is None
+        name = f"{safe_name(cut.id)}.wav"
+        if materialised:
             group = self.group(cut)
-            name = safe_name(cut.id) + ".wav"
             path = relative_or_absolute(self.out / group / "wav" / name, self.out / group, self.relative)
         line = data_list_line(cut, path, task, txt, num_samples / SAMPLING_RATE)
         if self.dialect is not None:
             apply_dialect(line, self.dialect, cut)
-        return OsumItem(line=line, wav=data, name=name)
+        if materialised:  # written now, once nothing can reject the cut: a batch holds no audio
+            with atomic_path(folder / "wav" / name) as tmp:
+                tmp.write_bytes(data)
+        return OsumItem(line=line, wav=data if self.shards else None, materialised=materialised)
 
     def write_split(self, items: list[OsumItem], folder: Path) -> None:
-        for item in items:
-            if item.name:
-                with atomic_path(folder / "wav" / item.name) as tmp:
-                    tmp.write_bytes(item.wav)
         with atomic_path(folder / "data.list") as tmp:
             tmp.write_text("".join(dumps(x.line) + "\n" for x in items), encoding="utf-8")
         if self.shards and items:

@@ -137,23 +137,26 @@ class FormatStage(ABC):
     def __call__(self, cuts: list[Cut], ctx: StageContext) -> StageResult:
         result = StageResult(counters={"seconds": 0.0})
         by_group: dict[str, list[Any]] = {}
-        for cut in cuts:
-            with rejecting(result, cut):  # any error of one cut rejects that cut, with the cause
-                check_pre_rejected(cut.custom)
-                item = self.prepare(cut)
-                by_group.setdefault(self.group(cut), []).append(item)
-                result.kept.append(cut)
-                self.count(item, result.counters)
-        # This call's files go to their own part folder: if writing raises, the runner retries the
+        # This call's files go to their own part folder: if the call raises, the runner retries the
         # batch cut by cut and every retry adds a part, instead of replacing the shard's files.
         with call_part(ctx.files_dir) as files:
+            for cut in cuts:
+                with rejecting(result, cut):  # any error of one cut rejects that cut, with the cause
+                    check_pre_rejected(cut.custom)
+                    group = self.group(cut)
+                    item = self.prepare(cut, files / group)
+                    by_group.setdefault(group, []).append(item)
+                    result.kept.append(cut)
+                    self.count(item, result.counters)
             for group, items in by_group.items():
                 (files / group).mkdir(parents=True, exist_ok=True)
                 self.write_split(items, files / group)
         return result
 
-    def prepare(self, cut: Cut) -> Any:
-        """What `write_split` writes of one cut; raise Reject when it cannot be exported."""
+    def prepare(self, cut: Cut, folder: Path) -> Any:
+        """What `write_split` writes of one cut (a format may write the cut's own large files into
+        `folder` here, once nothing can reject it, rather than hold them); raise Reject when it
+        cannot be exported."""
         return to_sample(cut)
 
     def group(self, cut: Cut) -> str:

@@ -10,7 +10,6 @@ from lhotse.qa import validate
 
 from osum_data.corpora import PREPARERS, prepare
 from osum_data.corpora.report import ImportReport
-from osum_data.manifest_io import read_jsonl
 from tests.corpus_fixtures import (
     CV_COLUMNS,
     librispeech_text,
@@ -19,6 +18,7 @@ from tests.corpus_fixtures import (
     make_librispeech,
     source_duration,
 )
+from tests.import_checks import import_rejects
 
 BUILDERS = {"librispeech": make_librispeech, "aishell": make_aishell, "commonvoice": make_commonvoice}
 LANGUAGE = {"librispeech": "en", "aishell": "zh"}
@@ -85,7 +85,7 @@ def test_durations_match_the_recorded_speech(imported) -> None:
 
 def test_rejects_name_each_skipped_utterance(imported) -> None:
     name, built, out, _ = imported
-    rejects = list(read_jsonl(out / "rejects.jsonl.gz"))
+    rejects = list(import_rejects(out))
     assert {r["id"]: r["code"] for r in rejects} == built.rejects
     for r in rejects:
         assert r["reason"] and r["source"]
@@ -142,7 +142,7 @@ def test_aishell_duplicate_transcript_line_is_reported(tmp_path: Path) -> None:
     assert report.rejects_by_reason["duplicate_id"] == 1
     cuts = CutSet.from_file(tmp_path / "out" / "cuts.jsonl.gz").to_eager()
     assert cuts["BAC009S0002W0122"].supervisions[0].text == "新文本"  # lhotse keeps the last line
-    dup = [r for r in read_jsonl(tmp_path / "out" / "rejects.jsonl.gz") if r["code"] == "duplicate_id"]
+    dup = [r for r in import_rejects(tmp_path / "out") if r["code"] == "duplicate_id"]
     assert dup[0]["source"].endswith(":1") and "which wins" in dup[0]["reason"]
 
 

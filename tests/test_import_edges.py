@@ -9,9 +9,8 @@ import pytest
 from osum_data.cli import main
 from osum_data.corpora import prepare
 from osum_data.corpora.cremad import read_demographics
-from osum_data.manifest_io import read_jsonl
 from tests.corpus_fixtures_para import make_audioset, make_esc50, make_musan, make_nonspeech7k
-from tests.import_checks import run_import
+from tests.import_checks import import_rejects, run_import
 
 # corpus: (fixture, its CSV relative to the fixture's base, a short row, a long row, the ids they get)
 CSV_IMPORTERS = {
@@ -50,7 +49,7 @@ def test_short_and_long_csv_rows_are_wrong_field_count_rejects(corpus, tmp_path)
     for uid in ids:
         built.rejects[uid] = "wrong_field_count"
     run_import(corpus, built, tmp_path / "out")  # every row is one cut or one reject
-    reasons = {r["id"]: r["reason"] for r in read_jsonl(tmp_path / "out" / "rejects.jsonl.gz")}
+    reasons = {r["id"]: r["reason"] for r in import_rejects(tmp_path / "out")}
     n = len(lines)
     assert reasons[ids[0]] == f"line {n + 1} has {short.count(',') + 1} fields, the header has {header}"
     assert reasons[ids[1]] == f"line {n + 2} has {header + 1} fields, the header has {header}"
@@ -70,7 +69,7 @@ def test_musan_rejects_an_unreadable_file_and_skips_an_empty_folder(tmp_path):
     (built.root / "musan" / "music" / "empty").mkdir()
     built.rejects["broken"] = "unreadable_audio"
     run_import("musan", built, tmp_path / "out")
-    (reject,) = read_jsonl(tmp_path / "out" / "rejects.jsonl.gz")
+    (reject,) = import_rejects(tmp_path / "out")
     assert (
         "broken.wav' is unreadable" in reject["reason"] and reject["source"] == "noise/free-sound/broken.wav"
     )

@@ -18,9 +18,10 @@ from lhotse.utils import fastcopy
 
 from osum_data.corpora.labels import SupervisionLabels
 from osum_data.corpora.recipe import Expected, assemble, run_recipe
-from osum_data.corpora.rejects import DUPLICATE_ID, MISSING_AUDIO, NO_TRANSCRIPT, RowError
+from osum_data.corpora.rejects import DUPLICATE_ID, MISSING_AUDIO, NO_TRANSCRIPT
 from osum_data.corpora.report import ImportReport
 from osum_data.corpora.text import read_text
+from osum_data.rejects import Reject
 
 CORPUS = "aishell"
 PARTS = ("train", "dev", "test")  # lhotse's recipe always processes these three
@@ -38,8 +39,8 @@ def prepare_aishell(corpus_dir: Path, out_dir: Path) -> ImportReport:
         labels = SupervisionLabels(CORPUS)
         try:
             labels.set_gender(speakers.get(sup.speaker or ""))
-        except RowError as err:
-            raise RowError(err.code, f"{err.message} for speaker {sup.speaker} in speaker.info") from None
+        except Reject as err:
+            raise Reject(err.code, f"{err.detail} for speaker {sup.speaker} in speaker.info") from None
         return labels.apply(fastcopy(sup, language="zh"))
 
     present = {
@@ -86,9 +87,7 @@ def scan(root: Path) -> list[Expected]:
         uid = fields[0]
         if uid in transcript:  # lhotse keeps the text of the last line: the earlier one is lost
             earlier = transcript[uid]
-            problem = RowError(
-                DUPLICATE_ID, f"utterance {uid!r} is listed again at line {lineno}, which wins"
-            )
+            problem = Reject(DUPLICATE_ID, f"utterance {uid!r} is listed again at line {lineno}, which wins")
             entries.append(Expected(uid, None, None, earlier, problem, claims_id=False))
         transcript[uid] = source
     wavs = {}
@@ -98,10 +97,10 @@ def scan(root: Path) -> list[Expected]:
             where = str(wav.relative_to(root))
             problem = None
             if wav.stem not in transcript:
-                problem = RowError(NO_TRANSCRIPT, f"{where} has no line in {TRANSCRIPT.name}")
+                problem = Reject(NO_TRANSCRIPT, f"{where} has no line in {TRANSCRIPT.name}")
             entries.append(Expected(wav.stem, part, wav, transcript.get(wav.stem, where), problem))
     for uid, source in transcript.items():
         if uid not in wavs:
-            problem = RowError(MISSING_AUDIO, f"no {uid}.wav under data_aishell/wav/{{{','.join(PARTS)}}}")
+            problem = Reject(MISSING_AUDIO, f"no {uid}.wav under data_aishell/wav/{{{','.join(PARTS)}}}")
             entries.append(Expected(uid, None, None, source, problem))
     return entries

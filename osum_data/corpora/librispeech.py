@@ -18,9 +18,10 @@ from lhotse.utils import fastcopy
 
 from osum_data.corpora.labels import SupervisionLabels
 from osum_data.corpora.recipe import Expected, assemble, run_recipe
-from osum_data.corpora.rejects import NO_TRANSCRIPT, RowError
+from osum_data.corpora.rejects import NO_TRANSCRIPT
 from osum_data.corpora.report import ImportReport
 from osum_data.corpora.text import read_text
+from osum_data.rejects import Reject
 
 CORPUS = "librispeech"
 PARTS = LIBRISPEECH + MINI_LIBRISPEECH
@@ -46,8 +47,8 @@ def prepare_librispeech(corpus_dir: Path, out_dir: Path, num_jobs: int = 4) -> I
         code = speakers.get(sup.speaker or "")
         try:
             labels.set_gender(code)
-        except RowError as err:
-            raise RowError(err.code, f"{err.message} for speaker {sup.speaker} in SPEAKERS.TXT") from None
+        except Reject as err:
+            raise Reject(err.code, f"{err.detail} for speaker {sup.speaker} in SPEAKERS.TXT") from None
         if sup.alignment:  # word alignments found next to the transcripts (*.alignment.txt)
             labels.sources["alignment"] = "corpus"
         return labels.apply(fastcopy(sup, language="en"))
@@ -103,6 +104,6 @@ def scan_part(root: Path, part: str) -> list[Expected]:
             )
     for flac in sorted((root / part).rglob("*.flac")):
         if flac.stem not in listed:
-            problem = RowError(NO_TRANSCRIPT, f"{flac.relative_to(root)} has no line in any *.trans.txt")
+            problem = Reject(NO_TRANSCRIPT, f"{flac.relative_to(root)} has no line in any *.trans.txt")
             entries.append(Expected(flac.stem, part, flac, str(flac.relative_to(root)), problem))
     return entries

@@ -15,6 +15,7 @@ from lhotse.cut import Cut
 from osum_data.corpora.rejects import UNSAFE_ID, RejectLog
 from osum_data.corpora.report import ImportReport
 from osum_data.manifest_io import atomic_path, write_jsonl
+from osum_data.rejects import Reject
 from osum_data.sources import id_problem
 
 CUTS_FILE = "cuts.jsonl.gz"
@@ -69,7 +70,7 @@ def _safe(cuts: Iterable[Cut], rejects: RejectLog) -> Iterable[Cut]:
         if why is None:
             yield cut
         else:
-            rejects.add(UNSAFE_ID, why, id=cut.id)
+            rejects.cut(cut, Reject(UNSAFE_ID, why))
 
 
 class _Tally:

@@ -19,9 +19,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from osum_data.corpora.rejects import MALFORMED_LINE, RowError
+from osum_data.corpora.rejects import MALFORMED_LINE
 from osum_data.corpora.report import ImportReport
 from osum_data.corpora.rows import Row, conventions, import_rows, relative
+from osum_data.rejects import Reject
 
 CORPUS = "vocalsound"
 _NAME = re.compile(r"([fm])(\d+)_(\d+)_([a-z]+)")
@@ -88,7 +89,7 @@ def read_ages(path: Path) -> dict[str, str]:
 def _row(root: Path, wav: Path, split: str | None, ages: dict[str, str]) -> Row:
     match = _NAME.fullmatch(wav.stem)
     if match is None:
-        problem = RowError(MALFORMED_LINE, f"{wav.name} is not <f|m><speaker>_<session>_<label>.wav")
+        problem = Reject(MALFORMED_LINE, f"{wav.name} is not <f|m><speaker>_<session>_<label>.wav")
         return Row(id=wav.stem, source=relative(wav, root), audio=wav, problem=problem)
     sex, number, session, label = match.groups()
     speaker = f"{sex}{number}"

@@ -10,7 +10,6 @@ instruction_rules.yaml).
 
 from __future__ import annotations
 
-import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from osum_data.errors import UsageError
+from osum_data.seeded import seed_bits
 from osum_data.tasks.registry import Registry, registry
 
 PROMPT_DIR = Path(__file__).parent / "prompts"
@@ -172,8 +172,7 @@ def draw_instruction(key: str, lang: str, cut_id: str, seed: int = 0) -> str:
     items = prompt_pool(lang)[key]
     if not items:
         raise PromptPoolError(f"{key}: samples of this key bring their own instruction; there is no pool")
-    digest = hashlib.sha256(f"{seed}\x00{key}\x00{cut_id}".encode()).digest()
-    return items[int.from_bytes(digest[:8], "big") % len(items)]
+    return items[seed_bits(seed, key, cut_id) % len(items)]
 
 
 def prompt_language(language: str | None, default: str = "en") -> str:

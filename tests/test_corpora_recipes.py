@@ -177,3 +177,19 @@ def test_unknown_corpus_and_missing_directory(tmp_path: Path) -> None:
 
 def test_librispeech_text_helper() -> None:
     assert librispeech_text("agent-pass") == "PLEASE ENTER YOUR PASSWORD FOLLOWED BY THE POUND KEY"
+
+
+def test_no_test_doubles_in_production_code() -> None:
+    """CommonVoice used to patch lhotse's process pool with unittest.mock at import time; production
+    code now calls lhotse's row parser itself, and nothing under osum_data imports unittest."""
+    import ast
+
+    import osum_data
+
+    found = []
+    for path in Path(osum_data.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            found += [f"{path.name}: {n}" for n in names if n.split(".")[0] == "unittest"]
+    assert found == []

@@ -112,3 +112,17 @@ def test_map_entries_are_validated() -> None:
     with pytest.raises(ValueError, match="unknown 'calm'"):
         _map_target("emotion", "x", "neu", "calm", vocab)
     assert (DATA_DIR / "corpus_maps.yaml").is_file()
+
+
+def test_a_repeated_key_in_a_label_table_is_refused(tmp_path, monkeypatch) -> None:
+    """The label tables go through the one YAML loader: a corpus spelling written twice (the second
+    silently replacing the first) names the file and the key instead."""
+    import sys
+
+    from osum_data.yaml_config import ConfigError
+
+    (tmp_path / "corpus_maps.yaml").write_text("emotion:\n  meld:\n    joy: happy\n    joy: sad\n")
+    reg_module = sys.modules["osum_data.tasks.registry"]  # the package re-exports a registry()
+    monkeypatch.setattr(reg_module, "DATA_DIR", tmp_path)
+    with pytest.raises(ConfigError, match=r"corpus_maps\.yaml.*'joy'"):
+        reg_module._load_yaml("corpus_maps.yaml")

@@ -34,14 +34,6 @@ def lookup(field_name: str, value: str, corpus: str, where: str | None = None) -
         raise Reject(UNKNOWN_LABEL, f"{exc}{_at(where)}") from None
 
 
-def map_value(field_name: str, value: str, corpus: str, where: str | None = None) -> str:
-    """Like lookup, but a deliberate non-label is an error too (for fields that must have a label)."""
-    found = lookup(field_name, value, corpus, where)
-    if isinstance(found, NoLabel):
-        raise Reject(NO_LABEL, f"{corpus} {field_name} {value!r} has no label: {found.reason}{_at(where)}")
-    return found
-
-
 def _at(where: str | None) -> str:
     return f" in {where}" if where else ""
 

@@ -16,7 +16,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
 from lhotse import Recording, SupervisionSegment
 from lhotse.cut import MonoCut
 from lhotse.qa import validate
@@ -36,6 +35,7 @@ from osum_data.corpora.rejects import (
 )
 from osum_data.corpora.report import ImportReport
 from osum_data.rejects import Reject
+from osum_data.yaml_config import load_yaml_file
 
 DEMUX_DIR = "audio"  # OUT_DIR/audio/<cut id>.flac for audio demuxed from video containers
 
@@ -161,8 +161,7 @@ class _Builder:
 
 @cache
 def _conventions() -> dict[str, Any]:
-    with open(Path(__file__).with_name("conventions.yaml"), encoding="utf-8") as f:
-        return yaml.safe_load(f)
+    return load_yaml_file(Path(__file__).with_name("conventions.yaml"))
 
 
 def conventions(corpus: str) -> dict[str, Any]:

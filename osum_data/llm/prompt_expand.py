@@ -26,7 +26,7 @@ from osum_data.llm.filters import Deduper, LengthBounds, check_text
 from osum_data.seeded import seed_bits
 from osum_data.tasks.prompts import LANGUAGES, instruction_problems, leak_patterns, prompt_pool
 from osum_data.tasks.registry import registry
-from osum_data.yaml_config import ConfigError
+from osum_data.yaml_config import ConfigError, load_yaml_file
 
 CONFIG_YAML = Path(__file__).with_name("prompt_expand.yaml")
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)、:]|[（(]\d+[)）])\s*")
@@ -40,7 +40,7 @@ class Instructions(BaseModel):
 
 @cache
 def expand_config() -> dict[str, Any]:
-    return yaml.safe_load(CONFIG_YAML.read_text(encoding="utf-8"))
+    return load_yaml_file(CONFIG_YAML)
 
 
 @dataclass

@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-import yaml
-
 from osum_data.errors import UsageError
 from osum_data.seeded import seed_bits
 from osum_data.tasks.registry import Registry, registry
+from osum_data.yaml_config import load_yaml_file
 
 PROMPT_DIR = Path(__file__).parent / "prompts"
 RULES_FILE = Path(__file__).parent / "instruction_rules.yaml"
@@ -80,7 +79,7 @@ class _Rule:
 
 @cache
 def _rules() -> tuple[_Rule, ...]:
-    data = yaml.safe_load(RULES_FILE.read_text(encoding="utf-8"))["rules"]
+    data = load_yaml_file(RULES_FILE)["rules"]
     rules = []
     for name, spec in data.items():
         unknown = set(spec["contradicts"]) - {"multiline", "transcript", "extra"}
@@ -159,8 +158,7 @@ def prompt_pool(lang: str) -> dict[str, tuple[str, ...]]:
     (QA: the question) map to an empty tuple, so every task key is present."""
     if lang not in LANGUAGES:
         raise PromptPoolError(f"no prompt pool for language {lang!r}; have {LANGUAGES}")
-    with open(PROMPT_DIR / f"{lang}.yaml", encoding="utf-8") as f:
-        pool = yaml.safe_load(f)
+    pool = load_yaml_file(PROMPT_DIR / f"{lang}.yaml")
     validate_pool(lang, pool)
     reg = registry()
     return {k: tuple(pool[k]) if k in reg.pool_keys else () for k in reg.all_keys}

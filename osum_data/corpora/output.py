@@ -48,17 +48,7 @@ def write_import(
     if per_part_files:
         for part, cuts in parts.items():
             write_jsonl(out_dir / part_file(part), (c.to_dict() for c in cuts if id_problem(c.id) is None))
-    write_jsonl(out_dir / REJECTS_FILE, rejects.records)
-    return ImportReport(
-        rows=rows,
-        cuts=tally.cuts,
-        rejected=len(rejects),
-        rejects_by_reason=dict(sorted(rejects.counts.items())),
-        out_dir=out_dir,
-        corpus=corpus,
-        duration_s=round(tally.duration_s, 3),
-        unlabelled={k: n for k, n in tally.unlabelled.items() if n},
-    )
+    return _finish(out_dir, corpus, rows, tally, rejects)
 
 
 def _safe(cuts: Iterable[Cut], rejects: RejectLog) -> Iterable[Cut]:
@@ -123,9 +113,14 @@ def write_import_stream(
             for name in written:
                 with open(out_dir / name, "rb") as f:
                     shutil.copyfileobj(f, combined)
+    return _finish(out_dir, corpus, rows(), tally, rejects)
+
+
+def _finish(out_dir: Path, corpus: str, rows: int, tally: _Tally, rejects: RejectLog) -> ImportReport:
+    """Write the rejects (last: cut writers may still add to them) and say what the import did."""
     write_jsonl(out_dir / REJECTS_FILE, rejects.records)
     return ImportReport(
-        rows=rows(),
+        rows=rows,
         cuts=tally.cuts,
         rejected=len(rejects),
         rejects_by_reason=dict(sorted(rejects.counts.items())),

@@ -10,6 +10,7 @@ from lhotse.qa import validate
 
 from osum_data.corpora import PREPARERS, prepare
 from osum_data.corpora.report import ImportReport
+from osum_data.errors import UsageError
 from tests.corpus_fixtures import (
     CV_COLUMNS,
     librispeech_text,
@@ -169,7 +170,7 @@ def test_commonvoice_release_without_lhotse_columns_fails_clearly(tmp_path: Path
 
 
 def test_unknown_corpus_and_missing_directory(tmp_path: Path) -> None:
-    with pytest.raises(KeyError, match="unknown corpus 'timit'"):
+    with pytest.raises(UsageError, match="unknown corpus 'timit'"):
         prepare("timit", tmp_path, tmp_path / "out")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         prepare("librispeech", tmp_path / "nowhere", tmp_path / "out")

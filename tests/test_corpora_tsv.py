@@ -12,6 +12,7 @@ from lhotse.qa import validate
 
 from osum_data.corpora import PREPARERS, ImportReport, prepare
 from osum_data.corpora.tsv import prepare_tsv
+from osum_data.errors import UsageError
 from tests.corpus_fixtures import make_tsv_audio, prompt_text, source_duration
 from tests.import_checks import import_rejects
 
@@ -265,7 +266,7 @@ def test_a_row_that_is_not_utf8_is_rejected_by_number(tmp_path: Path) -> None:
 
 def test_empty_metadata_names_the_file_and_what_to_write(tmp_path: Path) -> None:
     (tmp_path / "metadata.tsv").write_bytes(b"")
-    with pytest.raises(ValueError, match=r"metadata\.tsv is empty: the first line must name the columns"):
+    with pytest.raises(UsageError, match=r"metadata\.tsv is empty: the first line must name the columns"):
         prepare_tsv(tmp_path, tmp_path / "out")
 
 

@@ -25,6 +25,7 @@ from osum_data.corpora.noise import prepare_musan, prepare_rirs_noises
 from osum_data.corpora.nonspeech7k import prepare_nonspeech7k
 from osum_data.corpora.ravdess import prepare_ravdess
 from osum_data.corpora.report import ImportReport
+from osum_data.corpora.text import CorpusError
 from osum_data.corpora.tsv import prepare_tsv
 from osum_data.corpora.vocalsound import prepare_vocalsound
 from osum_data.corpora.voxceleb import prepare_voxceleb
@@ -63,7 +64,7 @@ def prepare(name: str, corpus_dir: str | Path, out_dir: str | Path) -> ImportRep
     try:
         preparer = PREPARERS[name]
     except KeyError:
-        raise KeyError(f"unknown corpus {name!r}; known: {', '.join(PREPARERS)}") from None
+        raise CorpusError(f"unknown corpus {name!r}; known: {', '.join(PREPARERS)}") from None
     corpus_dir, out_dir = Path(corpus_dir), Path(out_dir)
     if corpus_dir.is_file():
         raise NotADirectoryError(f"{corpus_dir} is a file, not a corpus directory")

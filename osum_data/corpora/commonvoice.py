@@ -33,7 +33,7 @@ from lhotse.utils import fastcopy
 from osum_data.corpora.labels import SupervisionLabels
 from osum_data.corpora.recipe import Expected, assemble, run_recipe
 from osum_data.corpora.report import ImportReport
-from osum_data.corpora.text import check_utf8
+from osum_data.corpora.text import CorpusError, check_utf8
 
 CORPUS = "commonvoice"
 DEFAULT_SPLITS = ("train", "dev", "test")
@@ -109,13 +109,13 @@ def _scan_split(
         reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         missing = [c for c in LHOTSE_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(
+            raise CorpusError(
                 f"{tsv}: missing column(s) {', '.join(missing)} that lhotse's prepare_commonvoice needs"
             )
         for row in reader:
             lineno = reader.line_num
             if any(row.get(c) is None for c in LHOTSE_COLUMNS):
-                raise ValueError(
+                raise CorpusError(
                     f"{tsv}:{lineno}: too few fields; lhotse's prepare_commonvoice cannot parse it"
                 )
             clip = row["path"]

@@ -23,6 +23,7 @@ from pathlib import Path
 from osum_data.corpora.rejects import MALFORMED_LINE
 from osum_data.corpora.report import ImportReport
 from osum_data.corpora.rows import Row, conventions, field_count_error, import_rows, relative
+from osum_data.corpora.text import CorpusError
 from osum_data.rejects import Reject
 
 CORPUS = "meld"
@@ -68,7 +69,7 @@ def scan_split(root: Path, split: str, table: Path, clips: Path | None) -> Itera
     reader = csv.DictReader(io.StringIO(read_table(table), newline=""))
     missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
     if missing:
-        raise ValueError(f"{table}: missing column(s) {', '.join(missing)}; header: {reader.fieldnames}")
+        raise CorpusError(f"{table}: missing column(s) {', '.join(missing)}; header: {reader.fieldnames}")
     clip_dir = clips or table.parent / conventions(CORPUS)["splits"][split]["clips"]
     for record in reader:
         source = f"{relative(table, root)}:{reader.line_num}"

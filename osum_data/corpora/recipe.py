@@ -21,6 +21,7 @@ from lhotse.utils import fastcopy
 from osum_data.corpora.output import write_import
 from osum_data.corpora.rejects import DROPPED_BY_LHOTSE, DUPLICATE_ID, EMPTY_TEXT, MISSING_AUDIO, RejectLog
 from osum_data.corpora.report import ImportReport
+from osum_data.errors import OsumError
 from osum_data.rejects import Reject
 
 Manifests = Mapping[str, Mapping[str, Any]]  # part -> {"recordings": ..., "supervisions": ...}
@@ -41,12 +42,16 @@ class Expected:
     claims_id: bool = True
 
 
+class RecipeError(OsumError):
+    """A lhotse recipe crashed on the corpus (exit 1: the data, not the command, is at fault)."""
+
+
 def run_recipe(name: str, fn: Callable[..., Any], corpus_dir: Path, **kwargs: Any) -> Any:
     """Call a lhotse recipe; its crash (e.g. a corrupt audio file) is re-raised naming the corpus."""
     try:
         return fn(corpus_dir, **kwargs)
     except Exception as exc:
-        raise RuntimeError(f"lhotse's {name} failed on {corpus_dir}: {type(exc).__name__}: {exc}") from exc
+        raise RecipeError(f"lhotse's {name} failed on {corpus_dir}: {type(exc).__name__}: {exc}") from exc
 
 
 def assemble(

@@ -15,7 +15,12 @@ from osum_data.errors import UsageError
 BOMS = {b"\xff\xfe": "UTF-16 LE", b"\xfe\xff": "UTF-16 BE"}
 
 
-class TextFileError(UsageError):
+class CorpusError(UsageError):
+    """A corpus (its folder, a table, a transcript) the importer cannot use at all; one bad row is
+    not this but a reject. The message names the file (and line) and what to fix: exit 2."""
+
+
+class TextFileError(CorpusError):
     """A corpus text file that cannot be read as UTF-8 text lines."""
 
 

@@ -51,4 +51,4 @@ def prepare_longform(corpus_dir: Path, out_dir: Path) -> ImportReport:
         cut.id = rec_id
         cut.custom = {"kind": "longform", "source_path": str(path)}
         cuts.append(cut)
-    return write_import(Path(out_dir), "longform", len(files), {"all": cuts}, rejects, per_part_files=False)
+    return write_import(Path(out_dir), "longform", [(None, cuts)], rejects, len(files))

@@ -80,7 +80,7 @@ def prepare_musan(corpus_dir: Path, out_dir: Path) -> ImportReport:
         cuts[part] = _cuts(root, probed, recordings, lambda p: p.stem, extra, rejects, f"musan {part}")
     if rows == 0:
         raise FileNotFoundError(f"no .wav files under {', '.join(str(root / p) for p in parts)}")
-    return write_import(Path(out_dir), "musan", rows, cuts, rejects)
+    return write_import(Path(out_dir), "musan", cuts.items(), rejects, rows)
 
 
 def prepare_rirs_noises(corpus_dir: Path, out_dir: Path) -> ImportReport:
@@ -131,7 +131,7 @@ def prepare_rirs_noises(corpus_dir: Path, out_dir: Path) -> ImportReport:
             rejects.row(
                 Reject(DROPPED_BY_LHOTSE, why), wav.stem, audio=str(wav), source=str(wav.relative_to(root))
             )
-    return write_import(Path(out_dir), "rirs_noises", rows, cuts, rejects)
+    return write_import(Path(out_dir), "rirs_noises", cuts.items(), rejects, rows)
 
 
 def _list_kind(options: dict[str, str]) -> str:

@@ -109,7 +109,7 @@ def assemble(
         else:
             error = Reject(DROPPED_BY_LHOTSE, f"lhotse's recipe produced no utterance {entry.id!r}")
         _reject(rejects, error, entry.id, entry.subset, entry.audio, entry.source)
-    return write_import(out_dir, corpus, rows, parts, rejects, expected_labels=expected_labels)
+    return write_import(out_dir, corpus, parts.items(), rejects, rows, expected_labels=expected_labels)
 
 
 def _cuts(recordings: RecordingSet, supervisions: list[SupervisionSegment]) -> list[Cut]:

@@ -23,7 +23,7 @@ from lhotse.qa import validate
 from osum_data.corpora.audio import probe
 from osum_data.corpora.labels import SupervisionLabels
 from osum_data.corpora.media import demux_to_flac, needs_demux
-from osum_data.corpora.output import write_import_stream
+from osum_data.corpora.output import write_import
 from osum_data.corpora.rejects import (
     DUPLICATE_ID,
     EMPTY_AUDIO,
@@ -85,7 +85,7 @@ def import_rows(
                 audio = str(row.audio) if row.audio else None
                 rejects.row(err, row.id, audio=audio, source=row.source, subset=row.custom.get("subset"))
 
-    return write_import_stream(
+    return write_import(
         Path(out_dir),
         corpus,
         ((part, cuts(rows)) for part, rows in parts),

@@ -66,7 +66,7 @@ def prepare_tsv(corpus_dir: Path, out_dir: Path) -> ImportReport:
     rows = table.count_rows()  # from the file itself: the report checks rows = cuts + rejected
     rejects = RejectLog(CORPUS)
     cuts = _build_all(table.rows(), _CutBuilder(corpus_dir), rejects)
-    report = write_import(out_dir, CORPUS, rows, {"all": cuts}, rejects, per_part_files=False)
+    report = write_import(out_dir, CORPUS, [(None, cuts)], rejects, rows)
     if table.ignored:
         note = f"ignored column(s) of {table.path.name} that no label reads: {', '.join(table.ignored)}"
         report = dataclasses.replace(report, notes=(*report.notes, note))

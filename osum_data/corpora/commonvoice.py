@@ -33,7 +33,7 @@ from lhotse.utils import fastcopy
 from osum_data.corpora.labels import SupervisionLabels
 from osum_data.corpora.recipe import Expected, assemble, run_recipe
 from osum_data.corpora.report import ImportReport
-from osum_data.corpora.text import CorpusError, check_utf8
+from osum_data.corpora.text import CorpusError, CorpusNotFound, check_utf8
 
 CORPUS = "commonvoice"
 DEFAULT_SPLITS = ("train", "dev", "test")
@@ -84,9 +84,7 @@ def locate(corpus_dir: Path) -> tuple[Path, list[str]]:
         return corpus_dir.parent, [corpus_dir.name]
     locales = sorted(d.name for d in corpus_dir.iterdir() if d.is_dir() and is_locale(d))
     if not locales:
-        raise FileNotFoundError(
-            f"no CommonVoice locale folder (<locale>/clips + <split>.tsv) in {corpus_dir}"
-        )
+        raise CorpusNotFound(f"no CommonVoice locale folder (<locale>/clips + <split>.tsv) in {corpus_dir}")
     return corpus_dir, locales
 
 

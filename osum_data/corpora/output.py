@@ -102,5 +102,3 @@ class _Tally:
             if value is None:
                 self.unlabelled[name] += 1
         return cut.to_dict()
-
-

@@ -20,6 +20,10 @@ class CorpusError(UsageError):
     not this but a reject. The message names the file (and line) and what to fix: exit 2."""
 
 
+class CorpusNotFound(CorpusError, FileNotFoundError):
+    """The corpus folder, or a file or audio the corpus must have, is not there."""
+
+
 class TextFileError(CorpusError):
     """A corpus text file that cannot be read as UTF-8 text lines."""
 

@@ -2,7 +2,8 @@
 
 Each importer takes (CORPUS_DIR, OUT_DIR), writes OUT_DIR/cuts.jsonl.gz (+ cuts_<part>.jsonl.gz
 for corpora with parts) and OUT_DIR/rejects.jsonl.gz, and returns an ImportReport whose rows
-always equal cuts + rejected.
+always equal cuts + rejected. A new importer is a scan yielding `rows.Row`s handed to
+`rows.import_rows` (or a lhotse recipe reconciled by `recipe.assemble`), plus its entry in PREPARERS.
 """
 
 from __future__ import annotations

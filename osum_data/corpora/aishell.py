@@ -20,7 +20,8 @@ from osum_data.corpora.labels import SupervisionLabels
 from osum_data.corpora.recipe import Expected, assemble, run_recipe
 from osum_data.corpora.rejects import DUPLICATE_ID, MISSING_AUDIO, NO_TRANSCRIPT
 from osum_data.corpora.report import ImportReport
-from osum_data.corpora.text import CorpusError, CorpusNotFound, read_text
+from osum_data.corpora.text import CorpusNotFound, read_text
+from osum_data.errors import UsageError
 from osum_data.rejects import Reject
 
 CORPUS = "aishell"
@@ -67,7 +68,7 @@ def read_speakers(path: Path) -> dict[str, str]:
         if not fields:
             continue
         if len(fields) < 2:
-            raise CorpusError(f"{path}:{lineno}: expected '<speaker> <gender>', got {line!r}")
+            raise UsageError(f"{path}:{lineno}: expected '<speaker> <gender>', got {line!r}")
         spk = fields[0] if fields[0].startswith("S") else f"S{fields[0]}"
         speakers[spk] = fields[1]
     return speakers
@@ -81,7 +82,7 @@ def scan(root: Path) -> list[Expected]:
         source = f"{TRANSCRIPT}:{lineno}"
         fields = line.split(maxsplit=1)
         if not fields:
-            raise CorpusError(
+            raise UsageError(
                 f"{root / TRANSCRIPT}:{lineno}: blank line; lhotse's prepare_aishell cannot parse it"
             )
         uid = fields[0]

@@ -29,7 +29,8 @@ from pathlib import Path
 from osum_data.corpora.rejects import MALFORMED_LINE, UNKNOWN_LABEL
 from osum_data.corpora.report import ImportReport
 from osum_data.corpora.rows import Row, field_count_error, import_rows, relative
-from osum_data.corpora.text import CorpusError, CorpusNotFound
+from osum_data.corpora.text import CorpusNotFound
+from osum_data.errors import UsageError
 from osum_data.rejects import Reject
 
 CORPUS = "audioset"
@@ -55,7 +56,7 @@ def prepare_audioset(corpus_dir: Path, out_dir: Path) -> ImportReport:
         )
         parts.append((table.stem, rows))
     if len({name for name, _ in parts}) != len(parts):
-        raise CorpusError(f"two label tables share a name under {corpus_dir}: {[t.name for t, _ in tables]}")
+        raise UsageError(f"two label tables share a name under {corpus_dir}: {[t.name for t, _ in tables]}")
     return import_rows(CORPUS, Path(out_dir), parts, expected_labels=("events",))
 
 
@@ -110,7 +111,7 @@ def read_ontology(root: Path) -> dict[str, str]:
             bad = field_count_error(row, reader.line_num)
             if bad is not None or row.get("mid") is None or row.get("display_name") is None:
                 why = bad.detail if bad else "no mid or display_name column"
-                raise CorpusError(f"{found[0]}: {why}; fix the ontology table")
+                raise UsageError(f"{found[0]}: {why}; fix the ontology table")
             out[row["mid"].strip()] = row["display_name"].strip()
         return out
 

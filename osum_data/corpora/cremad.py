@@ -19,7 +19,8 @@ from pathlib import Path
 from osum_data.corpora.rejects import MALFORMED_LINE, UNKNOWN_LABEL
 from osum_data.corpora.report import ImportReport
 from osum_data.corpora.rows import Row, conventions, field_count_error, import_rows, relative
-from osum_data.corpora.text import CorpusError, CorpusNotFound, read_text
+from osum_data.corpora.text import CorpusNotFound, read_text
+from osum_data.errors import UsageError
 from osum_data.rejects import Reject
 
 CORPUS = "cremad"
@@ -42,12 +43,12 @@ def read_demographics(path: Path) -> dict[str, dict[str, str]]:
     with io.StringIO(read_text(path), newline="") as f:
         reader = csv.DictReader(f)
         if not {"ActorID", "Age", "Sex"} <= set(reader.fieldnames or []):
-            raise CorpusError(f"{path}: expected columns ActorID, Age, Sex; got {reader.fieldnames}")
+            raise UsageError(f"{path}: expected columns ActorID, Age, Sex; got {reader.fieldnames}")
         out = {}
         for row in reader:
             bad = field_count_error(row, reader.line_num)
             if bad is not None:
-                raise CorpusError(f"{path}: {bad.detail}; fix the demographics table")
+                raise UsageError(f"{path}: {bad.detail}; fix the demographics table")
             out[row["ActorID"].strip()] = row
         return out
 

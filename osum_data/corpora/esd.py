@@ -24,7 +24,8 @@ from osum_data.corpora.labels import lookup
 from osum_data.corpora.rejects import LABEL_CONFLICT, MALFORMED_LINE, NO_TRANSCRIPT
 from osum_data.corpora.report import ImportReport
 from osum_data.corpora.rows import Row, conventions, import_rows, relative
-from osum_data.corpora.text import CorpusError, CorpusNotFound
+from osum_data.corpora.text import CorpusNotFound
+from osum_data.errors import UsageError
 from osum_data.rejects import Reject
 
 CORPUS = "esd"
@@ -157,4 +158,4 @@ def decode(raw: bytes, language: str, path: Path) -> str:
             return raw.decode(encoding).lstrip("\ufeff")
         except UnicodeDecodeError:
             continue
-    raise CorpusError(f"{path}: not decodable as any of {', '.join(_ENCODINGS.get(language, ()))}")
+    raise UsageError(f"{path}: not decodable as any of {', '.join(_ENCODINGS.get(language, ()))}")

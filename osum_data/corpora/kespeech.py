@@ -26,7 +26,8 @@ from osum_data.corpora.labels import SupervisionLabels
 from osum_data.corpora.recipe import Expected, assemble, run_recipe
 from osum_data.corpora.rejects import EMPTY_TEXT, MISSING_AUDIO
 from osum_data.corpora.report import ImportReport
-from osum_data.corpora.text import CorpusError, CorpusNotFound, read_text
+from osum_data.corpora.text import CorpusNotFound, read_text
+from osum_data.errors import UsageError
 from osum_data.rejects import Reject
 
 CORPUS = "kespeech"
@@ -90,14 +91,14 @@ def scan_part(root: Path, part: str) -> tuple[list[Expected], list[tuple[str, ..
         columns.append([ln.strip().split(maxsplit=1) for ln in lines])
     lengths = {name: len(col) for name, col in zip(LISTS, columns, strict=True)}
     if len(set(lengths.values())) != 1:
-        raise CorpusError(
+        raise UsageError(
             f"{folder}: the lists differ in length {lengths}; lhotse would silently truncate them"
         )
     entries, kept = [], []
     for index, fields in enumerate(zip(*columns, strict=True)):
         ids = [f[0] for f in fields]
         if len(set(ids)) != 1:
-            raise CorpusError(
+            raise UsageError(
                 f"{folder}: line {index + 1} names different utterances {dict(zip(LISTS, ids, strict=True))}"
             )
         uid = ids[0]

@@ -20,7 +20,8 @@ from osum_data.corpora.labels import SupervisionLabels
 from osum_data.corpora.recipe import Expected, assemble, run_recipe
 from osum_data.corpora.rejects import NO_TRANSCRIPT
 from osum_data.corpora.report import ImportReport
-from osum_data.corpora.text import CorpusError, CorpusNotFound, read_text
+from osum_data.corpora.text import CorpusNotFound, read_text
+from osum_data.errors import UsageError
 from osum_data.rejects import Reject
 
 CORPUS = "librispeech"
@@ -79,7 +80,7 @@ def read_speakers(path: Path) -> dict[str, str]:
             continue
         fields = [f.strip() for f in line.split("|", 4)]
         if len(fields) < 2 or not fields[0]:
-            raise CorpusError(f"{path}:{lineno}: expected 'ID | SEX | SUBSET | MINUTES | NAME', got {line!r}")
+            raise UsageError(f"{path}:{lineno}: expected 'ID | SEX | SUBSET | MINUTES | NAME', got {line!r}")
         speakers[fields[0]] = fields[1]
     return speakers
 
@@ -93,7 +94,7 @@ def scan_part(root: Path, part: str) -> list[Expected]:
         for lineno, line in enumerate(lines, start=1):
             fields = line.split(maxsplit=1)
             if len(fields) < 2:
-                raise CorpusError(
+                raise UsageError(
                     f"{trans}:{lineno}: {line!r} is not '<utterance id> <text>'; "
                     "lhotse's prepare_librispeech cannot parse it"
                 )

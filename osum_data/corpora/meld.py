@@ -23,7 +23,8 @@ from pathlib import Path
 from osum_data.corpora.rejects import MALFORMED_LINE
 from osum_data.corpora.report import ImportReport
 from osum_data.corpora.rows import Row, conventions, field_count_error, import_rows, relative
-from osum_data.corpora.text import CorpusError, CorpusNotFound
+from osum_data.corpora.text import CorpusNotFound
+from osum_data.errors import UsageError
 from osum_data.rejects import Reject
 
 CORPUS = "meld"
@@ -69,7 +70,7 @@ def scan_split(root: Path, split: str, table: Path, clips: Path | None) -> Itera
     reader = csv.DictReader(io.StringIO(read_table(table), newline=""))
     missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
     if missing:
-        raise CorpusError(f"{table}: missing column(s) {', '.join(missing)}; header: {reader.fieldnames}")
+        raise UsageError(f"{table}: missing column(s) {', '.join(missing)}; header: {reader.fieldnames}")
     clip_dir = clips or table.parent / conventions(CORPUS)["splits"][split]["clips"]
     for record in reader:
         source = f"{relative(table, root)}:{reader.line_num}"

@@ -24,12 +24,12 @@ from pathlib import Path
 
 from osum_data.corpora.text import (
     BOMS,
-    CorpusError,
     CorpusNotFound,
     TextFileError,
     check_line_ends,
     looks_like,
 )
+from osum_data.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class Table:
             raise TextFileError(f"{self.path}: the file is {looks_like(first)}, not UTF-8: save it as UTF-8")
         check_line_ends(self.path, first)
         if not first.strip():
-            raise CorpusError(
+            raise UsageError(
                 f"{self.path} is empty: the first line must name the columns "
                 f"({', '.join(required)}, separated by {'tabs' if self.is_tsv else 'commas'})"
             )
@@ -76,15 +76,15 @@ class Table:
             ) from None
         cells = self._split(header)
         if cells is None:
-            raise CorpusError(f"{self.path}: the header line has an unbalanced quote")
+            raise UsageError(f"{self.path}: the header line has an unbalanced quote")
         self.columns = [c.strip().lower() for c in cells]
         duplicated = sorted({c for c in self.columns if self.columns.count(c) > 1})
         if duplicated:
-            raise CorpusError(f"{self.path}: duplicate column(s) {', '.join(duplicated)}")
+            raise UsageError(f"{self.path}: duplicate column(s) {', '.join(duplicated)}")
         known = tuple(required) + tuple(optional or ())
         missing = [c for c in required if c not in self.columns]
         if missing:
-            raise CorpusError(
+            raise UsageError(
                 f"{self.path}: missing required column(s) {', '.join(missing)}"
                 f"{typo_hint(missing, self.columns)}; header has {', '.join(self.columns)}"
             )
@@ -167,7 +167,7 @@ def check_unknown_columns(path: Path, columns: list[str], known: tuple[str, ...]
     typos = [(c, k) for c, k in typos if k is not None]
     if typos:
         said = ", ".join(f"{c!r} (did you mean {k!r}?)" for c, k in typos)
-        raise CorpusError(
+        raise UsageError(
             f"{path}: unknown column(s) {said}; rename them, or their values are not imported "
             f"(known columns: {', '.join(known)})"
         )

@@ -15,16 +15,7 @@ from osum_data.errors import UsageError
 BOMS = {b"\xff\xfe": "UTF-16 LE", b"\xfe\xff": "UTF-16 BE"}
 
 
-class CorpusError(UsageError):
-    """A corpus (its folder, a table, a transcript) the importer cannot use at all; one bad row is
-    not this but a reject. The message names the file (and line) and what to fix: exit 2."""
-
-
-class CorpusNotFound(CorpusError, FileNotFoundError):
-    """The corpus folder, or a file or audio the corpus must have, is not there."""
-
-
-class TextFileError(CorpusError):
+class TextFileError(UsageError):
     """A corpus text file that cannot be read as UTF-8 text lines."""
 
 
@@ -81,3 +72,8 @@ def check_utf8(path: Path | str) -> None:
         raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise decode_error(path, raw, e) from None
+
+
+class CorpusNotFound(UsageError, FileNotFoundError):
+    """The corpus folder, or a file the corpus must have, is not there (exit 2; still a
+    FileNotFoundError for callers that catch that)."""

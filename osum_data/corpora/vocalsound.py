@@ -22,7 +22,8 @@ from typing import Any
 from osum_data.corpora.rejects import MALFORMED_LINE
 from osum_data.corpora.report import ImportReport
 from osum_data.corpora.rows import Row, conventions, import_rows, relative
-from osum_data.corpora.text import CorpusError, CorpusNotFound
+from osum_data.corpora.text import CorpusNotFound
+from osum_data.errors import UsageError
 from osum_data.rejects import Reject
 
 CORPUS = "vocalsound"
@@ -81,7 +82,7 @@ def read_ages(path: Path) -> dict[str, str]:
             spk, fields = (key, list(record)) if key is not None else (record[0], list(record[1:]))
             age = fields[1] if len(fields) > 1 else None  # [gender, age, country, language, health]
         else:
-            raise CorpusError(f"{path}: unexpected speaker record {record!r}")
+            raise UsageError(f"{path}: unexpected speaker record {record!r}")
         if spk is not None and age not in (None, ""):
             ages[str(spk).strip().lower()] = str(age)
     return ages

@@ -23,7 +23,8 @@ from pathlib import Path
 
 from osum_data.corpora.report import ImportReport
 from osum_data.corpora.rows import Row, import_rows, relative
-from osum_data.corpora.text import CorpusError, CorpusNotFound
+from osum_data.corpora.text import CorpusNotFound
+from osum_data.errors import UsageError
 
 CORPUS = "voxceleb"
 
@@ -66,7 +67,7 @@ def read_meta(path: Path) -> dict[str, dict[str, str]]:
         if not any(fields):
             continue
         if len(fields) != len(header):
-            raise CorpusError(f"{path}:{lineno}: {len(fields)} fields, the header has {len(header)}")
+            raise UsageError(f"{path}:{lineno}: {len(fields)} fields, the header has {len(header)}")
         record = dict(zip(header, fields, strict=True))
         speaker = fields[0]
         meta[speaker] = {

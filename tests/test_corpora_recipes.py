@@ -172,10 +172,8 @@ def test_commonvoice_release_without_lhotse_columns_fails_clearly(tmp_path: Path
 def test_unknown_corpus_and_missing_directory(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="unknown corpus 'timit'"):
         prepare("timit", tmp_path, tmp_path / "out")
-    with pytest.raises(FileNotFoundError, match="does not exist") as err:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
         prepare("librispeech", tmp_path / "nowhere", tmp_path / "out")
-    # Corpus errors carry their exit code (2): no command has to guess it from the builtin type.
-    assert isinstance(err.value, UsageError) and err.value.exit_code == 2
     (tmp_path / "afile").write_text("x")
     with pytest.raises(UsageError, match="is a file, not a corpus directory"):
         prepare("librispeech", tmp_path / "afile", tmp_path / "out")

@@ -26,7 +26,6 @@ from osum_data.corpora.noise import prepare_musan, prepare_rirs_noises
 from osum_data.corpora.nonspeech7k import prepare_nonspeech7k
 from osum_data.corpora.ravdess import prepare_ravdess
 from osum_data.corpora.report import ImportReport
-from osum_data.corpora.text import CorpusNotFound
 from osum_data.corpora.tsv import prepare_tsv
 from osum_data.corpora.vocalsound import prepare_vocalsound
 from osum_data.corpora.voxceleb import prepare_voxceleb
@@ -70,7 +69,7 @@ def prepare(name: str, corpus_dir: str | Path, out_dir: str | Path) -> ImportRep
     if corpus_dir.is_file():
         raise UsageError(f"{corpus_dir} is a file, not a corpus directory")
     if not corpus_dir.is_dir():
-        raise CorpusNotFound(f"corpus directory {corpus_dir} does not exist")
+        raise FileNotFoundError(f"corpus directory {corpus_dir} does not exist")
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"{out_dir} is a file; give a directory for the manifests")
     refuse_other_output(out_dir)

@@ -20,7 +20,7 @@ from osum_data.corpora.labels import SupervisionLabels
 from osum_data.corpora.recipe import Expected, assemble, run_recipe
 from osum_data.corpora.rejects import DUPLICATE_ID, MISSING_AUDIO, NO_TRANSCRIPT
 from osum_data.corpora.report import ImportReport
-from osum_data.corpora.text import CorpusNotFound, read_text
+from osum_data.corpora.text import read_text
 from osum_data.errors import UsageError
 from osum_data.rejects import Reject
 
@@ -55,7 +55,7 @@ def locate(corpus_dir: Path) -> Path:
     for root in (corpus_dir, corpus_dir.parent):
         if (root / TRANSCRIPT).is_file():
             return root
-    raise CorpusNotFound(f"no {TRANSCRIPT} under {corpus_dir}")
+    raise FileNotFoundError(f"no {TRANSCRIPT} under {corpus_dir}")
 
 
 def read_speakers(path: Path) -> dict[str, str]:

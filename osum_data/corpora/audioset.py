@@ -29,7 +29,6 @@ from pathlib import Path
 from osum_data.corpora.rejects import MALFORMED_LINE, UNKNOWN_LABEL
 from osum_data.corpora.report import ImportReport
 from osum_data.corpora.rows import Row, field_count_error, import_rows, relative
-from osum_data.corpora.text import CorpusNotFound
 from osum_data.errors import UsageError
 from osum_data.rejects import Reject
 
@@ -42,7 +41,7 @@ def prepare_audioset(corpus_dir: Path, out_dir: Path) -> ImportReport:
     root = Path(os.path.abspath(corpus_dir))
     tables = [(p, fmt) for p in sorted(root.rglob("*.csv")) if (fmt := table_format(p))]
     if not tables:
-        raise CorpusNotFound(
+        raise FileNotFoundError(
             f"no FSD50K (fname,labels) or AudioSet segment (YTID, start_seconds, ...) CSV under {corpus_dir}"
         )
     audio = AudioIndex(root)
@@ -103,7 +102,7 @@ class AudioIndex:
 def read_ontology(root: Path) -> dict[str, str]:
     found = sorted(root.rglob(ONTOLOGY))
     if not found:
-        raise CorpusNotFound(f"AudioSet segment lists need {ONTOLOGY} (mid -> display_name) under {root}")
+        raise FileNotFoundError(f"AudioSet segment lists need {ONTOLOGY} (mid -> display_name) under {root}")
     with open(found[0], encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f)
         out = {}

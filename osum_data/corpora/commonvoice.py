@@ -33,7 +33,7 @@ from lhotse.utils import fastcopy
 from osum_data.corpora.labels import SupervisionLabels
 from osum_data.corpora.recipe import Expected, assemble, run_recipe
 from osum_data.corpora.report import ImportReport
-from osum_data.corpora.text import CorpusNotFound, check_utf8
+from osum_data.corpora.text import check_utf8
 from osum_data.errors import UsageError
 
 CORPUS = "commonvoice"
@@ -85,7 +85,9 @@ def locate(corpus_dir: Path) -> tuple[Path, list[str]]:
         return corpus_dir.parent, [corpus_dir.name]
     locales = sorted(d.name for d in corpus_dir.iterdir() if d.is_dir() and is_locale(d))
     if not locales:
-        raise CorpusNotFound(f"no CommonVoice locale folder (<locale>/clips + <split>.tsv) in {corpus_dir}")
+        raise FileNotFoundError(
+            f"no CommonVoice locale folder (<locale>/clips + <split>.tsv) in {corpus_dir}"
+        )
     return corpus_dir, locales
 
 

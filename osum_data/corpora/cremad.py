@@ -19,7 +19,7 @@ from pathlib import Path
 from osum_data.corpora.rejects import MALFORMED_LINE, UNKNOWN_LABEL
 from osum_data.corpora.report import ImportReport
 from osum_data.corpora.rows import Row, conventions, field_count_error, import_rows, relative
-from osum_data.corpora.text import CorpusNotFound, read_text
+from osum_data.corpora.text import read_text
 from osum_data.errors import UsageError
 from osum_data.rejects import Reject
 
@@ -30,7 +30,7 @@ def prepare_cremad(corpus_dir: Path, out_dir: Path) -> ImportReport:
     root = Path(os.path.abspath(corpus_dir))
     audio_dir = next((d for d in (root / "AudioWAV", root) if d.is_dir() and any(d.glob("*.wav"))), None)
     if audio_dir is None:
-        raise CorpusNotFound(f"no CREMA-D AudioWAV/*.wav under {corpus_dir}")
+        raise FileNotFoundError(f"no CREMA-D AudioWAV/*.wav under {corpus_dir}")
     demographics = read_demographics(root / "VideoDemographics.csv")
     rows = scan(root, audio_dir, demographics)
     return import_rows(CORPUS, Path(out_dir), [(None, rows)], expected_labels=("gender", "age", "emotion"))

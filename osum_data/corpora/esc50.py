@@ -17,7 +17,7 @@ from pathlib import Path
 
 from osum_data.corpora.report import ImportReport
 from osum_data.corpora.rows import Row, field_count_error, import_rows, relative
-from osum_data.corpora.text import CorpusNotFound, read_text
+from osum_data.corpora.text import read_text
 from osum_data.errors import UsageError
 
 CORPUS = "esc50"
@@ -30,7 +30,7 @@ def prepare_esc50(corpus_dir: Path, out_dir: Path) -> ImportReport:
         if (base / "meta" / "esc50.csv").is_file():
             break
     else:
-        raise CorpusNotFound(f"no meta/esc50.csv under {corpus_dir}")
+        raise FileNotFoundError(f"no meta/esc50.csv under {corpus_dir}")
     rows = scan(root, base)
     return import_rows(CORPUS, Path(out_dir), [(None, rows)], expected_labels=("events",))
 

@@ -24,7 +24,6 @@ from osum_data.corpora.labels import lookup
 from osum_data.corpora.rejects import LABEL_CONFLICT, MALFORMED_LINE, NO_TRANSCRIPT
 from osum_data.corpora.report import ImportReport
 from osum_data.corpora.rows import Row, conventions, import_rows, relative
-from osum_data.corpora.text import CorpusNotFound
 from osum_data.errors import UsageError
 from osum_data.rejects import Reject
 
@@ -52,7 +51,7 @@ def locate(corpus_dir: Path) -> Path:
     for root in (corpus_dir, corpus_dir / "Emotion Speech Dataset", corpus_dir / "ESD"):
         if root.is_dir() and any(_SPEAKER.fullmatch(d.name) for d in root.iterdir() if d.is_dir()):
             return root
-    raise CorpusNotFound(f"no ESD speaker folder (0001 ... 0020) in {corpus_dir}")
+    raise FileNotFoundError(f"no ESD speaker folder (0001 ... 0020) in {corpus_dir}")
 
 
 def read_readme(root: Path) -> dict[str, tuple[str, str]]:

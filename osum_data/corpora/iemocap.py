@@ -20,7 +20,6 @@ from pathlib import Path
 from osum_data.corpora.rejects import MALFORMED_LINE, NO_TRANSCRIPT
 from osum_data.corpora.report import ImportReport
 from osum_data.corpora.rows import Row, import_rows, relative
-from osum_data.corpora.text import CorpusNotFound
 from osum_data.rejects import Reject
 
 CORPUS = "iemocap"
@@ -43,7 +42,7 @@ def locate(corpus_dir: Path) -> Path:
     for root in (corpus_dir, corpus_dir / "IEMOCAP_full_release"):
         if root.is_dir() and any(_SESSION.fullmatch(d.name) for d in root.iterdir()):
             return root
-    raise CorpusNotFound(f"no IEMOCAP Session*/ folder in {corpus_dir}")
+    raise FileNotFoundError(f"no IEMOCAP Session*/ folder in {corpus_dir}")
 
 
 def _number(path: Path) -> int:

@@ -26,7 +26,7 @@ from osum_data.corpora.labels import SupervisionLabels
 from osum_data.corpora.recipe import Expected, assemble, run_recipe
 from osum_data.corpora.rejects import EMPTY_TEXT, MISSING_AUDIO
 from osum_data.corpora.report import ImportReport
-from osum_data.corpora.text import CorpusNotFound, read_text
+from osum_data.corpora.text import read_text
 from osum_data.errors import UsageError
 from osum_data.rejects import Reject
 
@@ -38,7 +38,7 @@ def prepare_kespeech(corpus_dir: Path, out_dir: Path, num_jobs: int = 4) -> Impo
     root = Path(os.path.abspath(corpus_dir))
     tasks = root / "Tasks" / "ASR"
     if not tasks.is_dir():
-        raise CorpusNotFound(f"no KeSpeech Tasks/ASR/ folder in {corpus_dir}")
+        raise FileNotFoundError(f"no KeSpeech Tasks/ASR/ folder in {corpus_dir}")
     parts = [p for p in KE_SPEECH_PARTS if (tasks / p / "wav.scp").is_file()]
     genders = read_kaldi_map(root / "Metadata" / "spk2gender")
     ages = read_kaldi_map(root / "Metadata" / "spk2age")

@@ -20,7 +20,7 @@ from osum_data.corpora.labels import SupervisionLabels
 from osum_data.corpora.recipe import Expected, assemble, run_recipe
 from osum_data.corpora.rejects import NO_TRANSCRIPT
 from osum_data.corpora.report import ImportReport
-from osum_data.corpora.text import CorpusNotFound, read_text
+from osum_data.corpora.text import read_text
 from osum_data.errors import UsageError
 from osum_data.rejects import Reject
 
@@ -63,7 +63,7 @@ def locate(corpus_dir: Path) -> Path:
     for root in (corpus_dir, corpus_dir / "LibriSpeech"):
         if any((root / p).is_dir() for p in PARTS):
             return root
-    raise CorpusNotFound(f"no LibriSpeech part ({', '.join(PARTS)}) under {corpus_dir}")
+    raise FileNotFoundError(f"no LibriSpeech part ({', '.join(PARTS)}) under {corpus_dir}")
 
 
 def read_speakers(path: Path) -> dict[str, str]:

@@ -17,7 +17,6 @@ from osum_data.corpora.media import demux_to_flac, needs_demux
 from osum_data.corpora.output import write_import
 from osum_data.corpora.rejects import DUPLICATE_ID, EMPTY_AUDIO, RejectLog
 from osum_data.corpora.report import ImportReport
-from osum_data.corpora.text import CorpusNotFound
 from osum_data.rejects import Reject
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".mp4", ".sph", ".aac", ".webm")
@@ -31,7 +30,7 @@ def prepare_longform(corpus_dir: Path, out_dir: Path) -> ImportReport:
     root = Path(corpus_dir).resolve()
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
     if not files:
-        raise CorpusNotFound(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) under {corpus_dir}")
+        raise FileNotFoundError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) under {corpus_dir}")
     rejects, cuts, seen = RejectLog("longform"), [], set()
     for path in files:
         rec_id = recording_id(root, path)

@@ -23,7 +23,6 @@ from pathlib import Path
 from osum_data.corpora.rejects import MALFORMED_LINE
 from osum_data.corpora.report import ImportReport
 from osum_data.corpora.rows import Row, conventions, field_count_error, import_rows, relative
-from osum_data.corpora.text import CorpusNotFound
 from osum_data.errors import UsageError
 from osum_data.rejects import Reject
 
@@ -39,7 +38,7 @@ def prepare_meld(corpus_dir: Path, out_dir: Path) -> ImportReport:
     found = {split: _find(root, spec["csv"], file=True) for split, spec in splits.items()}
     if not any(found.values()):
         names = ", ".join(spec["csv"] for spec in splits.values())
-        raise CorpusNotFound(f"no MELD label table ({names}) under {corpus_dir}")
+        raise FileNotFoundError(f"no MELD label table ({names}) under {corpus_dir}")
     parts = (
         (split, scan_split(root, split, table, _find(root, splits[split]["clips"], file=False)))
         for split, table in found.items()

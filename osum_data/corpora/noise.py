@@ -28,7 +28,6 @@ from osum_data.corpora.output import write_import
 from osum_data.corpora.recipe import run_recipe
 from osum_data.corpora.rejects import DROPPED_BY_LHOTSE, DUPLICATE_ID, RejectLog
 from osum_data.corpora.report import ImportReport
-from osum_data.corpora.text import CorpusNotFound
 from osum_data.rejects import Reject
 
 MUSAN_PARTS = ("music", "speech", "noise")
@@ -80,7 +79,7 @@ def prepare_musan(corpus_dir: Path, out_dir: Path) -> ImportReport:
         probed = [w for w in wavs if recordings.get(w.stem) is not None and seen[w.stem] == w]
         cuts[part] = _cuts(root, probed, recordings, lambda p: p.stem, extra, rejects, f"musan {part}")
     if rows == 0:
-        raise CorpusNotFound(f"no .wav files under {', '.join(str(root / p) for p in parts)}")
+        raise FileNotFoundError(f"no .wav files under {', '.join(str(root / p) for p in parts)}")
     return write_import(Path(out_dir), "musan", cuts.items(), rejects, rows)
 
 
@@ -143,7 +142,7 @@ def _locate(corpus_dir: Path, inner: str, folders: Iterable[str]) -> Path:
     for root in (corpus_dir, corpus_dir / inner):
         if any((root / f).is_dir() for f in folders):
             return root
-    raise CorpusNotFound(f"none of {', '.join(sorted(set(folders)))} under {corpus_dir}")
+    raise FileNotFoundError(f"none of {', '.join(sorted(set(folders)))} under {corpus_dir}")
 
 
 def _cuts(

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from osum_data.corpora.report import ImportReport
 from osum_data.corpora.rows import Row, conventions, field_count_error, import_rows, relative
-from osum_data.corpora.text import CorpusNotFound, read_text
+from osum_data.corpora.text import read_text
 from osum_data.errors import UsageError
 
 CORPUS = "nonspeech7k"
@@ -34,7 +34,7 @@ def prepare_nonspeech7k(corpus_dir: Path, out_dir: Path) -> ImportReport:
     tables = {split: _find(root, spec["csv"]) for split, spec in splits.items()}
     if not any(tables.values()):
         names = ", ".join(repr(spec["csv"]) for spec in splits.values())
-        raise CorpusNotFound(f"no Nonspeech7k metadata ({names}) under {corpus_dir}")
+        raise FileNotFoundError(f"no Nonspeech7k metadata ({names}) under {corpus_dir}")
     parts = [
         (split, scan(root, split, table, table.parent / splits[split]["clips"]))
         for split, table in tables.items()

@@ -18,7 +18,6 @@ from pathlib import Path
 from osum_data.corpora.rejects import MALFORMED_LINE, NO_AUDIO_TRACK, UNKNOWN_LABEL
 from osum_data.corpora.report import ImportReport
 from osum_data.corpora.rows import Row, conventions, import_rows, relative
-from osum_data.corpora.text import CorpusNotFound
 from osum_data.rejects import Reject
 
 CORPUS = "ravdess"
@@ -37,7 +36,7 @@ def prepare_ravdess(corpus_dir: Path, out_dir: Path) -> ImportReport:
         key=lambda p: (p.parent.name, p.name),
     )
     if not files:
-        raise CorpusNotFound(f"no RAVDESS Actor_*/NN-NN-NN-NN-NN-NN-NN.wav under {corpus_dir}")
+        raise FileNotFoundError(f"no RAVDESS Actor_*/NN-NN-NN-NN-NN-NN-NN.wav under {corpus_dir}")
     return import_rows(
         CORPUS, Path(out_dir), [(None, scan(root, files))], expected_labels=("gender", "emotion")
     )

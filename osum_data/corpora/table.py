@@ -22,13 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from osum_data.corpora.text import (
-    BOMS,
-    CorpusNotFound,
-    TextFileError,
-    check_line_ends,
-    looks_like,
-)
+from osum_data.corpora.text import BOMS, TextFileError, check_line_ends, looks_like
 from osum_data.errors import UsageError
 
 
@@ -44,7 +38,7 @@ def find_metadata(corpus_dir: Path) -> Path:
     for name in ("metadata.tsv", "metadata.csv"):
         if (corpus_dir / name).is_file():
             return corpus_dir / name
-    raise CorpusNotFound(f"no metadata.tsv or metadata.csv in {corpus_dir}")
+    raise FileNotFoundError(f"no metadata.tsv or metadata.csv in {corpus_dir}")
 
 
 class Table:

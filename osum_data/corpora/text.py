@@ -72,8 +72,3 @@ def check_utf8(path: Path | str) -> None:
         raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise decode_error(path, raw, e) from None
-
-
-class CorpusNotFound(UsageError, FileNotFoundError):
-    """The corpus folder, or a file the corpus must have, is not there (exit 2; still a
-    FileNotFoundError for callers that catch that)."""

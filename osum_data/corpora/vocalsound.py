@@ -22,7 +22,6 @@ from typing import Any
 from osum_data.corpora.rejects import MALFORMED_LINE
 from osum_data.corpora.report import ImportReport
 from osum_data.corpora.rows import Row, conventions, import_rows, relative
-from osum_data.corpora.text import CorpusNotFound
 from osum_data.errors import UsageError
 from osum_data.rejects import Reject
 
@@ -54,7 +53,7 @@ def locate(corpus_dir: Path) -> Path:
     for root in (corpus_dir, corpus_dir / "data"):
         if any((root / d).is_dir() for d in ("audio_16k", "audio_44k")) or any(root.glob("*_*_*.wav")):
             return root
-    raise CorpusNotFound(f"no VocalSound audio_16k/ or audio_44k/ under {corpus_dir}")
+    raise FileNotFoundError(f"no VocalSound audio_16k/ or audio_44k/ under {corpus_dir}")
 
 
 def read_splits(datafiles: Path) -> dict[str, str]:

@@ -23,7 +23,6 @@ from pathlib import Path
 
 from osum_data.corpora.report import ImportReport
 from osum_data.corpora.rows import Row, import_rows, relative
-from osum_data.corpora.text import CorpusNotFound
 from osum_data.errors import UsageError
 
 CORPUS = "voxceleb"
@@ -45,7 +44,7 @@ def prepare_voxceleb(corpus_dir: Path, out_dir: Path) -> ImportReport:
             for split in ("dev", "test")
         ]
     if not parts:
-        raise CorpusNotFound(f"no vox1_meta.csv or vox2_meta.csv under {corpus_dir} (or one level below)")
+        raise FileNotFoundError(f"no vox1_meta.csv or vox2_meta.csv under {corpus_dir} (or one level below)")
     return import_rows(CORPUS, Path(out_dir), parts, expected_labels=("gender",), check_duplicates=False)
 
 

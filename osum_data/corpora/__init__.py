@@ -28,6 +28,7 @@ from osum_data.corpora.report import ImportReport
 from osum_data.corpora.tsv import prepare_tsv
 from osum_data.corpora.vocalsound import prepare_vocalsound
 from osum_data.corpora.voxceleb import prepare_voxceleb
+from osum_data.errors import UsageError
 
 __all__ = ["PREPARERS", "ImportReport", "prepare"]
 
@@ -78,7 +79,7 @@ def prepare(name: str, corpus_dir: str | Path, out_dir: str | Path) -> ImportRep
 NOT_AN_IMPORT = ("summary.json", "run.json", "pipeline.yaml")
 
 
-class PrepareOutputError(ValueError):
+class PrepareOutputError(UsageError):
     """OUT_DIR holds the results of something other than an import (exit 2, nothing written)."""
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from osum_data.errors import UsageError
 from osum_data.manifest_io import loads_line
 
 DURATION_BINS = np.concatenate([np.arange(0, 30.5, 0.5), [45, 60, np.inf]])
@@ -66,7 +67,7 @@ def _collect_llm(counters: dict[str, Any], found: dict[str, float]) -> None:
             found[k] = found.get(k, 0) + v
 
 
-class SummaryError(ValueError):
+class SummaryError(UsageError):
     """A summary.json the report cannot use (one line naming the file)."""
 
 

@@ -34,6 +34,7 @@ import yaml
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError, WorkerCrashedError
 from tqdm import tqdm
 
+from osum_data import errors
 from osum_data.manifest_io import atomic_path, write_jsonl
 from osum_data.run import outdir
 from osum_data.run.config import PipelineConfig, StageSpec
@@ -46,11 +47,11 @@ log = logging.getLogger("osum_data.run")
 WORKER_DEATHS = (RayActorError, WorkerCrashedError, ray.exceptions.OutOfMemoryError)
 
 
-class RunError(RuntimeError):
+class RunError(errors.OsumError):
     """A run that cannot go on; the message is one line for the user."""
 
 
-class Interrupted(RuntimeError):
+class Interrupted(errors.Interrupted):
     """Ctrl-C: finished shards are kept and the next run resumes from them."""
 
 

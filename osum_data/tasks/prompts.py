@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from osum_data.errors import UsageError
 from osum_data.tasks.registry import Registry, registry
 
 PROMPT_DIR = Path(__file__).parent / "prompts"
@@ -27,7 +28,7 @@ LANGUAGES = ("zh", "en")
 MIN_PER_KEY = 50
 
 
-class PromptPoolError(ValueError):
+class PromptPoolError(UsageError):
     """A prompt pool that breaks one of the rules above."""
 
 

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import yaml
 
+from osum_data.errors import UsageError
+
 DATA_DIR = Path(__file__).parent
 
 
-class LabelError(ValueError):
+class LabelError(UsageError):
     """A label value that no vocabulary or corpus map knows."""
 
 

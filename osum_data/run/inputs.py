@@ -33,7 +33,7 @@ class InputError(OsumError):
     """The input manifest cannot be read (truncated, not gzip)."""
 
 
-class InputMissing(InputError, UsageError):
+class InputMissing(UsageError, InputError):
     """The input manifest named on the command line is not there (a usage error)."""
 
 

@@ -34,6 +34,7 @@ from osum_data.corpora.labels import SupervisionLabels
 from osum_data.corpora.recipe import Expected, assemble, run_recipe
 from osum_data.corpora.report import ImportReport
 from osum_data.corpora.text import check_utf8
+from osum_data.errors import UsageError
 
 CORPUS = "commonvoice"
 DEFAULT_SPLITS = ("train", "dev", "test")
@@ -117,13 +118,13 @@ def _scan_split(root: Path, locale: str, split: str, tsv: Path) -> list[Expected
         reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         missing = [c for c in LHOTSE_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(
+            raise UsageError(
                 f"{tsv}: missing column(s) {', '.join(missing)} that lhotse's prepare_commonvoice needs"
             )
         for row in reader:
             lineno = reader.line_num
             if any(row.get(c) is None for c in LHOTSE_COLUMNS):
-                raise ValueError(
+                raise UsageError(
                     f"{tsv}:{lineno}: too few fields; lhotse's prepare_commonvoice cannot parse it"
                 )
             clip = row["path"]

@@ -63,16 +63,7 @@ def _cmd_mix(args: argparse.Namespace) -> int:
         cfg, args.output, workers=args.workers, address=args.address, progress=not args.no_progress
     )
     s = result.summary
-    keys = (
-        "in",
-        "unique",
-        "rejected",
-        "rejected_by_reason",
-        "out",
-        "hours_out",
-        "cuts_by_task",
-        "shar_shards",
-    )
+    keys = "in unique rejected rejected_by_reason out hours_out cuts_by_task shar_shards".split()
     print(json.dumps({k: s[k] for k in keys}, indent=2, ensure_ascii=False))
     if s.get("duplicates", {}).get("removed"):
         print(f"duplicates removed: {s['duplicates']['removed']} ({s['duplicates']['by_dataset']})")

@@ -10,6 +10,12 @@ from pathlib import Path
 from osum_data.cli_args import add_engine_flags, add_set_flag, positive_int, run_command
 from osum_data.errors import EXIT_RUNTIME
 
+# What `run` prints of its summary.json.
+RUN_SUMMARY = (
+    "pipeline in out rejected derived accounting hours_in hours_out rejected_by_reason hours_by_task "
+    "skipped_shards worker_deaths"
+).split()
+
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
     from osum_data.corpora import prepare
@@ -37,29 +43,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     s = result.summary
-    print(
-        json.dumps(
-            {
-                k: s[k]
-                for k in (
-                    "pipeline",
-                    "in",
-                    "out",
-                    "rejected",
-                    "derived",
-                    "accounting",
-                    "hours_in",
-                    "hours_out",
-                    "rejected_by_reason",
-                    "hours_by_task",
-                    "skipped_shards",
-                    "worker_deaths",
-                )
-            },
-            indent=2,
-            ensure_ascii=False,
-        )
-    )
+    print(json.dumps({k: s[k] for k in RUN_SUMMARY}, indent=2, ensure_ascii=False))
     if s.get("transient_rejects"):
         print(
             f"note: {s['transient_rejects']} cut(s) were rejected only because an endpoint was unreachable; "

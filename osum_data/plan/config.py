@@ -199,7 +199,9 @@ def _check_names(path: Path, plan: Plan) -> None:
             raise ConfigError(f"{path}: two runs named {run.name!r}; every run needs a distinct name")
         if run.name in RESERVED_NAMES:
             reserved = ", ".join(RESERVED_NAMES)
-            raise ConfigError(f"{where}: the name of a folder run-all writes itself ({reserved}); rename the run")  # noqa: E501
+            raise ConfigError(
+                f"{where}: the name of a folder run-all writes itself ({reserved}); rename the run"
+            )
         if not Path(run.pipeline).is_file():
             raise ConfigError(f"{where}: pipeline file not found: {run.pipeline}")
         seen.add(run.name)

@@ -49,10 +49,10 @@ def build_input(name: str, entry: InputEntry, output: Path, limit: int | None) -
     if entry.builder is not None:
         return Path(builder_function(entry.builder)(output, limit))
     if entry.manifest is not None:
-        path = Path(entry.manifest).expanduser()
-        if not path.exists():
-            raise ConfigError(f"input {name!r}: manifest not found: {path}")
-        return path / "cuts.jsonl.gz" if path.is_dir() else path
+        path = entry.existing_manifest()
+        if path is None:
+            raise ConfigError(f"input {name!r}: manifest not found: {entry.manifest}")
+        return path
     from osum_data.corpora import prepare
 
     assert entry.prepare is not None and entry.corpus_dir is not None  # InputEntry checked it
@@ -66,10 +66,7 @@ def run_input(run: str, names: list[str], manifests: dict[str, Path], output: Pa
     (a pipeline with a source stage)."""
     if not names:
         return None
-    for name in names:
-        if name not in manifests:
-            raise ConfigError(f"run {run!r}: input {name!r} is neither an input nor an earlier run")
-    if len(names) == 1:
+    if len(names) == 1:  # (load_plan checked that each names an input or an earlier run)
         return manifests[names[0]]
     from osum_data.manifest_io import write_jsonl
 
@@ -223,16 +220,7 @@ def _export(
     else:
         marker.unlink(missing_ok=True)
         t0 = time.monotonic()
-        summary = export(
-            fmt,
-            cuts,
-            out,
-            shards=opts.shards,
-            shard_size=opts.shard_size,
-            relative=opts.relative,
-            workers=workers,
-            address=address,
-        )
+        summary = export(fmt, cuts, out, workers=workers, address=address, **opts.model_dump())
         print(f"[{label}] " + describe(summary) + f" ({time.monotonic() - t0:.0f} s)")
         with atomic_path(marker) as tmp:
             tmp.write_text(json.dumps(identity) + "\n")

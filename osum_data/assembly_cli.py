@@ -107,7 +107,7 @@ def _cmd_run_all(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_assembly_commands(sub: argparse._SubParsersAction) -> None:
+def add_assembly_commands(sub) -> None:
     exp = sub.add_parser("export", help="export task samples for a trainer (osum, nemo, hf, sharegpt)")
     exp_sub = exp.add_subparsers(dest="format", required=True)
     helps = {

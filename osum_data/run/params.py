@@ -27,7 +27,6 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, create_model
 from pydantic_core import core_schema
 
-from osum_data.errors import UsageError
 from osum_data.run.stage import StageDef
 from osum_data.sources import SourcePolicy, current_policy, manifest_problem
 from osum_data.yaml_config import brief
@@ -263,7 +262,7 @@ ExistingFile = Annotated[str, AfterValidator(_existing_file)]
 ExistingDir = Annotated[str, AfterValidator(_existing_dir)]
 
 
-class ParamError(UsageError):
+class ParamError(ValueError):
     """Parameters of one stage entry that cannot be used; the message is one line."""
 
 

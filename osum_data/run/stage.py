@@ -37,7 +37,6 @@ from typing import Any, Literal
 
 from lhotse.cut import Cut
 
-from osum_data.errors import OsumError
 from osum_data.rejects import Reject
 from osum_data.seeded import unit_draw
 
@@ -209,7 +208,7 @@ def register_stage(
 FATAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 
-class FatalStageError(OsumError):
+class FatalStageError(RuntimeError):
     """Raised by a stage when no cut can succeed however often it is tried (an LLM endpoint that
     refuses the key, or is down): the run stops with this one-line message instead of rejecting
     every cut, and the shard is not finished, so the re-run does it."""

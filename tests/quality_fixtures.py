@@ -12,6 +12,7 @@ import soundfile as sf
 from lhotse import Recording, SupervisionSegment
 from lhotse.cut import MonoCut
 
+from osum_data.quality.damage import hard_clipped, low_passed, with_noise  # noqa: F401 (re-exported)
 from osum_data.run.params import validate_params
 from osum_data.run.stage import get_stage
 from tests.conftest import speech
@@ -28,24 +29,6 @@ def cut_of(path: Path, text: str = "", language: str = "en") -> MonoCut:
 def write(path: Path, audio: np.ndarray, sampling_rate: int = 16000) -> Path:
     sf.write(path, np.clip(audio, -1, 1), sampling_rate, subtype="FLOAT")
     return path
-
-
-def with_noise(audio: np.ndarray, snr_db: float, seed: int = 0) -> np.ndarray:
-    """White Gaussian noise at `snr_db` below the clip's mean power."""
-    noise = np.random.default_rng(seed).standard_normal(audio.size).astype(np.float32)
-    return audio + noise * np.sqrt(np.mean(audio**2) / 10 ** (snr_db / 10))
-
-
-def hard_clipped(audio: np.ndarray, gain: float = 4.0) -> np.ndarray:
-    """Amplified by `gain` and clipped at the original peak (level kept, tops flattened)."""
-    peak = float(np.abs(audio).max())
-    return np.clip(audio * gain, -peak, peak)
-
-
-def low_passed(audio: np.ndarray, sampling_rate: int = 16000, cutoff_rate: int = 8000) -> np.ndarray:
-    """Down to `cutoff_rate` and back: nothing left above cutoff_rate / 2 (telephone audio)."""
-    down = librosa.resample(audio, orig_sr=sampling_rate, target_sr=cutoff_rate)
-    return librosa.resample(down, orig_sr=cutoff_rate, target_sr=sampling_rate)[: audio.size]
 
 
 PANGRAM = "The quick brown fox jumps over the lazy dog by the river."

@@ -44,6 +44,8 @@ def test_repeated_ngrams_and_impossible_reading_speed_are_measured() -> None:
     loop = ("thank you " * 6).split()
     assert repeat_ratio(loop) > 0.7 and max_run(loop) == 6
     assert max_run("please please please hold".split()) == 3
+    sentence = "the number you have dialed is not in service".split()
+    assert max_run(sentence * 3) == 3  # a whole sentence looped
     cuts = [
         text_cut("ok", "Thank you for calling, please hold.", duration=2.5),
         text_cut("loop", "Thank you. " * 12, duration=2.5),

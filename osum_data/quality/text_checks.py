@@ -3,7 +3,8 @@ NeMo speech-data-processor's filters for ASR pseudo-labels).
 
 - `repeat_ratio`: the share of word 3-grams that repeat an earlier 3-gram of the same text ("thank
   you thank you thank you ..."; a looping decoder). 0 for text without repeats.
-- `max_run`: the longest run of one word n-gram (n = 1..4) repeated back to back.
+- `max_run`: the longest run of one word n-gram repeated back to back (n from 1 to 16: a looping
+  decoder repeats a word, a phrase or a whole sentence).
 - `units_per_s`: syllables (Latin script) or characters (CJK) per second of audio, counted as
   `acoustic_attributes` counts them; a transcript far longer than the audio allows is read faster
   than anyone speaks (conversational speech is 3-7 syllables per second).
@@ -33,10 +34,10 @@ def repeat_ratio(words: list[str], n: int = 3) -> float:
     return repeats / len(grams)
 
 
-def max_run(words: list[str], longest_n: int = 4) -> int:
+def max_run(words: list[str], longest_n: int = 16) -> int:
     """Longest back-to-back repetition count of any n-gram, n = 1..longest_n (1: no repeat)."""
     best = 1
-    for n in range(1, longest_n + 1):
+    for n in range(1, min(longest_n, len(words) // 2) + 1):
         for start in range(n):
             run, prev = 1, None
             for i in range(start, len(words) - n + 1, n):
@@ -47,7 +48,7 @@ def max_run(words: list[str], longest_n: int = 4) -> int:
     return best
 
 
-@per_cut_stage("quality_text_checks", version=1)
+@per_cut_stage("quality_text_checks", version=2)
 def quality_text_checks(cut: Cut) -> Cut:
     """Add `quality.repeat_ratio`, `quality.max_run` and `quality.units_per_s` for the transcript."""
     sup = cut.supervisions[0] if cut.supervisions else None

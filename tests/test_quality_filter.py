@@ -44,6 +44,37 @@ def test_each_measure_rejects_with_its_own_code_and_detail() -> None:
     assert result.counters["quality_codes"] == {"low_snr": 2, "clipping_high": 1, "missing_measure": 1}
 
 
+def test_report_quality_section_reads_thresholds_and_keeps_files_inside(tmp_path: Path) -> None:
+    """A run folder as the runner writes it, with a hostile measure name: the histogram's file
+    stays in the report folder, the threshold comes from pipeline.yaml."""
+    import gzip
+    import json
+
+    from osum_data.report.quality import collect_quality, quality_html, thresholds_of
+
+    run = tmp_path / "run"
+    run.mkdir()
+    kept = [measured(f"k{i}", snr_db=20.0 + i, **{"../../evil": 1.0}).to_dict() for i in range(5)]
+    bad = measured("r", snr_db=3.0).to_dict()
+    bad["custom"] = {"reject": {"stage": "quality_filter", "code": "low_snr", "reason": "snr_db=3 < 15"}}
+    for name, rows in (("cuts.jsonl.gz", kept), ("rejects.jsonl.gz", [bad])):
+        with gzip.open(run / name, "wt") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+    (run / "pipeline.yaml").write_text(
+        "stages:\n- stage: quality_filter\n  thresholds: {snr_db: {min: 15.0, code: low_snr}}\n"
+    )
+    values, codes, _ = collect_quality(run)
+    assert values["snr_db"] == {"kept": [20.0, 21.0, 22.0, 23.0, 24.0], "rejected": [3.0]}
+    assert codes == {"quality_filter:low_snr": 1}
+    assert thresholds_of(run)["snr_db"]["min"] == 15.0
+    out = tmp_path / "report"
+    out.mkdir()
+    page = quality_html("run", run, out, "00-run")
+    assert sorted(p.name for p in out.iterdir()) == ["00-run-quality--evil.png", "00-run-quality-snr_db.png"]
+    assert "quality_filter:low_snr" in page
+    assert not (tmp_path / "evil.png").exists()
+
+
 def test_keep_measures_only_labels_without_rejecting() -> None:
     cuts = [measured("ok", snr_db=30.0, clipping=0.0), measured("noisy", snr_db=4.0, clipping=0.0)]
     result = built("quality_filter", thresholds=THRESHOLDS, keep_measures_only=True)(cuts, None)

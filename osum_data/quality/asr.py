@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-import jiwer
 from lhotse.cut import Cut
 from lhotse.utils import fastcopy
 from pydantic import Field
@@ -33,6 +32,8 @@ def spoken_tokens(text: str, language: str | None) -> list[str]:
 
 def error_rates(reference: str, hypothesis: str, language: str | None) -> tuple[float, float] | None:
     """(WER, CER) on spoken forms; None when the reference has nothing spoken."""
+    import jiwer  # the train extra's WER package: imported where used, so registering stages needs none
+
     ref, hyp = spoken_tokens(reference, language), spoken_tokens(hypothesis, language)
     if not ref:
         return None

@@ -19,6 +19,7 @@ def test_models_ship_in_the_package() -> None:
 def test_short_clips_are_tiled_to_one_window_and_long_ones_hop_by_a_second() -> None:
     assert [w.size for w in windows(np.ones(16000, dtype=np.float32))] == [WINDOW]
     assert len(windows(np.ones(16000 * 12, dtype=np.float32))) == 3
+    assert len(windows(np.ones(16000 * 30, dtype=np.float32), hop=int(9.01 * 16000))) == 3
 
 
 def test_noise_lowers_background_and_overall_scores_and_batching_changes_nothing(tmp_path: Path) -> None:

@@ -32,21 +32,28 @@ def model_dir() -> Path:
     return Path(speechmos.__file__).parent / "dnsmos_models"
 
 
-def windows(audio: np.ndarray) -> list[np.ndarray]:
-    """The 9.01 s windows the reference scorer averages over (audio tiled up to one window)."""
+def windows(audio: np.ndarray, hop: int = HOP) -> list[np.ndarray]:
+    """The 9.01 s windows the reference scorer averages over, one every `hop` samples (audio
+    repeated up to one window)."""
     if audio.size == 0:
         raise ValueError("empty audio")
     if audio.size < WINDOW:  # repeated up to exactly one window (the reference doubles the clip
         audio = np.resize(audio, WINDOW)  # until long enough: up to 8 windows of the same sound)
-    count = int(np.floor(audio.size / SAMPLE_RATE - 9.01)) + 1
-    return [audio[i * HOP : i * HOP + WINDOW] for i in range(count) if i * HOP + WINDOW <= audio.size]
+    return [audio[start : start + WINDOW] for start in range(0, audio.size - WINDOW + 1, hop)]
 
 
 @register_stage("quality_dnsmos", version=1)
 class Dnsmos:
     """Add `custom.quality.dnsmos_sig`, `dnsmos_bak`, `dnsmos_ovrl` (P.835) and `dnsmos_p808`."""
 
-    def __init__(self, batch_size: Annotated[int, Field(ge=1, le=256)] = 16, threads: int | None = None):
+    def __init__(
+        self,
+        batch_size: Annotated[int, Field(ge=1, le=256)] = 16,
+        threads: Annotated[int, Field(ge=1)] | None = None,
+        hop_seconds: Annotated[float, Field(ge=0.1, le=60)] = 1.0,
+    ):
+        """`hop_seconds`: 1 s is the reference scorer's (each second of a long cut is scored ~9
+        times); 9.01 scores long cuts 9x faster, each second once."""
         import onnxruntime as ort
 
         self.threads = threads or stage_threads()
@@ -57,6 +64,7 @@ class Dnsmos:
         self.p835 = ort.InferenceSession(str(model_dir() / "sig_bak_ovr.onnx"), opts, providers=providers)
         self.p808 = ort.InferenceSession(str(model_dir() / "model_v8.onnx"), opts, providers=providers)
         self.batch_size = batch_size
+        self.hop = int(hop_seconds * SAMPLE_RATE)
 
     def score(self, audios: list[np.ndarray]) -> list[dict[str, float]]:
         """Scores per audio (16 kHz float32 in [-1, 1]), all windows batched together."""
@@ -65,7 +73,7 @@ class Dnsmos:
         owner: list[int] = []
         wins: list[np.ndarray] = []
         for i, audio in enumerate(audios):
-            for w in windows(np.clip(audio, -1.0, 1.0)):
+            for w in windows(np.clip(audio, -1.0, 1.0), self.hop):
                 owner.append(i)
                 wins.append(w.astype(np.float32))
         raw = np.zeros((len(wins), 3), dtype=np.float64)
@@ -106,5 +114,5 @@ class Dnsmos:
         if loaded:
             scores = self.score([a for _, a in loaded])
             result.kept.extend(set_measures(c, s, SOURCE) for (c, _), s in zip(loaded, scores, strict=True))
-        result.counters["dnsmos_windows"] = sum(len(windows(a)) for _, a in loaded)
+        result.counters["dnsmos_windows"] = sum(len(windows(a, self.hop)) for _, a in loaded)
         return result

@@ -253,8 +253,20 @@ def main() -> None:
         )
         values, cpu = run_measures(cuts, meta, manifest)
         table = auc_table(values, meta)
-        ray_figures = ray_section(manifest, tmp, sum(c.duration for c in cuts)) if args.ray else {}
+        report(table, cpu, cuts)
+        if args.json:
+            args.json.write_text(json.dumps({"auc": table, "cpu": cpu}, indent=1))
+        if args.ray:
+            ray_figures = ray_section(manifest, tmp, sum(c.duration for c in cuts))
+            print("\nWhole section on Ray (pipelines/quality.yaml, keep_measures_only), wall clock:")
+            for w in (1, 2):
+                print(f"  {w} worker(s): {ray_figures[f'workers{w}_wall_s']:.1f} s, "
+                      f"{ray_figures[f'workers{w}_xrt']:.1f} x real time")  # fmt: skip
+            if args.json:
+                args.json.write_text(json.dumps({"auc": table, "cpu": cpu, "ray": ray_figures}, indent=1))
 
+
+def report(table, cpu, cuts) -> None:
     damages = list(TARGETS)
     print("\nAUC, damaged copy vs its clean source (* = the damage the measure is meant to catch)\n")
     print("| measure | " + " | ".join(damages) + " |")
@@ -276,15 +288,8 @@ def main() -> None:
     section_audio = sum(c.duration for c in cuts)
     xrt = section_audio / section_cpu
     print(f"| whole section (sum) | {section_audio:.0f} | {section_cpu:.1f} | {xrt:.1f} |")
-    if ray_figures:
-        print("\nWhole section on Ray (pipelines/quality.yaml, keep_measures_only), wall clock:")
-        for w in (1, 2):
-            print(f"  {w} worker(s): {ray_figures[f'workers{w}_wall_s']:.1f} s, "
-                  f"{ray_figures[f'workers{w}_xrt']:.1f} x real time")  # fmt: skip
     missed = [(m, k, v) for k, ms in TARGETS.items() for m in ms if (v := table.get(m, {}).get(k, 0.0)) < 0.9]
     print("\nTargets under 0.9:", ", ".join(f"{m}/{k}={v:.2f}" for m, k, v in missed) or "none")
-    if args.json:
-        args.json.write_text(json.dumps({"auc": table, "cpu": cpu, "ray": ray_figures}, indent=1))
 
 
 if __name__ == "__main__":

@@ -99,6 +99,7 @@ def test_bad_thresholds_fail_at_load_in_one_line(override: str, message: str) ->
     assert message in str(e.value) and "quality_filter" in str(e.value) and "\n" not in str(e.value)
 
 
+@pytest.mark.slow  # a real Ray run with every quality model: minutes on the shared 2-core machine
 def test_quality_pipeline_on_ray_rejects_damaged_copies_and_counts_add_up(
     tmp_path: Path, ray_session
 ) -> None:

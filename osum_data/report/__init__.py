@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from osum_data.errors import UsageError
 from osum_data.report.quality import quality_html
 from osum_data.report.stats import Section, SummaryError, collect, find_sections
 from osum_data.report.tasks import read_table
@@ -33,7 +34,7 @@ tr.missing td { background: #fdd; } .missing-note { color: #a00; font-weight: bo
 """
 
 
-class ReportError(ValueError):
+class ReportError(UsageError):
     """DIR holds nothing to report on, or the report cannot be written where asked."""
 
 

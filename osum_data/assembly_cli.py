@@ -10,32 +10,27 @@ import json
 import sys
 from pathlib import Path
 
-from osum_data.cli import positive_int
+from osum_data.cli_args import add_engine_flags, add_set_flag, positive_int
+from osum_data.errors import OsumError
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from osum_data.export.formats import describe, export
+    from osum_data.export.formats import FORMATS, export
 
+    row = FORMATS[args.format]
     summary = export(
         args.format,
         args.cuts,
         args.out,
-        shards=getattr(args, "shards", False),
         shard_size=args.shard_size,
         relative=args.relative,
         workers=args.workers,
         address=args.address,
         progress=not args.no_progress,
-        dialect=getattr(args, "dialect", None),
+        **{name: getattr(args, name) for name in row.option_names()},
     )
-    if args.format == "osum" and "data_config" not in summary:
-        from osum_data.export.osum import ExportReport
-
-        fields = ExportReport.__dataclass_fields__
-        print(ExportReport(**{k: v for k, v in summary.items() if k in fields}).summary())
-    else:
-        print(describe(summary))
-    if args.format == "osum":  # the audit of what was written (osum_data.audit)
+    print(row.describe(summary))
+    if row.audited:  # the audit of what was written (osum_data.audit)
         from osum_data.audit import AuditError, audit
 
         try:
@@ -62,16 +57,7 @@ def _cmd_mix(args: argparse.Namespace) -> int:
         cfg, args.output, workers=args.workers, address=args.address, progress=not args.no_progress
     )
     s = result.summary
-    keys = (
-        "in",
-        "unique",
-        "rejected",
-        "rejected_by_reason",
-        "out",
-        "hours_out",
-        "cuts_by_task",
-        "shar_shards",
-    )
+    keys = "in unique rejected rejected_by_reason out hours_out cuts_by_task shar_shards".split()
     print(json.dumps({k: s[k] for k in keys}, indent=2, ensure_ascii=False))
     if s.get("duplicates", {}).get("removed"):
         print(f"duplicates removed: {s['duplicates']['removed']} ({s['duplicates']['by_dataset']})")
@@ -89,10 +75,7 @@ def _cmd_mix(args: argparse.Namespace) -> int:
     print(f"wrote {result.output_dir}/train (Lhotse Shar), dev/<task>, test/<task>, summary.json")
     print(result.audit.table())
     if result.audit.failed:
-        print(
-            f"osum-data mix: error: the mix fails its audit ({result.output_dir}/audit.json)", file=sys.stderr
-        )
-        return 1
+        raise OsumError(f"the mix fails its audit ({result.output_dir}/audit.json)")
     return 0
 
 
@@ -118,54 +101,31 @@ def _cmd_run_all(args: argparse.Namespace) -> int:
     return 0
 
 
-def _engine_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", type=positive_int, default=None, help="Ray workers (default: CPU count)")
-    p.add_argument("--address", default=None, help="existing Ray cluster, e.g. 'auto'")
-    p.add_argument("--no-progress", action="store_true")
-
-
 def add_assembly_commands(sub) -> None:
-    exp = sub.add_parser("export", help="export task samples for a trainer (osum, nemo, hf, sharegpt)")
+    from osum_data.export.formats import FORMATS
+
+    exp = sub.add_parser("export", help=f"export task samples for a trainer ({', '.join(FORMATS)})")
     exp_sub = exp.add_subparsers(dest="format", required=True)
-    helps = {
-        "osum": "OSUM/WeNet raw list data.list (+ tar shards); from a mix folder: data_config.yaml",
-        "nemo": "NeMo: speechlm2-style Lhotse cuts (instruction in `context`) and a JSON manifest",
-        "hf": "Hugging Face datasets: Parquet with the Audio feature",
-        "sharegpt": "ShareGPT / LLaMA-Factory: messages + audios, dataset_info.json",
-    }
-    for fmt, text in helps.items():
-        p = exp_sub.add_parser(fmt, help=text)
+    for fmt in FORMATS.values():  # the one table of formats (osum_data/export/formats.py)
+        p = exp_sub.add_parser(fmt.name, help=fmt.description)
         p.add_argument("cuts", help="cuts manifest, pipeline run folder, or mix folder")
         p.add_argument("out", help="export folder")
-        if fmt == "osum":
-            p.add_argument("--shards", action="store_true", help="also write tar shards")
-            p.add_argument(
-                "--dialect",
-                choices=("osum", "echat"),
-                default="echat",
-                help="OSUM trainer to write for: osum (v1: its 11 task keys) or echat (OSUM-EChat: X-only "
-                "keys, <ANGER>, extra.age/gender tags); see osum_data/export/osum_dialects.yaml",
-            )
+        for flag, kwargs in fmt.options.items():
+            p.add_argument(flag, **kwargs)
         p.add_argument("--shard-size", type=positive_int, default=None, help="cuts per shard/part")
         p.add_argument(
             "--relative",
             action="store_true",
             help="paths relative to the export folder (all audio inside it: it can be moved)",
         )
-        _engine_args(p)
+        add_engine_flags(p)
         p.set_defaults(func=_cmd_export)
 
     mix = sub.add_parser("mix", help="weighted multi-task training set (Lhotse Shar) + per-task dev/test")
     mix.add_argument("mix", help="MIX.yaml")
     mix.add_argument("--output", required=True, help="output folder")
-    mix.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override: seed=3, splits.dev=0.05, tasks.asr.weight=2",
-    )
-    _engine_args(mix)
+    add_set_flag(mix, "override: seed=3, splits.dev=0.05, tasks.asr.weight=2")
+    add_engine_flags(mix)
     mix.set_defaults(func=_cmd_mix)
 
     rep = sub.add_parser("report", help="HTML report with plots of a run, mix or export folder")
@@ -177,11 +137,5 @@ def add_assembly_commands(sub) -> None:
     run_all.add_argument("plan", help="plan YAML, e.g. pipelines/all.yaml")
     run_all.add_argument("--output", required=True, help="output folder")
     run_all.add_argument("--limit", type=int, default=None, help="inputs from builders: first N items only")
-    run_all.add_argument("--workers", type=positive_int, default=2)
-    run_all.add_argument("--address", default=None, help="existing Ray cluster, e.g. 'auto'")
-    run_all.add_argument("--no-progress", action="store_true")
+    add_engine_flags(run_all, workers=2)
     run_all.set_defaults(func=_cmd_run_all)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit("use `osum-data`")

@@ -193,7 +193,7 @@ def _wait_dead(pid: int, timeout_s: float = 20.0) -> None:
 def test_a_plan_runs_inside_one_shared_server_block(monkeypatch, tmp_path):
     """The hook in the plan (`@shared_embedded_servers()` on `run_plan`): while a plan runs, the
     embedded servers its runs start are shared; after it, none is kept."""
-    import osum_data.plan as plan
+    import osum_data.plan.run as plan
     from osum_data.llm import server
 
     seen = []

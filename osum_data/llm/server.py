@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from osum_data.errors import OsumError
 from osum_data.llm.local_server import READY_PREFIX
 from osum_data.llm.probe import EndpointCheckFailed, check_endpoint
 from osum_data.llm.settings import EmbeddedSettings
@@ -32,7 +33,7 @@ QUANTIZE_ENV = "OSUM_LLM_QUANTIZE"  # int8 (default) or float32: the weights of 
 LOG_ENV = "OSUM_LLM_SERVER_LOG"  # keep the server's log there (appended) instead of a temporary file
 
 
-class EmbeddedServerError(RuntimeError):
+class EmbeddedServerError(OsumError):
     """The embedded server could not be started (one line: what and how to fix it)."""
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from osum_data.errors import OsumError, UsageError
 from osum_data.manifest_io import loads_line
 from osum_data.run.shard import ShardInput
 
@@ -28,11 +29,11 @@ from osum_data.run.shard import ShardInput
 _ID_FIRST = re.compile(r'\{\s*"id"\s*:\s*"((?:[^"\\]|\\.)*)"')
 
 
-class InputError(RuntimeError):
+class InputError(OsumError):
     """The input manifest cannot be read (truncated, not gzip)."""
 
 
-class InputMissing(InputError):
+class InputMissing(UsageError, InputError):
     """The input manifest named on the command line is not there (a usage error)."""
 
 

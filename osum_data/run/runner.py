@@ -34,6 +34,7 @@ import yaml
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError, WorkerCrashedError
 from tqdm import tqdm
 
+from osum_data.errors import Interrupted, OsumError, UsageError
 from osum_data.manifest_io import atomic_path, write_jsonl
 from osum_data.run import outdir
 from osum_data.run.config import PipelineConfig, StageSpec
@@ -46,12 +47,8 @@ log = logging.getLogger("osum_data.run")
 WORKER_DEATHS = (RayActorError, WorkerCrashedError, ray.exceptions.OutOfMemoryError)
 
 
-class RunError(RuntimeError):
+class RunError(OsumError):
     """A run that cannot go on; the message is one line for the user."""
-
-
-class Interrupted(RuntimeError):
-    """Ctrl-C: finished shards are kept and the next run resumes from them."""
 
 
 @dataclass
@@ -520,11 +517,11 @@ def run_pipeline(
     # Absolute: workers on other nodes (or started elsewhere) resolve paths in their own cwd.
     out_dir = Path(output_dir).absolute()
     if workers is not None and workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+        raise UsageError(f"workers must be >= 1, got {workers}")
     if config.source_stage is None and input_path is None:
-        raise ValueError(f"pipeline {config.name!r} has no source stage: give --input")
+        raise UsageError(f"pipeline {config.name!r} has no source stage: give --input")
     if config.source_stage is not None and input_path is not None:
-        raise ValueError(
+        raise UsageError(
             f"pipeline {config.name!r} makes its own input ({config.source_stage.name}): drop --input"
         )
     notice = on_notice or (lambda m: print(f"note: {m}", file=sys.stderr))

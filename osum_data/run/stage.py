@@ -46,6 +46,7 @@ BUILTIN_STAGE_MODULES = (
     "osum_data.label.text_normalize",
     "osum_data.label.filters",
     "osum_data.label.acoustic",
+    "osum_data.quality.stages",
     "osum_data.template.builder",
 )
 ENTRY_POINT_GROUP = "osum_data.stages"

@@ -13,8 +13,6 @@ from pathlib import Path
 from osum_data.errors import UsageError
 from osum_data.yaml_config import load_yaml_file
 
-from osum_data.errors import UsageError
-
 DATA_DIR = Path(__file__).parent
 
 

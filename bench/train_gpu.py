@@ -34,7 +34,6 @@ import os
 import random
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -273,9 +272,10 @@ def main(argv: list[str] | None = None) -> int:
             n = (args.warmup + args.steps) * 64
             if args.manifest is not None:
                 cuts = draw_cuts(demo_lengths(args.manifest), n, 0, scale, cfg.data.max_cut_duration)
-                data_cfg = replace(cfg.data, buffer_size=n, num_buckets=min(cfg.data.num_buckets, 10))
-                batches = make_batches(cuts, replace(cfg, data=data_cfg), args.prompt_tokens, vocab,
-                                       cfg.data.n_mels, boundary)  # fmt: skip
+                update = {"buffer_size": n, "num_buckets": min(cfg.data.num_buckets, 10)}
+                data_cfg = cfg.data.model_copy(update=update)
+                batches = make_batches(cuts, cfg.model_copy(update={"data": data_cfg}), args.prompt_tokens,
+                                       vocab, cfg.data.n_mels, boundary)  # fmt: skip
             else:
                 items = synthetic_lengths(n, seed=0, scale=scale, max_duration=cfg.data.max_cut_duration)
                 caps = (max_frames, cfg.data.max_tokens)

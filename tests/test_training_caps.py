@@ -13,7 +13,6 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import random  # noqa: E402
-from dataclasses import replace  # noqa: E402
 
 import pytest  # noqa: E402
 from lhotse import CutSet, MonoCut, Recording  # noqa: E402
@@ -47,7 +46,7 @@ def synthetic_cuts(n: int, seed: int = 0, scale: float = 1.0) -> CutSet:
 
 
 def osum_data(**kw) -> DataConfig:
-    return replace(load_config(OSUM).data, buffer_size=1500, **kw)
+    return load_config(OSUM).data.model_copy(update={"buffer_size": 1500, **kw})
 
 
 @pytest.mark.parametrize("scale", [1.0, 3.0])

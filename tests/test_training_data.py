@@ -7,7 +7,6 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from collections import Counter  # noqa: E402
-from dataclasses import replace  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -57,7 +56,9 @@ def test_bucketing_pads_less_than_random_batches(demo120):
     cuts = open_cuts(demo120)
     bucketed = padding_ratio(make_sampler(cuts, cfg, seed=0, world_size=1, rank=0, shuffle=True))
     random = padding_ratio(
-        make_sampler(cuts, replace(cfg, bucketing=False), seed=0, world_size=1, rank=0, shuffle=True)
+        make_sampler(
+            cuts, cfg.model_copy(update={"bucketing": False}), seed=0, world_size=1, rank=0, shuffle=True
+        )
     )
     assert bucketed < 0.2 < random and bucketed < random / 2, (bucketed, random)
 
@@ -69,7 +70,9 @@ def test_token_cap_limits_padded_tokens(demo120):
         cuts = list(batch)
         assert len(cuts) * max(estimate_tokens(c) for c in cuts) <= 400  # hard: padded tokens
         sizes.append(len(cuts))
-    uncapped = list(make_sampler(open_cuts(demo120), replace(cfg, max_tokens=None), 0, 1, 0, shuffle=False))
+    uncapped = list(
+        make_sampler(open_cuts(demo120), cfg.model_copy(update={"max_tokens": None}), 0, 1, 0, shuffle=False)
+    )
     assert sum(sizes) == 120 and len(sizes) > 3 * len(uncapped)
 
 

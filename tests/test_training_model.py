@@ -130,7 +130,7 @@ def test_missing_weight_paths_are_named(tmp_path):
         )
     with pytest.raises(WeightsNotFound, match="package 'no_such_pkg' is not installed"):
         build_model(load_config(TINY, ["model.llm.tokenizer=package:no_such_pkg/model.gguf"]))
-    with pytest.raises(ConfigError, match="unknown keys"):
+    with pytest.raises(ConfigError, match="unknown key 'optim.learning_rate'"):
         load_config(TINY, ["optim.learning_rate=1"])
     assert load_config(TINY, ["optim.lr=1e-4"]).optim.lr == 1e-4  # a float, not YAML 1.1's string
 

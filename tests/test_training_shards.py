@@ -14,7 +14,6 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from collections import Counter  # noqa: E402
-from dataclasses import replace  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -162,7 +161,7 @@ def test_multi_rank_evaluation_scores_each_dev_cut_once(fmt):
     from training.stats import Stats
 
     cuts = demo_task_cuts(5, tasks=("asr",), max_duration=3.0)
-    cfg = replace(DataConfig(max_duration=100.0, max_cuts=1, num_workers=0, bucketing=False))
+    cfg = DataConfig(max_duration=100.0, max_cuts=1, num_workers=0, bucketing=False)
     tiny = load_config(TINY, ["decode.max_new_tokens=2"])
     model, _ = build_model(tiny)
     stats, rows, seen = Stats(["<TRANSCRIBE>"]), [], []

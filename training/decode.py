@@ -11,7 +11,6 @@ instruction.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -44,7 +43,7 @@ def generate_rows(
     model: SpeechLLM, fmt: PromptFormat, cfg: Config, cuts, device: torch.device
 ) -> tuple[list[dict], dict[str, str]]:
     """Hypotheses of every cut the model can take, and {cut id: reason} of the cuts it skipped."""
-    data_cfg = dataclasses.replace(cfg.data, max_duration=cfg.decode.max_duration)
+    data_cfg = cfg.data.model_copy(update={"max_duration": cfg.decode.max_duration})
     loader = make_loader(
         cuts, fmt, data_cfg, cfg.seed, train=False, with_targets=False, epochs=1,
         boundary_tokens=speech_boundary_tokens(cfg),

@@ -101,9 +101,7 @@ def build_loaders(
         dev = open_cuts(dev_spec)
         dev_loader = make_loader(dev, fmt, c, cfg.seed, d.world, d.rank, train=False, epochs=1, **common)
         if cfg.train.eval_decode_cuts:
-            import dataclasses
-
-            dc = dataclasses.replace(c, max_duration=cfg.decode.max_duration)
+            dc = c.model_copy(update={"max_duration": cfg.decode.max_duration})
             subset = dev.subset(first=cfg.train.eval_decode_cuts)
             gen_loader = make_loader(
                 subset,

@@ -41,9 +41,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from training.adapters import speech_lengths  # noqa: E402
 from training.config import load_config  # noqa: E402
 from training.flops import peak_flops, step_flops  # noqa: E402
-from training.model import build_model, count_parameters, speech_boundary_tokens, speech_lengths  # noqa: E402
+from training.model import build_model, count_parameters, speech_boundary_tokens  # noqa: E402
 from training.sequence import Sample, collate_tokens  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

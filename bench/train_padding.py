@@ -28,11 +28,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from lhotse import CutSet  # noqa: E402
 
+from training.adapters import speech_lengths  # noqa: E402
 from training.config import load_config  # noqa: E402
 from training.data import make_loader, make_sampler, open_cuts  # noqa: E402
 from training.demo import write_demo_manifest  # noqa: E402
 from training.features import HOP  # noqa: E402
-from training.model import build_model, speech_lengths  # noqa: E402
+from training.model import build_model  # noqa: E402
 from training.sequence import PromptFormat  # noqa: E402
 from training.train import lr_lambda, to_device  # noqa: E402
 

@@ -15,7 +15,6 @@ from lhotse import CutSet  # noqa: E402
 from tests.conftest import REPO, speech  # noqa: E402
 from training.config import DataConfig, SpecAugmentConfig, load_config  # noqa: E402
 from training.data import (  # noqa: E402
-    Position,
     PositionedSampler,
     SpeechLLMDataset,
     estimate_tokens,
@@ -27,6 +26,7 @@ from training.data import (  # noqa: E402
 from training.demo import demo_task_cuts, write_demo_manifest  # noqa: E402
 from training.features import log_mel, spec_augment  # noqa: E402
 from training.sequence import PromptFormat  # noqa: E402
+from training.stream import Position  # noqa: E402
 from training.weights import load_tokenizer  # noqa: E402
 
 TINY = REPO / "training" / "configs" / "tiny.yaml"

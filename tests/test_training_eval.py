@@ -158,9 +158,10 @@ def test_generation_metrics_tensorboard_and_peak_memory_during_training(tmp_path
 def test_decoding_options_and_several_stop_tokens():
     """OSUM's decoding (beam 4 with top-p/top-k sampling and a repetition penalty) through
     transformers' generate, reproducible by seed; generation stops at any of the stop tokens."""
-    from training.data import Position, SpeechLLMDataset
+    from training.data import SpeechLLMDataset
     from training.model import build_model
     from training.sequence import PromptFormat
+    from training.stream import Position
 
     cfg = load_config(TINY)
     model, tok = build_model(cfg)

@@ -16,11 +16,12 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count  # noqa: E
 
 from tests.conftest import REPO  # noqa: E402
 from training.config import load_config  # noqa: E402
-from training.data import Position, SpeechLLMDataset  # noqa: E402
+from training.data import SpeechLLMDataset  # noqa: E402
 from training.demo import demo_task_cuts  # noqa: E402
 from training.flops import peak_flops, step_flops  # noqa: E402
 from training.model import build_model, speech_boundary_tokens  # noqa: E402
 from training.sequence import PromptFormat  # noqa: E402
+from training.stream import Position  # noqa: E402
 
 TINY = REPO / "training" / "configs" / "tiny.yaml"
 aten = torch.ops.aten

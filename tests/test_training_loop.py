@@ -13,12 +13,13 @@ import pytest  # noqa: E402
 from lhotse import CutSet  # noqa: E402
 
 from tests.conftest import REPO  # noqa: E402
-from training.checkpoint import checkpoint_dirs, position_from_dict, safe_load  # noqa: E402
+from training.checkpoint import checkpoint_dirs, position_from_dict  # noqa: E402
 from training.config import load_config  # noqa: E402
 from training.decode import decode  # noqa: E402
 from training.decode import main as decode_main  # noqa: E402
 from training.demo import demo_task_cuts  # noqa: E402
 from training.export import export  # noqa: E402
+from training.safe_load import safe_load  # noqa: E402
 from training.train import train  # noqa: E402
 
 TINY = REPO / "training" / "configs" / "tiny.yaml"
@@ -212,9 +213,9 @@ def test_batches_for_a_gpu_are_pinned(tmp_path):
     """Bug 6 of issue 10: `non_blocking=True` copies from pageable memory are synchronous."""
     import torch
 
-    from training.data import Position
     from training.distributed import Dist
     from training.sequence import PromptFormat
+    from training.stream import Position
     from training.train import build_loaders
     from training.weights import load_tokenizer
 

@@ -13,12 +13,14 @@ import torch.nn.functional as F  # noqa: E402
 from lhotse import CutSet  # noqa: E402
 
 from tests.conftest import REPO, speech  # noqa: E402
+from training.adapters import speech_lengths  # noqa: E402
 from training.config import ConfigError, DecodeConfig, load_config  # noqa: E402
-from training.data import Position, SpeechLLMDataset  # noqa: E402
+from training.data import SpeechLLMDataset  # noqa: E402
 from training.demo import demo_task_cuts  # noqa: E402
 from training.features import log_mel  # noqa: E402
-from training.model import ShortWhisperEncoder, build_model, speech_boundary_tokens, speech_lengths  # noqa: E402
+from training.model import ShortWhisperEncoder, build_model, speech_boundary_tokens  # noqa: E402
 from training.sequence import IGNORE, PromptFormat  # noqa: E402
+from training.stream import Position  # noqa: E402
 from training.weights import WeightsNotFound  # noqa: E402
 
 TINY = REPO / "training" / "configs" / "tiny.yaml"

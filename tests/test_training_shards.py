@@ -184,7 +184,8 @@ def test_skipped_training_cuts_are_counted_once(tmp_path, fmt):
     """The trainer's log said 402 skipped cuts for 200: the bucketing sampler's bin estimate, the
     probe for a bucket's worth and the real pass each counted them."""
     from training.distributed import Dist
-    from training.train import Position, build_loaders
+    from training.stream import Position
+    from training.train import build_loaders
 
     manifest = write_demo_manifest(tmp_path / "cuts.jsonl.gz", 40, max_duration=4.0)
     long = sum(c.duration > 2.0 for c in CutSet.from_file(manifest))
@@ -203,8 +204,7 @@ def test_a_position_with_every_ranks_stream_state_round_trips_through_a_checkpoi
     import dataclasses
 
     from training.checkpoint import position_from_dict
-    from training.data import Position
-    from training.stream import StreamState
+    from training.stream import Position, StreamState
 
     peers = (StreamState(4, ((0, 5),), 2), StreamState(1, ((1, 1),), 2))
     position = Position(1, 2, 3, StreamState(4, ((0, 5),), 2), peers)

@@ -29,11 +29,11 @@ from lhotse.dataset.sampling.dynamic_bucketing import DynamicBucketingSampler
 from lhotse.utils import compute_num_samples
 
 from osum_data.sources import source_problem
+from training.adapters import speech_lengths
 from training.config import DataConfig
 from training.features import HOP, SAMPLING_RATE, log_mel, spec_augment
-from training.model import speech_lengths
 from training.sequence import PromptFormat, collate_tokens
-from training.stream import CutStream, Source, StreamState, mix_probabilities, resolve
+from training.stream import CutStream, Position, Source, mix_probabilities, resolve
 
 SPEECH_TOKENS_PER_SECOND = 12.5
 
@@ -319,19 +319,6 @@ def make_sampler(
             cuts, constraint=caps, shuffle=shuffle, world_size=world_size, rank=rank, seed=seed
         )
     return CappedSampler(sampler, caps, cut_filter)
-
-
-@dataclass(frozen=True)
-class Position:
-    """Where a batch sits in the stream; the checkpoint stores the last consumed one."""
-
-    epoch: int
-    in_epoch: int  # 1-based index of this batch within its epoch (on this rank)
-    index: int  # global batch counter (on this rank), across epochs
-    stream: StreamState | None = None  # the input stream's state when the sampler made this batch
-    # Every rank's stream state at a checkpoint (multi-rank runs): a fast resume on another
-    # number of ranks starts past all of them.
-    peers: tuple[StreamState, ...] | None = None
 
 
 class PositionedSampler:

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from training.checkpoint import latest_checkpoint, load_trainable
+from training.checkpoint import load_trainable, resolve_checkpoint
 from training.cli_errors import run_command
 from training.config import Config, load_config
 from training.data import make_loader, open_cuts
@@ -26,17 +26,6 @@ from training.evaluate import decode_rows
 from training.metrics import task_metrics
 from training.model import SpeechLLM, build_model, speech_boundary_tokens
 from training.sequence import PromptFormat, prompt_format
-
-
-def resolve_checkpoint(path: Path) -> Path:
-    """A checkpoint (or export) directory holding model.pt, or a run directory (its latest one)."""
-    path = Path(path)
-    if (path / "model.pt").exists():
-        return path
-    latest = latest_checkpoint(path)
-    if latest is None:
-        raise FileNotFoundError(f"{path}: no model.pt and no finished checkpoint under {path}/checkpoints")
-    return latest
 
 
 def generate_rows(
@@ -91,15 +80,10 @@ def _main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output", required=True, type=Path)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     from osum_data.sources import add_cli_flags, policy_env
-    from training.checkpoint import UnsafeCheckpoint, refuse
-
     add_cli_flags(ap)
     args = ap.parse_args(argv)
-    try:
-        with policy_env(args):
-            metrics = decode(load_config(args.config, args.set), args.checkpoint, args.cuts, args.output)
-    except UnsafeCheckpoint as e:
-        return refuse("osum-decode", e)
+    with policy_env(args):
+        metrics = decode(load_config(args.config, args.set), args.checkpoint, args.cuts, args.output)
     for key, m in metrics.items():
         shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}
         print(f"{key}: {json.dumps(shown, ensure_ascii=False)}")

@@ -93,7 +93,7 @@ def step_flops(model: Any, batch: dict[str, Any], causal_half: bool = True) -> W
     mel_lens, attention_mask, labels). `causal_half`: count the LLM's causal attention as half a
     full square (the work a causal kernel does); False counts the full square, as PyTorch's
     FlopCounterMode does."""
-    from training.model import conv_out
+    from training.adapters import conv_out
 
     by_part: dict[str, float] = {}
     frames = [int(x) for x in batch["mel_lens"]]

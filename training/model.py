@@ -16,17 +16,15 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-from training.adapters import ADAPTERS, Adapter, OsumAdapter, conv_out, padding_mask, zero_padding
+from training.adapters import (
+    ADAPTERS,
+    Adapter,
+    OsumAdapter,
+    conv_out,
+    padding_mask,
+    zero_padding,
+)
 from training.config import Config
-
-__all__ = ["Adapter", "OsumAdapter", "SpeechLLM", "build_model", "conv_out", "padding_mask", "speech_lengths"]
-
-
-def speech_lengths(mel_lens: torch.Tensor, boundary_tokens: int = 0) -> torch.Tensor:
-    """Number of speech embeddings the model makes from `mel_lens` frames: Whisper's conv2 (/2),
-    then the adapter's convs (/2, /2): 100 frames/s -> 12.5 embeddings/s, as in OSUM; plus the
-    adapter's begin/end-of-speech embeddings (`boundary_tokens`: 2 for the osum adapter)."""
-    return conv_out(conv_out(conv_out(mel_lens, 2), 2), 2) + boundary_tokens
 
 
 def speech_boundary_tokens(cfg: Config) -> int:

@@ -342,6 +342,19 @@ class StreamState:
     world: int = 1  # the number of ranks whose parts the offsets count in
 
 
+@dataclass(frozen=True)
+class Position:
+    """Where a batch sits in the stream; the checkpoint stores the last consumed one."""
+
+    epoch: int
+    in_epoch: int  # 1-based index of this batch within its epoch (on this rank)
+    index: int  # global batch counter (on this rank), across epochs
+    stream: StreamState | None = None  # the input stream's state when the sampler made this batch
+    # Every rank's stream state at a checkpoint (multi-rank runs): a fast resume on another
+    # number of ranks starts past all of them.
+    peers: tuple[StreamState, ...] | None = None
+
+
 def _uniform(seed: int, i: int) -> float:
     return int.from_bytes(hashlib.sha256(f"{seed}\0mix\0{i}".encode()).digest()[:8], "big") / 2**64
 

@@ -10,7 +10,6 @@ Every random choice of a batch (SpecAugment, instruction redraw) comes from a ge
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import math
 import re
@@ -28,6 +27,8 @@ from lhotse.dataset.sampling.dynamic import DynamicCutSampler
 from lhotse.dataset.sampling.dynamic_bucketing import DynamicBucketingSampler
 from lhotse.utils import compute_num_samples
 
+from osum_data.rejects import Reject
+from osum_data.seeded import seed_bits
 from osum_data.sources import source_problem
 from training.adapters import speech_lengths
 from training.config import DataConfig
@@ -77,32 +78,30 @@ class CutFilter:
         self.ids: dict[str, str] | None = {} if record_ids else None
         self._seen: set[str] = set()
 
-    def reason(self, cut: Cut) -> tuple[str, str] | None:
-        """(code, human reason) of a cut to skip, None for a cut to keep."""
+    def reject(self, cut: Cut) -> Reject | None:
+        """Why a cut is skipped (the house's one reject: a code and a detail), None to keep it."""
         unsafe = source_problem(cut)  # a `command`/`url` source is never decoded unless allowed
         if unsafe is not None:
-            return unsafe
+            return Reject(*unsafe)
         if cut.duration > self.max_duration:
-            return "too_long", f"{cut.duration:.2f} s is longer than {self.max_duration:g} s"
+            return Reject("too_long", f"{cut.duration:.2f} s is longer than {self.max_duration:g} s")
         if self.max_target_tokens is not None:
             n = len(self.fmt.encode((cut.custom or {}).get("target") or "")) + 1
             if n > self.max_target_tokens:
-                return "target_too_long", f"target of {n} tokens with eos exceeds {self.max_target_tokens}"
-        if self.caps is not None:
-            why = self.caps.alone_over(cut)
-            if why is not None:
-                return "over_batch_cap", why
-        return None
+                detail = f"target of {n} tokens with eos exceeds {self.max_target_tokens}"
+                return Reject("target_too_long", detail)
+        why = self.caps.alone_over(cut) if self.caps is not None else None
+        return Reject("over_batch_cap", why) if why is not None else None
 
     def __call__(self, cut: Cut) -> bool:
-        why = self.reason(cut)
-        if why is None:
+        reject = self.reject(cut)
+        if reject is None:
             return True
         if cut.id not in self._seen:
             self._seen.add(cut.id)
-            self.counts[why[0]] += 1
+            self.counts[reject.code] += 1
             if self.ids is not None:
-                self.ids[cut.id] = why[1]
+                self.ids[cut.id] = reject.detail
         return False
 
     @property
@@ -384,10 +383,6 @@ def is_duplicate(cut_id: str) -> bool:
     return DUPLICATE.search(cut_id) is not None
 
 
-def _seed_for(seed: int, index: int) -> int:
-    return int.from_bytes(hashlib.sha256(f"{seed}\0{index}".encode()).digest()[:8], "big") % 2**63
-
-
 def load_audio(cut: Cut) -> torch.Tensor:
     if cut.sampling_rate != SAMPLING_RATE:
         cut = cut.resample(SAMPLING_RATE)
@@ -475,7 +470,7 @@ class SpeechLLMDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, item: tuple[Position, CutSet]) -> dict[str, Any]:
         pos, cuts = item
-        gen = torch.Generator().manual_seed(_seed_for(self.seed, pos.index))
+        gen = torch.Generator().manual_seed(seed_bits(self.seed, pos.index) % 2**63)
         mels, samples, tasks, ids, targets, durations = [], [], [], [], [], []
         for cut in cuts:
             custom = cut.custom or {}

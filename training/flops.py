@@ -16,7 +16,6 @@ audio frames and tokens, with backward counted only where it happens:
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -135,7 +134,3 @@ def step_flops(model: Any, batch: dict[str, Any], causal_half: bool = True) -> W
     targets = int((batch["labels"][:, 1:] != -100).sum())
     by_part["lm_head"], _ = _linear_flops(lm.get_output_embeddings(), targets, input_grad=backward)
     return Work(by_part)
-
-
-def mfu(flops: float, seconds: float, peak: float) -> float:
-    return flops / seconds / peak if peak and seconds > 0 and math.isfinite(flops) else float("nan")

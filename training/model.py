@@ -231,10 +231,6 @@ def set_trainable(model: SpeechLLM, parts: list[str]) -> None:
                 p.requires_grad_(True)
 
 
-def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in model.named_parameters() if v.requires_grad}
-
-
 def count_parameters(model: nn.Module) -> dict[str, int]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

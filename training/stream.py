@@ -28,7 +28,6 @@ flattens the mix towards uniform, so small tasks are seen more without re-runnin
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import re
@@ -40,6 +39,8 @@ from typing import Any
 
 from lhotse.cut import Cut
 from lhotse.serialization import decode_json_line, deserialize_item, open_best
+
+from osum_data.seeded import unit_draw
 
 SHAR_FILE = re.compile(r"^(?P<field>[A-Za-z_][A-Za-z0-9_]*)\.(?P<index>\d{6})\.")
 
@@ -355,10 +356,6 @@ class Position:
     peers: tuple[StreamState, ...] | None = None
 
 
-def _uniform(seed: int, i: int) -> float:
-    return int.from_bytes(hashlib.sha256(f"{seed}\0mix\0{i}".encode()).digest()[:8], "big") / 2**64
-
-
 def mix_probabilities(
     sources: list[Source], weights: list[float] | None, temperature: float | None
 ) -> list[float]:
@@ -447,7 +444,7 @@ class CutStream:
         return CutSet.from_cuts([full(c) for c in cuts])
 
     def _choose(self, i: int) -> int:
-        u = _uniform(self.seed, i)
+        u = unit_draw(self.seed, "mix", str(i))
         return next((k for k, c in enumerate(self.cum) if u < c), len(self.cum) - 1)
 
     def __iter__(self) -> Iterator[Cut]:

@@ -167,7 +167,7 @@ def demo_lengths(manifest: Path | None = None) -> list[tuple[float, int]]:
     if manifest is not None and manifest.exists():
         cuts = CutSet.from_jsonl_lazy(manifest)
     else:
-        from training.demo import demo_task_cuts
+        from osum_data.demo.task_cuts import demo_task_cuts
 
         cuts = demo_task_cuts(None, max_duration=30.0)
     return [(c.duration, 1 + len((c.custom or {}).get("target", "").encode()) // 3) for c in cuts]

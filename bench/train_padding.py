@@ -28,10 +28,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from lhotse import CutSet  # noqa: E402
 
+from osum_data.demo.task_cuts import write_demo_manifest  # noqa: E402
 from training.adapters import speech_lengths  # noqa: E402
 from training.config import load_config  # noqa: E402
 from training.data import make_loader, make_sampler, open_cuts  # noqa: E402
-from training.demo import write_demo_manifest  # noqa: E402
 from training.features import HOP  # noqa: E402
 from training.model import build_model  # noqa: E402
 from training.sequence import PromptFormat  # noqa: E402

@@ -428,7 +428,7 @@ def _trainer(capsys, tool: str, *args) -> tuple[int, str]:
 def task_cuts(tmp_path_factory) -> Path:
     from lhotse import CutSet
 
-    from training.demo import demo_task_cuts
+    from osum_data.demo.task_cuts import demo_task_cuts
 
     path = tmp_path_factory.mktemp("trainer") / "cuts.jsonl.gz"
     CutSet.from_cuts(demo_task_cuts(8, tasks=("asr",), max_duration=3.6)).to_file(path)

@@ -92,7 +92,7 @@ def test_the_token_cap_is_measured_on_the_sequence_the_dataset_builds():
     """SequenceLength (what the trainer's sampler measures) equals the real row length of a batch:
     instruction (chat header included), speech embeddings with the osum boundary tokens, target,
     eos; with a prompt pool it is the longest prompt's."""
-    from training.demo import demo_task_cuts
+    from osum_data.demo.task_cuts import demo_task_cuts
     from training.sequence import PromptFormat
     from training.weights import load_tokenizer
 

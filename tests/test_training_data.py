@@ -12,6 +12,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from lhotse import CutSet  # noqa: E402
 
+from osum_data.demo.task_cuts import demo_task_cuts, write_demo_manifest  # noqa: E402
 from tests.conftest import REPO, speech  # noqa: E402
 from training.config import DataConfig, SpecAugmentConfig, load_config  # noqa: E402
 from training.data import (  # noqa: E402
@@ -23,7 +24,6 @@ from training.data import (  # noqa: E402
     mix,
     open_cuts,
 )
-from training.demo import demo_task_cuts, write_demo_manifest  # noqa: E402
 from training.features import log_mel, spec_augment  # noqa: E402
 from training.sequence import PromptFormat  # noqa: E402
 from training.stream import Position  # noqa: E402

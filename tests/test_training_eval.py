@@ -16,9 +16,9 @@ import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
 from lhotse import CutSet, Recording, SupervisionSegment  # noqa: E402
 
+from osum_data.demo.task_cuts import demo_task_cuts  # noqa: E402
 from tests.conftest import REPO, speech  # noqa: E402
 from training.config import DecodeConfig, OptimConfig, SpecAugmentConfig, load_config  # noqa: E402
-from training.demo import demo_task_cuts  # noqa: E402
 from training.features import log_mel, spec_augment  # noqa: E402
 from training.metrics import answer_f1, task_metrics  # noqa: E402
 from training.train import StepGuard, lr_lambda, train  # noqa: E402

@@ -12,12 +12,12 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 from lhotse import CutSet  # noqa: E402
 
+from osum_data.demo.task_cuts import demo_task_cuts  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
 from training.checkpoint import checkpoint_dirs, position_from_dict  # noqa: E402
 from training.config import load_config  # noqa: E402
 from training.decode import decode  # noqa: E402
 from training.decode import main as decode_main  # noqa: E402
-from training.demo import demo_task_cuts  # noqa: E402
 from training.export import export  # noqa: E402
 from training.safe_load import safe_load  # noqa: E402
 from training.train import train  # noqa: E402

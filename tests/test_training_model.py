@@ -12,11 +12,11 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from lhotse import CutSet  # noqa: E402
 
+from osum_data.demo.task_cuts import demo_task_cuts  # noqa: E402
 from tests.conftest import REPO, speech  # noqa: E402
 from training.adapters import speech_lengths  # noqa: E402
 from training.config import ConfigError, DecodeConfig, load_config  # noqa: E402
 from training.data import SpeechLLMDataset  # noqa: E402
-from training.demo import demo_task_cuts  # noqa: E402
 from training.features import log_mel  # noqa: E402
 from training.model import ShortWhisperEncoder, build_model, speech_boundary_tokens  # noqa: E402
 from training.sequence import IGNORE, PromptFormat  # noqa: E402

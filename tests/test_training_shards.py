@@ -19,10 +19,10 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from lhotse import CutSet  # noqa: E402
 
+from osum_data.demo.task_cuts import demo_task_cuts, write_demo_manifest  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
 from training.config import DataConfig, load_config  # noqa: E402
 from training.data import make_loader, training_stream  # noqa: E402
-from training.demo import demo_task_cuts, write_demo_manifest  # noqa: E402
 from training.sequence import PromptFormat  # noqa: E402
 from training.stream import CutStream, Source  # noqa: E402
 from training.weights import load_tokenizer  # noqa: E402

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from osum_data.errors import Interrupted, OsumError, UsageError
-from osum_data.run.signals import stop_on_sigterm
 
 
 def as_osum_error(e: BaseException) -> OsumError:
@@ -34,16 +35,34 @@ def as_osum_error(e: BaseException) -> OsumError:
     return OsumError(f"{type(e).__name__}: {text} (run with --debug for the traceback)")
 
 
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt in the main thread, so a scheduler's stop ends like Ctrl-C
+    (checkpoint writes are atomic; the run resumes with --resume) instead of killing mid-step."""
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (called from a test runner's worker thread)
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def run_command(prog: str, body: Callable[[list[str]], int], argv: list[str] | None = None) -> int:
     """Run a command's `body(argv)` and end it the one way: its exit code, or one line and the
-    error's exit code. argparse's own usage errors exit 2 with its message, as before. SIGTERM
-    stops it as Ctrl-C does (checkpoint writes are atomic; the run resumes with --resume)."""
+    error's exit code. argparse's own usage errors exit 2 with its message, as before."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("OSUM_DEBUG") == "1"
     args = [a for a in args if a != "--debug"]
     try:
-        stop_on_sigterm()
-        return body(args)
+        with sigterm_as_interrupt():
+            return body(args)
     except (Exception, KeyboardInterrupt) as e:
         error = as_osum_error(e)
         if debug and not isinstance(error, Interrupted):

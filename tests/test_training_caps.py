@@ -22,13 +22,13 @@ from tests.conftest import REPO  # noqa: E402
 from training.config import DataConfig, load_config  # noqa: E402
 from training.data import (  # noqa: E402
     CutFilter,
-    Position,
     SequenceLength,
     SpeechLLMDataset,
     cut_frames,
     estimate_tokens,
     make_sampler,
 )
+from training.stream import Position  # noqa: E402
 
 OSUM = REPO / "training" / "configs" / "osum_qwen2_7b.yaml"
 

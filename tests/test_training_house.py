@@ -80,8 +80,18 @@ def test_trainer_commands_end_through_the_one_osum_error_handler():
     assert code == 2 and line == "osum-x: error: No such file or directory: /no/cuts.jsonl"
     code, line = _ends(_raise(RuntimeError("a bug")))
     assert code == 1 and "RuntimeError: a bug" in line and "--debug" in line
+    from torch._utils import ExceptionWrapper
+
     from training.safe_load import UnsafeCheckpoint
+    from training.stream import DataError
     from training.weights import WeightsNotFound
+
+    try:  # an input error raised in a DataLoader worker: torch re-raises it with the worker's traceback
+        raise DataError("cut c1 has no custom.task/custom.target: not a task sample")
+    except DataError:
+        wrapped = ExceptionWrapper(where="in DataLoader worker process 0")
+    code, line = _ends(wrapped.reraise)
+    assert (code, line) == (1, "osum-x: error: cut c1 has no custom.task/custom.target: not a task sample")
 
     assert issubclass(UnsafeCheckpoint, OsumError) and not issubclass(UnsafeCheckpoint, UsageError)
     assert issubclass(WeightsNotFound, UsageError) and issubclass(ConfigError, UsageError)

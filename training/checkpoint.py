@@ -135,12 +135,12 @@ def load_trainable(model: torch.nn.Module, path: Path) -> None:
     own = dict(model.named_parameters())
     unknown = [k for k in sd if k not in own]
     if unknown:
-        raise ValueError(f"{path}/model.pt has weights the model lacks (config mismatch?): {unknown[:5]}")
+        raise UsageError(f"{path}/model.pt has weights the model lacks (config mismatch?): {unknown[:5]}")
     shapes = [
         f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in sd.items() if v.shape != own[k].shape
     ]
     if shapes:
-        raise ValueError(
+        raise UsageError(
             f"{path}/model.pt: weights of another shape than the model's (config mismatch?): {shapes[:5]}"
         )
     set_model_state_dict(model, sd, options=LOAD)
@@ -172,7 +172,7 @@ def load_checkpoint(
             torch.manual_seed(seed + 1000003 * step + rank())
         return step, position_from_dict(state["position"]), extra
     if saved_world != world:
-        raise ValueError(
+        raise UsageError(
             f"{path} was saved by {saved_world} ranks, this run has {world}: an exact resume needs the same "
             f"world size; --set train.resume_data=fast resumes with any"
         )

@@ -54,6 +54,15 @@ def sigterm_as_interrupt() -> Iterator[None]:
             signal.signal(signal.SIGTERM, previous)
 
 
+def one_line(e: BaseException) -> str:
+    """The error's message on one line. An error raised in a DataLoader worker comes back with the
+    worker's traceback in its message (torch re-raises it that way): its last line is the message."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    if len(lines) > 1 and lines[0].startswith("Caught ") and "DataLoader worker" in lines[0]:
+        return lines[-1].split(": ", 1)[-1]
+    return " ".join(lines)
+
+
 def run_command(prog: str, body: Callable[[list[str]], int], argv: list[str] | None = None) -> int:
     """Run a command's `body(argv)` and end it the one way: its exit code, or one line and the
     error's exit code. argparse's own usage errors exit 2 with its message, as before."""
@@ -67,6 +76,6 @@ def run_command(prog: str, body: Callable[[list[str]], int], argv: list[str] | N
         error = as_osum_error(e)
         if debug and not isinstance(error, Interrupted):
             traceback.print_exc()
-        line = f"{prog}: {error}" if isinstance(error, Interrupted) else f"{prog}: error: {error}"
+        line = f"{prog}: {error}" if isinstance(error, Interrupted) else f"{prog}: error: {one_line(error)}"
         print(line, file=sys.stderr)
         return error.exit_code

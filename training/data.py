@@ -34,7 +34,7 @@ from training.adapters import speech_lengths
 from training.config import DataConfig
 from training.features import HOP, SAMPLING_RATE, log_mel, spec_augment
 from training.sequence import PromptFormat, collate_tokens
-from training.stream import CutStream, Position, Source, mix_probabilities, resolve
+from training.stream import CutStream, DataError, Position, Source, mix_probabilities, resolve
 
 SPEECH_TOKENS_PER_SECOND = 12.5
 
@@ -370,7 +370,7 @@ class PositionedSampler:
             if n == first and not resumed_mid_epoch:  # (a resumed epoch's rest may well be empty)
                 if self.epochs is not None:
                     return  # an empty dev/test set (or every cut skipped): nothing to evaluate
-                raise ValueError("the training manifest yields no batch (empty, or every cut filtered out)")
+                raise DataError("the training manifest yields no batch (empty, or every cut filtered out)")
             epoch, skip = epoch + 1, 0
 
 
@@ -396,7 +396,7 @@ def instruction_choices(cut: Cut, cfg: DataConfig, train: bool = True) -> list[s
     custom = cut.custom or {}
     if not train or cfg.instruction == "stored":
         if not custom.get("instruction"):
-            raise ValueError(f"cut {cut.id} has no custom.instruction (run the template stage)")
+            raise DataError(f"cut {cut.id} has no custom.instruction (run the template stage)")
         return [custom["instruction"]]
     from osum_data.tasks import prompt_language, prompt_pool, registry
 
@@ -475,7 +475,7 @@ class SpeechLLMDataset(torch.utils.data.Dataset):
         for cut in cuts:
             custom = cut.custom or {}
             if "task" not in custom or "target" not in custom:
-                raise ValueError(f"cut {cut.id} has no custom.task/custom.target: not a task sample")
+                raise DataError(f"cut {cut.id} has no custom.task/custom.target: not a task sample")
             mel = log_mel(load_audio(cut), self.cfg.n_mels)
             if self.train and self.cfg.spec_augment is not None:
                 mel = spec_augment(mel, self.cfg.spec_augment, gen)

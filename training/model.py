@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
+from osum_data.errors import UsageError
 from training.adapters import (
     ADAPTERS,
     Adapter,
@@ -166,12 +167,12 @@ def build_model(cfg: Config, with_tokenizer: bool = True) -> tuple[SpeechLLM, An
     if m.encoder.dropout is not None:
         enc_cfg.dropout = enc_cfg.activation_dropout = m.encoder.dropout
     if enc_cfg.num_mel_bins != cfg.data.n_mels:
-        raise ValueError(f"encoder has {enc_cfg.num_mel_bins} mel bins, data.n_mels is {cfg.data.n_mels}")
+        raise UsageError(f"encoder has {enc_cfg.num_mel_bins} mel bins, data.n_mels is {cfg.data.n_mels}")
     encoder = ShortWhisperEncoder(enc_cfg)
     if enc_state is not None:
         missing, unexpected = encoder.load_state_dict(enc_state, strict=False)
         if [k for k in missing if k != "embed_positions.weight"] or unexpected:
-            raise ValueError(
+            raise UsageError(
                 f"Whisper encoder weights do not fit: missing {missing}, unexpected {unexpected}"
             )
     encoder.gradient_checkpointing = m.encoder.gradient_checkpointing
@@ -179,7 +180,7 @@ def build_model(cfg: Config, with_tokenizer: bool = True) -> tuple[SpeechLLM, An
     tokenizer = load_tokenizer(m.llm.tokenizer or m.llm.path) if with_tokenizer else None
     llm = load_causal_lm(m.llm.path, m.llm.config, m.llm.dtype, m.llm.attn_implementation)
     if tokenizer is not None and len(tokenizer) > llm.get_input_embeddings().num_embeddings:
-        raise ValueError(
+        raise UsageError(
             f"tokenizer has {len(tokenizer)} tokens, the LLM only {llm.get_input_embeddings().num_embeddings}"
         )
     if m.llm.gradient_checkpointing:

@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from osum_data.errors import UsageError
 from training.adapters import sinusoids
 from training.cli_errors import run_command
 from training.safe_load import safe_load
@@ -153,7 +154,7 @@ def load_osum_state(path: Path) -> dict[str, torch.Tensor]:
     if isinstance(sd, dict) and "module" in sd and isinstance(sd["module"], dict):
         sd = sd["module"]
     if not isinstance(sd, dict) or not any(k.startswith("speech_transformer.") for k in sd):
-        raise ValueError(f"{path}: not an OSUM checkpoint (no speech_transformer.* keys)")
+        raise UsageError(f"{path}: not an OSUM checkpoint (no speech_transformer.* keys)")
     return sd
 
 

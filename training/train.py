@@ -184,7 +184,7 @@ def train(
     output.mkdir(parents=True, exist_ok=True)
     ckpt = latest_checkpoint(output)
     if ckpt is not None and not resume:
-        raise FileExistsError(
+        raise UsageError(
             f"{output} already has checkpoints ({ckpt.name}): pass --resume or a new --output"
         )
     if d.main:
@@ -199,7 +199,7 @@ def train(
     wrapped = wrap(model, d, cfg.train.distributed)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
-        raise ValueError("nothing to train: model.train names no part with parameters")
+        raise UsageError("nothing to train: model.train names no part with parameters")
     o = cfg.optim
     optimizer = torch.optim.AdamW(
         params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay

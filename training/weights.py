@@ -79,7 +79,7 @@ def load_causal_lm(
         cfg = dict(config)
         model_type = cfg.pop("model_type", None)
         if model_type is None:
-            raise ValueError("model.llm.config needs model_type (e.g. qwen2)")
+            raise UsageError("model.llm.config needs model_type (e.g. qwen2)")
         hf_cfg = AutoConfig.for_model(model_type, **cfg)
         if attn_implementation:
             hf_cfg._attn_implementation = attn_implementation

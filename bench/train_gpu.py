@@ -34,7 +34,6 @@ import os
 import random
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -42,9 +41,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from training.adapters import speech_lengths  # noqa: E402
 from training.config import load_config  # noqa: E402
 from training.flops import peak_flops, step_flops  # noqa: E402
-from training.model import build_model, count_parameters, speech_boundary_tokens, speech_lengths  # noqa: E402
+from training.model import build_model, count_parameters, speech_boundary_tokens  # noqa: E402
 from training.sequence import Sample, collate_tokens  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -167,7 +167,7 @@ def demo_lengths(manifest: Path | None = None) -> list[tuple[float, int]]:
     if manifest is not None and manifest.exists():
         cuts = CutSet.from_jsonl_lazy(manifest)
     else:
-        from training.demo import demo_task_cuts
+        from osum_data.demo.task_cuts import demo_task_cuts
 
         cuts = demo_task_cuts(None, max_duration=30.0)
     return [(c.duration, 1 + len((c.custom or {}).get("target", "").encode()) // 3) for c in cuts]
@@ -273,9 +273,10 @@ def main(argv: list[str] | None = None) -> int:
             n = (args.warmup + args.steps) * 64
             if args.manifest is not None:
                 cuts = draw_cuts(demo_lengths(args.manifest), n, 0, scale, cfg.data.max_cut_duration)
-                data_cfg = replace(cfg.data, buffer_size=n, num_buckets=min(cfg.data.num_buckets, 10))
-                batches = make_batches(cuts, replace(cfg, data=data_cfg), args.prompt_tokens, vocab,
-                                       cfg.data.n_mels, boundary)  # fmt: skip
+                update = {"buffer_size": n, "num_buckets": min(cfg.data.num_buckets, 10)}
+                data_cfg = cfg.data.model_copy(update=update)
+                batches = make_batches(cuts, cfg.model_copy(update={"data": data_cfg}), args.prompt_tokens,
+                                       vocab, cfg.data.n_mels, boundary)  # fmt: skip
             else:
                 items = synthetic_lengths(n, seed=0, scale=scale, max_duration=cfg.data.max_cut_duration)
                 caps = (max_frames, cfg.data.max_tokens)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -29,11 +28,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from lhotse import CutSet  # noqa: E402
 
+from osum_data.demo.task_cuts import write_demo_manifest  # noqa: E402
+from training.adapters import speech_lengths  # noqa: E402
 from training.config import load_config  # noqa: E402
 from training.data import make_loader, make_sampler, open_cuts  # noqa: E402
-from training.demo import write_demo_manifest  # noqa: E402
 from training.features import HOP  # noqa: E402
-from training.model import build_model, speech_lengths  # noqa: E402
+from training.model import build_model  # noqa: E402
 from training.sequence import PromptFormat  # noqa: E402
 from training.train import lr_lambda, to_device  # noqa: E402
 
@@ -98,7 +98,9 @@ def main() -> None:
     )
     pad = {}
     for name, bucketing in (("bucketing", True), ("random", False)):
-        data = replace(cfg.data, bucketing=bucketing, num_buckets=args.buckets, buffer_size=max(n, 1000))
+        data = cfg.data.model_copy(
+            update={"bucketing": bucketing, "num_buckets": args.buckets, "buffer_size": max(n, 1000)}
+        )
         pad[name] = padding(make_sampler(cuts, data, seed=0, world_size=1, rank=0, shuffle=True), fmt)
         p = pad[name]
         print(
@@ -157,7 +159,9 @@ def resume_cost(cfg, n: int, max_duration: float, buffer_size: int) -> None:
     from training.data import CutFilter, PositionedSampler, training_stream
 
     path = write_cycled_manifest(Path(f"/tmp/osum_bench_train/cycled_{n}.jsonl.gz"), n)
-    data = replace(cfg.data, max_duration=max_duration, num_buckets=10, buffer_size=buffer_size)
+    data = cfg.data.model_copy(
+        update={"max_duration": max_duration, "num_buckets": 10, "buffer_size": buffer_size}
+    )
 
     def sampler_from(start=None, fast=False, epochs=1):
         stream = training_stream([str(path)], None, 0, CutFilter(data.max_cut_duration))

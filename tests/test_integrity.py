@@ -429,7 +429,7 @@ def _trainer(capsys, tool: str, *args) -> tuple[int, str]:
 def task_cuts(tmp_path_factory) -> Path:
     from lhotse import CutSet
 
-    from training.demo import demo_task_cuts
+    from osum_data.demo.task_cuts import demo_task_cuts
 
     path = tmp_path_factory.mktemp("trainer") / "cuts.jsonl.gz"
     CutSet.from_cuts(demo_task_cuts(8, tasks=("asr",), max_duration=3.6)).to_file(path)
@@ -446,8 +446,8 @@ def test_trainer_config_and_path_errors_are_one_line_exit_2(tmp_path, task_cuts,
     none = tmp_path / "none"
     decode = ("osum-decode", "--config", TINY, "--checkpoint", none, "--cuts", task_cuts, "--output", out)
     cases = [
-        ((*train, "--set", "optim.lr=fast"), "optim.lr: expected a number, got 'fast'"),
-        ((*train, "--set", "optim.max_steps=ten"), "optim.max_steps: expected a whole number, got 'ten'"),
+        ((*train, "--set", "optim.lr=fast"), "optim.lr='fast': Input should be a valid number"),
+        ((*train, "--set", "optim.max_steps=ten"), "optim.max_steps='ten': Input should be a valid integer"),
         ((*train, "--weights", "1", "2"), "--weights gives 2 weight(s) for 1 --train input(s)"),
         (("osum-train", "--config", dup, "--train", task_cuts, "--output", out), "key 'optim' given twice"),
         (("osum-train", "--config", none, "--train", task_cuts, "--output", out), "not found"),

@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def samples() -> list[dict]:
     """Four real ASR task samples (16 kHz views of Asterisk prompts), as manifest dicts."""
-    from training.demo import demo_task_cuts
+    from osum_data.demo.task_cuts import demo_task_cuts
 
     return [c.to_dict() for c in demo_task_cuts(4, max_duration=3.0)]
 

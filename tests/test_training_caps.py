@@ -13,7 +13,6 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import random  # noqa: E402
-from dataclasses import replace  # noqa: E402
 
 import pytest  # noqa: E402
 from lhotse import CutSet, MonoCut, Recording  # noqa: E402
@@ -23,13 +22,13 @@ from tests.conftest import REPO  # noqa: E402
 from training.config import DataConfig, load_config  # noqa: E402
 from training.data import (  # noqa: E402
     CutFilter,
-    Position,
     SequenceLength,
     SpeechLLMDataset,
     cut_frames,
     estimate_tokens,
     make_sampler,
 )
+from training.stream import Position  # noqa: E402
 
 OSUM = REPO / "training" / "configs" / "osum_qwen2_7b.yaml"
 
@@ -47,7 +46,7 @@ def synthetic_cuts(n: int, seed: int = 0, scale: float = 1.0) -> CutSet:
 
 
 def osum_data(**kw) -> DataConfig:
-    return replace(load_config(OSUM).data, buffer_size=1500, **kw)
+    return load_config(OSUM).data.model_copy(update={"buffer_size": 1500, **kw})
 
 
 @pytest.mark.parametrize("scale", [1.0, 3.0])
@@ -93,7 +92,7 @@ def test_the_token_cap_is_measured_on_the_sequence_the_dataset_builds():
     """SequenceLength (what the trainer's sampler measures) equals the real row length of a batch:
     instruction (chat header included), speech embeddings with the osum boundary tokens, target,
     eos; with a prompt pool it is the longest prompt's."""
-    from training.demo import demo_task_cuts
+    from osum_data.demo.task_cuts import demo_task_cuts
     from training.sequence import PromptFormat
     from training.weights import load_tokenizer
 

@@ -7,16 +7,15 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from collections import Counter  # noqa: E402
-from dataclasses import replace  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from lhotse import CutSet  # noqa: E402
 
+from osum_data.demo.task_cuts import demo_task_cuts, write_demo_manifest  # noqa: E402
 from tests.conftest import REPO, speech  # noqa: E402
 from training.config import DataConfig, SpecAugmentConfig, load_config  # noqa: E402
 from training.data import (  # noqa: E402
-    Position,
     PositionedSampler,
     SpeechLLMDataset,
     estimate_tokens,
@@ -25,9 +24,9 @@ from training.data import (  # noqa: E402
     mix,
     open_cuts,
 )
-from training.demo import demo_task_cuts, write_demo_manifest  # noqa: E402
 from training.features import log_mel, spec_augment  # noqa: E402
 from training.sequence import PromptFormat  # noqa: E402
+from training.stream import Position  # noqa: E402
 from training.weights import load_tokenizer  # noqa: E402
 
 TINY = REPO / "training" / "configs" / "tiny.yaml"
@@ -57,7 +56,9 @@ def test_bucketing_pads_less_than_random_batches(demo120):
     cuts = open_cuts(demo120)
     bucketed = padding_ratio(make_sampler(cuts, cfg, seed=0, world_size=1, rank=0, shuffle=True))
     random = padding_ratio(
-        make_sampler(cuts, replace(cfg, bucketing=False), seed=0, world_size=1, rank=0, shuffle=True)
+        make_sampler(
+            cuts, cfg.model_copy(update={"bucketing": False}), seed=0, world_size=1, rank=0, shuffle=True
+        )
     )
     assert bucketed < 0.2 < random and bucketed < random / 2, (bucketed, random)
 
@@ -69,7 +70,9 @@ def test_token_cap_limits_padded_tokens(demo120):
         cuts = list(batch)
         assert len(cuts) * max(estimate_tokens(c) for c in cuts) <= 400  # hard: padded tokens
         sizes.append(len(cuts))
-    uncapped = list(make_sampler(open_cuts(demo120), replace(cfg, max_tokens=None), 0, 1, 0, shuffle=False))
+    uncapped = list(
+        make_sampler(open_cuts(demo120), cfg.model_copy(update={"max_tokens": None}), 0, 1, 0, shuffle=False)
+    )
     assert sum(sizes) == 120 and len(sizes) > 3 * len(uncapped)
 
 

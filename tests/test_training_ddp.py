@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from osum_data.demo.task_cuts import write_demo_manifest
 from tests.conftest import REPO
-from training.demo import write_demo_manifest
 
 TINY = REPO / "training" / "configs" / "tiny.yaml"
 

@@ -16,9 +16,9 @@ import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
 from lhotse import CutSet, Recording, SupervisionSegment  # noqa: E402
 
+from osum_data.demo.task_cuts import demo_task_cuts  # noqa: E402
 from tests.conftest import REPO, speech  # noqa: E402
 from training.config import DecodeConfig, OptimConfig, SpecAugmentConfig, load_config  # noqa: E402
-from training.demo import demo_task_cuts  # noqa: E402
 from training.features import log_mel, spec_augment  # noqa: E402
 from training.metrics import answer_f1, task_metrics  # noqa: E402
 from training.train import StepGuard, lr_lambda, train  # noqa: E402
@@ -158,9 +158,10 @@ def test_generation_metrics_tensorboard_and_peak_memory_during_training(tmp_path
 def test_decoding_options_and_several_stop_tokens():
     """OSUM's decoding (beam 4 with top-p/top-k sampling and a repetition penalty) through
     transformers' generate, reproducible by seed; generation stops at any of the stop tokens."""
-    from training.data import Position, SpeechLLMDataset
+    from training.data import SpeechLLMDataset
     from training.model import build_model
     from training.sequence import PromptFormat
+    from training.stream import Position
 
     cfg = load_config(TINY)
     model, tok = build_model(cfg)

@@ -14,13 +14,14 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count  # noqa: E402
 
+from osum_data.demo.task_cuts import demo_task_cuts  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
 from training.config import load_config  # noqa: E402
-from training.data import Position, SpeechLLMDataset  # noqa: E402
-from training.demo import demo_task_cuts  # noqa: E402
+from training.data import SpeechLLMDataset  # noqa: E402
 from training.flops import peak_flops, step_flops  # noqa: E402
 from training.model import build_model, speech_boundary_tokens  # noqa: E402
 from training.sequence import PromptFormat  # noqa: E402
+from training.stream import Position  # noqa: E402
 
 TINY = REPO / "training" / "configs" / "tiny.yaml"
 aten = torch.ops.aten

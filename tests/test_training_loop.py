@@ -12,13 +12,15 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 from lhotse import CutSet  # noqa: E402
 
+from osum_data.demo.task_cuts import demo_task_cuts  # noqa: E402
+from osum_data.errors import UsageError  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
-from training.checkpoint import checkpoint_dirs, position_from_dict, safe_load  # noqa: E402
+from training.checkpoint import checkpoint_dirs, position_from_dict  # noqa: E402
 from training.config import load_config  # noqa: E402
 from training.decode import decode  # noqa: E402
 from training.decode import main as decode_main  # noqa: E402
-from training.demo import demo_task_cuts  # noqa: E402
 from training.export import export  # noqa: E402
+from training.safe_load import safe_load  # noqa: E402
 from training.train import train  # noqa: E402
 
 TINY = REPO / "training" / "configs" / "tiny.yaml"
@@ -125,7 +127,7 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path):
     # A run killed after logging step 5 but before its next checkpoint: step 5 is redone once.
     with open(tmp_path / "cut" / "train_log.jsonl", "a") as f:
         f.write(json.dumps({"step": 5, "loss": -1.0}) + "\n")
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(UsageError, match="--resume"):
         train(cfg, [str(manifest)], tmp_path / "cut", dev_spec=str(dev))
     train(cfg, [str(manifest)], tmp_path / "cut", dev_spec=str(dev), resume=True)
     # The dev evaluations (steps 3 and 6) ran in both and did not disturb training.
@@ -212,9 +214,9 @@ def test_batches_for_a_gpu_are_pinned(tmp_path):
     """Bug 6 of issue 10: `non_blocking=True` copies from pageable memory are synchronous."""
     import torch
 
-    from training.data import Position
     from training.distributed import Dist
     from training.sequence import PromptFormat
+    from training.stream import Position
     from training.train import build_loaders
     from training.weights import load_tokenizer
 

@@ -12,13 +12,15 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from lhotse import CutSet  # noqa: E402
 
+from osum_data.demo.task_cuts import demo_task_cuts  # noqa: E402
 from tests.conftest import REPO, speech  # noqa: E402
+from training.adapters import speech_lengths  # noqa: E402
 from training.config import ConfigError, DecodeConfig, load_config  # noqa: E402
-from training.data import Position, SpeechLLMDataset  # noqa: E402
-from training.demo import demo_task_cuts  # noqa: E402
+from training.data import SpeechLLMDataset  # noqa: E402
 from training.features import log_mel  # noqa: E402
-from training.model import ShortWhisperEncoder, build_model, speech_boundary_tokens, speech_lengths  # noqa: E402
+from training.model import ShortWhisperEncoder, build_model, speech_boundary_tokens  # noqa: E402
 from training.sequence import IGNORE, PromptFormat  # noqa: E402
+from training.stream import Position  # noqa: E402
 from training.weights import WeightsNotFound  # noqa: E402
 
 TINY = REPO / "training" / "configs" / "tiny.yaml"
@@ -130,7 +132,7 @@ def test_missing_weight_paths_are_named(tmp_path):
         )
     with pytest.raises(WeightsNotFound, match="package 'no_such_pkg' is not installed"):
         build_model(load_config(TINY, ["model.llm.tokenizer=package:no_such_pkg/model.gguf"]))
-    with pytest.raises(ConfigError, match="unknown keys"):
+    with pytest.raises(ConfigError, match="unknown key 'optim.learning_rate'"):
         load_config(TINY, ["optim.learning_rate=1"])
     assert load_config(TINY, ["optim.lr=1e-4"]).optim.lr == 1e-4  # a float, not YAML 1.1's string
 

@@ -219,8 +219,8 @@ def test_osum_adapter_computes_what_osum_computes(converted):
 
 def test_training_starts_from_the_converted_osum_weights(converted, tmp_path):
     """A user fine-tunes OSUM on our data: init_from the converted checkpoint, one step."""
+    from osum_data.demo.task_cuts import demo_task_cuts
     from training.checkpoint import checkpoint_dirs
-    from training.demo import demo_task_cuts
     from training.train import train
 
     cfg, sd, root = converted

@@ -13,10 +13,10 @@ import importlib.util  # noqa: E402
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 
+from osum_data.demo.task_cuts import demo_task_cuts  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
 from training.config import DataConfig, load_config  # noqa: E402
 from training.data import make_loader, open_cuts  # noqa: E402
-from training.demo import demo_task_cuts  # noqa: E402
 from training.sequence import PromptFormat  # noqa: E402
 from training.stream import Source, resolve  # noqa: E402
 from training.weights import load_tokenizer  # noqa: E402

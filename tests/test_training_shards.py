@@ -14,16 +14,15 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from collections import Counter  # noqa: E402
-from dataclasses import replace  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from lhotse import CutSet  # noqa: E402
 
+from osum_data.demo.task_cuts import demo_task_cuts, write_demo_manifest  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
 from training.config import DataConfig, load_config  # noqa: E402
 from training.data import make_loader, training_stream  # noqa: E402
-from training.demo import demo_task_cuts, write_demo_manifest  # noqa: E402
 from training.sequence import PromptFormat  # noqa: E402
 from training.stream import CutStream, Source  # noqa: E402
 from training.weights import load_tokenizer  # noqa: E402
@@ -162,7 +161,7 @@ def test_multi_rank_evaluation_scores_each_dev_cut_once(fmt):
     from training.stats import Stats
 
     cuts = demo_task_cuts(5, tasks=("asr",), max_duration=3.0)
-    cfg = replace(DataConfig(max_duration=100.0, max_cuts=1, num_workers=0, bucketing=False))
+    cfg = DataConfig(max_duration=100.0, max_cuts=1, num_workers=0, bucketing=False)
     tiny = load_config(TINY, ["decode.max_new_tokens=2"])
     model, _ = build_model(tiny)
     stats, rows, seen = Stats(["<TRANSCRIBE>"]), [], []
@@ -185,7 +184,8 @@ def test_skipped_training_cuts_are_counted_once(tmp_path, fmt):
     """The trainer's log said 402 skipped cuts for 200: the bucketing sampler's bin estimate, the
     probe for a bucket's worth and the real pass each counted them."""
     from training.distributed import Dist
-    from training.train import Position, build_loaders
+    from training.stream import Position
+    from training.train import build_loaders
 
     manifest = write_demo_manifest(tmp_path / "cuts.jsonl.gz", 40, max_duration=4.0)
     long = sum(c.duration > 2.0 for c in CutSet.from_file(manifest))
@@ -204,8 +204,7 @@ def test_a_position_with_every_ranks_stream_state_round_trips_through_a_checkpoi
     import dataclasses
 
     from training.checkpoint import position_from_dict
-    from training.data import Position
-    from training.stream import StreamState
+    from training.stream import Position, StreamState
 
     peers = (StreamState(4, ((0, 5),), 2), StreamState(1, ((1, 1),), 2))
     position = Position(1, 2, 3, StreamState(4, ((0, 5),), 2), peers)

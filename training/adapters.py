@@ -36,6 +36,13 @@ def conv_out(lengths: torch.Tensor, stride: int) -> torch.Tensor:
     return (lengths - 1) // stride + 1
 
 
+def speech_lengths(mel_lens: torch.Tensor, boundary_tokens: int = 0) -> torch.Tensor:
+    """Number of speech embeddings the model makes from `mel_lens` frames: Whisper's conv2 (/2),
+    then the adapter's convs (/2, /2): 100 frames/s -> 12.5 embeddings/s, as in OSUM; plus the
+    adapter's begin/end-of-speech embeddings (`boundary_tokens`: 2 for the osum adapter)."""
+    return conv_out(conv_out(conv_out(mel_lens, 2), 2), 2) + boundary_tokens
+
+
 def padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
     """(B, max_len) True at padded positions."""
     return torch.arange(max_len, device=lengths.device)[None, :] >= lengths[:, None]

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pickle
 import random
 import shutil
 from pathlib import Path
@@ -35,8 +34,9 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
-from training.data import Position
-from training.stream import StreamState
+from osum_data.errors import UsageError
+from training.safe_load import safe_load
+from training.stream import Position, StreamState
 
 SAVE = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
 LOAD = StateDictOptions(full_state_dict=True, strict=False)
@@ -49,31 +49,6 @@ def rank() -> int:
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
-
-
-class UnsafeCheckpoint(ValueError):
-    """A checkpoint file that holds more than tensors and plain data (it could run code)."""
-
-
-def safe_load(path: Path) -> Any:
-    """`torch.load` that builds nothing but tensors and plain data; a file whose pickle names any
-    other Python object is an UnsafeCheckpoint naming the file (torch's own message is many lines)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = next((ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln or "global" in ln), "")
-        raise UnsafeCheckpoint(
-            f"{path}: refused: it holds Python objects other than tensors and plain data, which could "
-            f"run code when loaded ({first[:160] or type(e).__name__}); use checkpoints you made or trust"
-        ) from None
-
-
-def refuse(prog: str, e: UnsafeCheckpoint) -> int:
-    """The trainer tools' answer to an unsafe checkpoint: one line, exit status 1."""
-    import sys
-
-    print(f"{prog}: error: {e}", file=sys.stderr)
-    return 1
 
 
 def rng_state() -> dict[str, Any]:
@@ -105,6 +80,17 @@ def checkpoint_dirs(output: Path) -> list[Path]:
 def latest_checkpoint(output: Path) -> Path | None:
     dirs = checkpoint_dirs(output)
     return dirs[-1] if dirs else None
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """A checkpoint (or export) directory holding model.pt, or a run directory (its latest one)."""
+    path = Path(path)
+    if (path / "model.pt").exists():
+        return path
+    latest = latest_checkpoint(path)
+    if latest is None:
+        raise UsageError(f"{path}: no model.pt and no finished checkpoint under {path}/checkpoints")
+    return latest
 
 
 def save_checkpoint(
@@ -149,12 +135,12 @@ def load_trainable(model: torch.nn.Module, path: Path) -> None:
     own = dict(model.named_parameters())
     unknown = [k for k in sd if k not in own]
     if unknown:
-        raise ValueError(f"{path}/model.pt has weights the model lacks (config mismatch?): {unknown[:5]}")
+        raise UsageError(f"{path}/model.pt has weights the model lacks (config mismatch?): {unknown[:5]}")
     shapes = [
         f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in sd.items() if v.shape != own[k].shape
     ]
     if shapes:
-        raise ValueError(
+        raise UsageError(
             f"{path}/model.pt: weights of another shape than the model's (config mismatch?): {shapes[:5]}"
         )
     set_model_state_dict(model, sd, options=LOAD)
@@ -186,7 +172,7 @@ def load_checkpoint(
             torch.manual_seed(seed + 1000003 * step + rank())
         return step, position_from_dict(state["position"]), extra
     if saved_world != world:
-        raise ValueError(
+        raise UsageError(
             f"{path} was saved by {saved_world} ranks, this run has {world}: an exact resume needs the same "
             f"world size; --set train.resume_data=fast resumes with any"
         )

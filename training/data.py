@@ -10,7 +10,6 @@ Every random choice of a batch (SpecAugment, instruction redraw) comes from a ge
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import math
 import re
@@ -28,12 +27,14 @@ from lhotse.dataset.sampling.dynamic import DynamicCutSampler
 from lhotse.dataset.sampling.dynamic_bucketing import DynamicBucketingSampler
 from lhotse.utils import compute_num_samples
 
+from osum_data.rejects import Reject
+from osum_data.seeded import seed_bits
 from osum_data.sources import source_problem
+from training.adapters import speech_lengths
 from training.config import DataConfig
 from training.features import HOP, SAMPLING_RATE, log_mel, spec_augment
-from training.model import speech_lengths
 from training.sequence import PromptFormat, collate_tokens
-from training.stream import CutStream, Source, StreamState, mix_probabilities, resolve
+from training.stream import CutStream, DataError, Position, Source, mix_probabilities, resolve
 
 SPEECH_TOKENS_PER_SECOND = 12.5
 
@@ -77,32 +78,30 @@ class CutFilter:
         self.ids: dict[str, str] | None = {} if record_ids else None
         self._seen: set[str] = set()
 
-    def reason(self, cut: Cut) -> tuple[str, str] | None:
-        """(code, human reason) of a cut to skip, None for a cut to keep."""
+    def reject(self, cut: Cut) -> Reject | None:
+        """Why a cut is skipped (the house's one reject: a code and a detail), None to keep it."""
         unsafe = source_problem(cut)  # a `command`/`url` source is never decoded unless allowed
         if unsafe is not None:
-            return unsafe
+            return Reject(*unsafe)
         if cut.duration > self.max_duration:
-            return "too_long", f"{cut.duration:.2f} s is longer than {self.max_duration:g} s"
+            return Reject("too_long", f"{cut.duration:.2f} s is longer than {self.max_duration:g} s")
         if self.max_target_tokens is not None:
             n = len(self.fmt.encode((cut.custom or {}).get("target") or "")) + 1
             if n > self.max_target_tokens:
-                return "target_too_long", f"target of {n} tokens with eos exceeds {self.max_target_tokens}"
-        if self.caps is not None:
-            why = self.caps.alone_over(cut)
-            if why is not None:
-                return "over_batch_cap", why
-        return None
+                detail = f"target of {n} tokens with eos exceeds {self.max_target_tokens}"
+                return Reject("target_too_long", detail)
+        why = self.caps.alone_over(cut) if self.caps is not None else None
+        return Reject("over_batch_cap", why) if why is not None else None
 
     def __call__(self, cut: Cut) -> bool:
-        why = self.reason(cut)
-        if why is None:
+        reject = self.reject(cut)
+        if reject is None:
             return True
         if cut.id not in self._seen:
             self._seen.add(cut.id)
-            self.counts[why[0]] += 1
+            self.counts[reject.code] += 1
             if self.ids is not None:
-                self.ids[cut.id] = why[1]
+                self.ids[cut.id] = reject.detail
         return False
 
     @property
@@ -321,19 +320,6 @@ def make_sampler(
     return CappedSampler(sampler, caps, cut_filter)
 
 
-@dataclass(frozen=True)
-class Position:
-    """Where a batch sits in the stream; the checkpoint stores the last consumed one."""
-
-    epoch: int
-    in_epoch: int  # 1-based index of this batch within its epoch (on this rank)
-    index: int  # global batch counter (on this rank), across epochs
-    stream: StreamState | None = None  # the input stream's state when the sampler made this batch
-    # Every rank's stream state at a checkpoint (multi-rank runs): a fast resume on another
-    # number of ranks starts past all of them.
-    peers: tuple[StreamState, ...] | None = None
-
-
 class PositionedSampler:
     """Wraps a Lhotse sampler: endless epochs, each batch tagged with its Position, and a start
     position to go to. Exact (default): the sampler is replayed from the epoch's start up to it
@@ -384,7 +370,7 @@ class PositionedSampler:
             if n == first and not resumed_mid_epoch:  # (a resumed epoch's rest may well be empty)
                 if self.epochs is not None:
                     return  # an empty dev/test set (or every cut skipped): nothing to evaluate
-                raise ValueError("the training manifest yields no batch (empty, or every cut filtered out)")
+                raise DataError("the training manifest yields no batch (empty, or every cut filtered out)")
             epoch, skip = epoch + 1, 0
 
 
@@ -395,10 +381,6 @@ def is_duplicate(cut_id: str) -> bool:
     """Lhotse pads the last round of a multi-rank pass with copies of cuts (ids `<id>_dupN`) so
     every rank steps together; they must not be scored twice."""
     return DUPLICATE.search(cut_id) is not None
-
-
-def _seed_for(seed: int, index: int) -> int:
-    return int.from_bytes(hashlib.sha256(f"{seed}\0{index}".encode()).digest()[:8], "big") % 2**63
 
 
 def load_audio(cut: Cut) -> torch.Tensor:
@@ -414,7 +396,7 @@ def instruction_choices(cut: Cut, cfg: DataConfig, train: bool = True) -> list[s
     custom = cut.custom or {}
     if not train or cfg.instruction == "stored":
         if not custom.get("instruction"):
-            raise ValueError(f"cut {cut.id} has no custom.instruction (run the template stage)")
+            raise DataError(f"cut {cut.id} has no custom.instruction (run the template stage)")
         return [custom["instruction"]]
     from osum_data.tasks import prompt_language, prompt_pool, registry
 
@@ -488,12 +470,12 @@ class SpeechLLMDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, item: tuple[Position, CutSet]) -> dict[str, Any]:
         pos, cuts = item
-        gen = torch.Generator().manual_seed(_seed_for(self.seed, pos.index))
+        gen = torch.Generator().manual_seed(seed_bits(self.seed, pos.index) % 2**63)
         mels, samples, tasks, ids, targets, durations = [], [], [], [], [], []
         for cut in cuts:
             custom = cut.custom or {}
             if "task" not in custom or "target" not in custom:
-                raise ValueError(f"cut {cut.id} has no custom.task/custom.target: not a task sample")
+                raise DataError(f"cut {cut.id} has no custom.task/custom.target: not a task sample")
             mel = log_mel(load_audio(cut), self.cfg.n_mels)
             if self.train and self.cfg.spec_augment is not None:
                 mel = spec_augment(mel, self.cfg.spec_augment, gen)

@@ -11,7 +11,6 @@ instruction.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 
 import torch
 
-from training.checkpoint import latest_checkpoint, load_trainable
+from training.checkpoint import load_trainable, resolve_checkpoint
 from training.cli_errors import run_command
 from training.config import Config, load_config
 from training.data import make_loader, open_cuts
@@ -29,22 +28,11 @@ from training.model import SpeechLLM, build_model, speech_boundary_tokens
 from training.sequence import PromptFormat, prompt_format
 
 
-def resolve_checkpoint(path: Path) -> Path:
-    """A checkpoint (or export) directory holding model.pt, or a run directory (its latest one)."""
-    path = Path(path)
-    if (path / "model.pt").exists():
-        return path
-    latest = latest_checkpoint(path)
-    if latest is None:
-        raise FileNotFoundError(f"{path}: no model.pt and no finished checkpoint under {path}/checkpoints")
-    return latest
-
-
 def generate_rows(
     model: SpeechLLM, fmt: PromptFormat, cfg: Config, cuts, device: torch.device
 ) -> tuple[list[dict], dict[str, str]]:
     """Hypotheses of every cut the model can take, and {cut id: reason} of the cuts it skipped."""
-    data_cfg = dataclasses.replace(cfg.data, max_duration=cfg.decode.max_duration)
+    data_cfg = cfg.data.model_copy(update={"max_duration": cfg.decode.max_duration})
     loader = make_loader(
         cuts, fmt, data_cfg, cfg.seed, train=False, with_targets=False, epochs=1,
         boundary_tokens=speech_boundary_tokens(cfg),
@@ -92,15 +80,10 @@ def _main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output", required=True, type=Path)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     from osum_data.sources import add_cli_flags, policy_env
-    from training.checkpoint import UnsafeCheckpoint, refuse
-
     add_cli_flags(ap)
     args = ap.parse_args(argv)
-    try:
-        with policy_env(args):
-            metrics = decode(load_config(args.config, args.set), args.checkpoint, args.cuts, args.output)
-    except UnsafeCheckpoint as e:
-        return refuse("osum-decode", e)
+    with policy_env(args):
+        metrics = decode(load_config(args.config, args.set), args.checkpoint, args.cuts, args.output)
     for key, m in metrics.items():
         shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}
         print(f"{key}: {json.dumps(shown, ensure_ascii=False)}")

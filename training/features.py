@@ -49,10 +49,6 @@ def log_mel(audio: torch.Tensor | np.ndarray, n_mels: int = 80) -> torch.Tensor:
     return (log + 4.0) / 4.0
 
 
-def num_frames(num_samples: int) -> int:
-    return num_samples // HOP
-
-
 def spec_augment(mel: torch.Tensor, cfg: SpecAugmentConfig, generator: torch.Generator) -> torch.Tensor:
     """Time masks, frequency masks, then spec-sub on one (n_mels, T) feature, as WeNet (OSUM's
     toolkit) applies them: a mask starts anywhere on its axis, is 1 to max wide and is clipped at

@@ -16,7 +16,6 @@ audio frames and tokens, with backward counted only where it happens:
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -93,7 +92,7 @@ def step_flops(model: Any, batch: dict[str, Any], causal_half: bool = True) -> W
     mel_lens, attention_mask, labels). `causal_half`: count the LLM's causal attention as half a
     full square (the work a causal kernel does); False counts the full square, as PyTorch's
     FlopCounterMode does."""
-    from training.model import conv_out
+    from training.adapters import conv_out
 
     by_part: dict[str, float] = {}
     frames = [int(x) for x in batch["mel_lens"]]
@@ -135,7 +134,3 @@ def step_flops(model: Any, batch: dict[str, Any], causal_half: bool = True) -> W
     targets = int((batch["labels"][:, 1:] != -100).sum())
     by_part["lm_head"], _ = _linear_flops(lm.get_output_embeddings(), targets, input_grad=backward)
     return Work(by_part)
-
-
-def mfu(flops: float, seconds: float, peak: float) -> float:
-    return flops / seconds / peak if peak and seconds > 0 and math.isfinite(flops) else float("nan")

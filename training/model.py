@@ -16,17 +16,16 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-from training.adapters import ADAPTERS, Adapter, OsumAdapter, conv_out, padding_mask, zero_padding
+from osum_data.errors import UsageError
+from training.adapters import (
+    ADAPTERS,
+    Adapter,
+    OsumAdapter,
+    conv_out,
+    padding_mask,
+    zero_padding,
+)
 from training.config import Config
-
-__all__ = ["Adapter", "OsumAdapter", "SpeechLLM", "build_model", "conv_out", "padding_mask", "speech_lengths"]
-
-
-def speech_lengths(mel_lens: torch.Tensor, boundary_tokens: int = 0) -> torch.Tensor:
-    """Number of speech embeddings the model makes from `mel_lens` frames: Whisper's conv2 (/2),
-    then the adapter's convs (/2, /2): 100 frames/s -> 12.5 embeddings/s, as in OSUM; plus the
-    adapter's begin/end-of-speech embeddings (`boundary_tokens`: 2 for the osum adapter)."""
-    return conv_out(conv_out(conv_out(mel_lens, 2), 2), 2) + boundary_tokens
 
 
 def speech_boundary_tokens(cfg: Config) -> int:
@@ -168,12 +167,12 @@ def build_model(cfg: Config, with_tokenizer: bool = True) -> tuple[SpeechLLM, An
     if m.encoder.dropout is not None:
         enc_cfg.dropout = enc_cfg.activation_dropout = m.encoder.dropout
     if enc_cfg.num_mel_bins != cfg.data.n_mels:
-        raise ValueError(f"encoder has {enc_cfg.num_mel_bins} mel bins, data.n_mels is {cfg.data.n_mels}")
+        raise UsageError(f"encoder has {enc_cfg.num_mel_bins} mel bins, data.n_mels is {cfg.data.n_mels}")
     encoder = ShortWhisperEncoder(enc_cfg)
     if enc_state is not None:
         missing, unexpected = encoder.load_state_dict(enc_state, strict=False)
         if [k for k in missing if k != "embed_positions.weight"] or unexpected:
-            raise ValueError(
+            raise UsageError(
                 f"Whisper encoder weights do not fit: missing {missing}, unexpected {unexpected}"
             )
     encoder.gradient_checkpointing = m.encoder.gradient_checkpointing
@@ -181,7 +180,7 @@ def build_model(cfg: Config, with_tokenizer: bool = True) -> tuple[SpeechLLM, An
     tokenizer = load_tokenizer(m.llm.tokenizer or m.llm.path) if with_tokenizer else None
     llm = load_causal_lm(m.llm.path, m.llm.config, m.llm.dtype, m.llm.attn_implementation)
     if tokenizer is not None and len(tokenizer) > llm.get_input_embeddings().num_embeddings:
-        raise ValueError(
+        raise UsageError(
             f"tokenizer has {len(tokenizer)} tokens, the LLM only {llm.get_input_embeddings().num_embeddings}"
         )
     if m.llm.gradient_checkpointing:
@@ -231,10 +230,6 @@ def set_trainable(model: SpeechLLM, parts: list[str]) -> None:
         for name, p in model.llm.named_parameters():
             if "lora_" in name:
                 p.requires_grad_(True)
-
-
-def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in model.named_parameters() if v.requires_grad}
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:

@@ -31,8 +31,10 @@ from typing import Any
 
 import torch
 
+from osum_data.errors import UsageError
 from training.adapters import sinusoids
 from training.cli_errors import run_command
+from training.safe_load import safe_load
 
 # (OSUM key pattern, our key template); the first match wins.
 _ENCODER_LAYER = {
@@ -148,13 +150,11 @@ def convert(
 
 def load_osum_state(path: Path) -> dict[str, torch.Tensor]:
     """OSUM's `infer.pt` (a plain state dict; DeepSpeed-era saves may wrap it in `module`)."""
-    from training.checkpoint import safe_load
-
     sd = safe_load(path)
     if isinstance(sd, dict) and "module" in sd and isinstance(sd["module"], dict):
         sd = sd["module"]
     if not isinstance(sd, dict) or not any(k.startswith("speech_transformer.") for k in sd):
-        raise ValueError(f"{path}: not an OSUM checkpoint (no speech_transformer.* keys)")
+        raise UsageError(f"{path}: not an OSUM checkpoint (no speech_transformer.* keys)")
     return sd
 
 
@@ -220,12 +220,7 @@ def _main(argv: list[str] | None = None) -> int:
         "--llm", type=Path, help="the local LLM directory to train with: checks it is OSUM's base"
     )
     args = ap.parse_args(argv)
-    from training.checkpoint import UnsafeCheckpoint, refuse
-
-    try:
-        report = write(args.osum, args.output, args.keep_llm, args.llm)
-    except UnsafeCheckpoint as e:
-        return refuse("osum-convert", e)
+    report = write(args.osum, args.output, args.keep_llm, args.llm)
     print(json.dumps(report["summary"]))
     if "llm_check" in report:
         result = report["llm_check"]["result"]

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from osum_data.errors import UsageError
+
 IGNORE = -100
 SPEECH_MARK = "<|osum_speech|>"
 
@@ -44,14 +46,14 @@ class PromptFormat:
         )
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
         if chat_template and not getattr(tokenizer, "chat_template", None):
-            raise ValueError("data.chat_template is on but the tokenizer has no chat template")
+            raise UsageError("data.chat_template is on but the tokenizer has no chat template")
         self._cache: dict[str, tuple[list[int], list[int]]] = {}
 
     def token_id(self, token: str, what: str) -> int:
         """The id of a single token of the vocabulary (special tokens included)."""
         ids = self.tok(token, add_special_tokens=False)["input_ids"]
         if len(ids) != 1:
-            raise ValueError(f"{what}: {token!r} is not one token of the tokenizer (it splits into {ids})")
+            raise UsageError(f"{what}: {token!r} is not one token of the tokenizer (it splits into {ids})")
         return ids[0]
 
     def stop_ids(self, extra: list[str], model_eos: int | list[int] | None = None) -> list[int]:

@@ -28,7 +28,6 @@ flattens the mix towards uniform, so small tasks are seen more without re-runnin
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import re
@@ -41,7 +40,15 @@ from typing import Any
 from lhotse.cut import Cut
 from lhotse.serialization import decode_json_line, deserialize_item, open_best
 
+from osum_data.errors import OsumError, UsageError
+from osum_data.seeded import unit_draw
+
 SHAR_FILE = re.compile(r"^(?P<field>[A-Za-z_][A-Za-z0-9_]*)\.(?P<index>\d{6})\.")
+
+
+class DataError(OsumError, ValueError):
+    """A training input that cannot be used as it is (exit 1): a broken Shar fields file, a source
+    with no cut to train on, a cut that is no task sample."""
 
 
 def is_url(spec: str) -> bool:
@@ -114,7 +121,7 @@ def _shar_fields(names: list[str], where: str) -> dict[str, list[str]]:
     n = len(fields["cuts"])
     for field, shards in fields.items():
         if sorted(shards) != list(range(n)):
-            raise ValueError(f"{where}: field {field!r} has shards {sorted(shards)}, expected 0..{n - 1}")
+            raise DataError(f"{where}: field {field!r} has shards {sorted(shards)}, expected 0..{n - 1}")
     return {field: [shards[i] for i in range(n)] for field, shards in fields.items()}
 
 
@@ -141,6 +148,7 @@ def needs_audio(cut: Cut) -> bool:
     return rec is not None and any(src.type == "shar" for src in rec.sources)
 
 
+
 @dataclass(frozen=True)
 class Resolved:
     manifest: str | None = None  # a CutSet JSONL (gz) path or URL
@@ -164,15 +172,15 @@ def resolve(spec: str | Path) -> Resolved:
         with open_best(s, "r") as f:
             fields = load_yaml(f.read())
         if not isinstance(fields, dict) or not isinstance(fields.get("cuts"), list):
-            raise ValueError(f"{s}: a Shar fields file maps field names to shard lists and needs 'cuts'")
+            raise DataError(f"{s}: a Shar fields file maps field names to shard lists and needs 'cuts'")
         n = len(fields["cuts"])
         bad = {k: len(v) for k, v in fields.items() if len(v) != n}
         if bad:
-            raise ValueError(f"{s}: every field needs {n} shards like 'cuts'; got {bad}")
+            raise DataError(f"{s}: every field needs {n} shards like 'cuts'; got {bad}")
         paths = [str(x) for v in fields.values() for x in v]
         piped = [x for x in paths if x.startswith("pipe:")]
         if piped and not current_policy().allow_command:  # (lhotse runs `pipe:` entries in a shell)
-            raise ValueError(
+            raise UsageError(
                 f"{s}: shard {piped[0][:120]!r} runs a shell command; refused without "
                 "OSUM_ALLOW_COMMAND_SOURCES=1 (osum_data/sources.py)"
             )
@@ -217,7 +225,7 @@ class Source:
         self.pending: dict[str, int] = {}  # cut id -> shard, of cuts read without audio
         self._hydrated: dict[int, dict[str, Cut]] = {}
         if self.where.shar is not None and len(self.where.shar["cuts"]) < world:
-            raise ValueError(
+            raise DataError(
                 f"{self.spec}: {len(self.where.shar['cuts'])} Shar shard(s) for {world} ranks: each rank "
                 f"reads whole shards, so every rank needs at least one (write smaller shards)"
             )
@@ -342,8 +350,17 @@ class StreamState:
     world: int = 1  # the number of ranks whose parts the offsets count in
 
 
-def _uniform(seed: int, i: int) -> float:
-    return int.from_bytes(hashlib.sha256(f"{seed}\0mix\0{i}".encode()).digest()[:8], "big") / 2**64
+@dataclass(frozen=True)
+class Position:
+    """Where a batch sits in the stream; the checkpoint stores the last consumed one."""
+
+    epoch: int
+    in_epoch: int  # 1-based index of this batch within its epoch (on this rank)
+    index: int  # global batch counter (on this rank), across epochs
+    stream: StreamState | None = None  # the input stream's state when the sampler made this batch
+    # Every rank's stream state at a checkpoint (multi-rank runs): a fast resume on another
+    # number of ranks starts past all of them.
+    peers: tuple[StreamState, ...] | None = None
 
 
 def mix_probabilities(
@@ -351,12 +368,12 @@ def mix_probabilities(
 ) -> list[float]:
     w = list(weights) if weights is not None else [1.0] * len(sources)
     if len(w) != len(sources):
-        raise ValueError(f"{len(sources)} training manifests but {len(w)} weights")
+        raise UsageError(f"{len(sources)} training manifests but {len(w)} weights")
     if any(x < 0 for x in w) or not any(x > 0 for x in w):
-        raise ValueError(f"mixing weights must be >= 0 and not all 0: {w}")
+        raise UsageError(f"mixing weights must be >= 0 and not all 0: {w}")
     if temperature is not None:
         if temperature <= 0:
-            raise ValueError(f"data.mix_temperature must be > 0, got {temperature}")
+            raise UsageError(f"data.mix_temperature must be > 0, got {temperature}")
         w = [(x * s.hours) ** (1.0 / temperature) for x, s in zip(w, sources, strict=True)]
     total = sum(w)
     return [x / total for x in w]
@@ -399,7 +416,7 @@ class CutStream:
         if state is None:
             state = StreamState(0, tuple((epoch or 0, 0) for _ in self.sources), self.world)
         if len(state.sources) != len(self.sources):
-            raise ValueError(
+            raise UsageError(
                 f"stream position has {len(state.sources)} sources, this run {len(self.sources)}"
             )
         if state.world != self.world:
@@ -434,7 +451,7 @@ class CutStream:
         return CutSet.from_cuts([full(c) for c in cuts])
 
     def _choose(self, i: int) -> int:
-        u = _uniform(self.seed, i)
+        u = unit_draw(self.seed, "mix", str(i))
         return next((k for k, c in enumerate(self.cum) if u < c), len(self.cum) - 1)
 
     def __iter__(self) -> Iterator[Cut]:
@@ -472,7 +489,7 @@ class CutStream:
                         kept += 1
                         yield cut
                 if whole_epoch and kept == 0 and not kept_any:
-                    raise ValueError(f"training source {self.sources[k].spec} has no cut to train on "
+                    raise DataError(f"training source {self.sources[k].spec} has no cut to train on "
                                      "(empty, or every cut filtered out)")  # fmt: skip
                 kept_any |= kept > 0
                 pos[k] = [pos[k][0] + 1, 0]

@@ -29,25 +29,19 @@ from typing import Any
 import torch
 import yaml
 
+from osum_data.errors import UsageError
 from osum_data.sources import add_cli_flags, policy_env
-from training.checkpoint import (
-    UnsafeCheckpoint,
-    latest_checkpoint,
-    load_checkpoint,
-    load_trainable,
-    refuse,
-    save_checkpoint,
-)
-from training.cli_errors import UsageError, run_command
+from training.checkpoint import latest_checkpoint, load_checkpoint, load_trainable, save_checkpoint
+from training.cli_errors import run_command
 from training.config import Config, OptimConfig, load_config
-from training.data import CutFilter, Position, make_loader, open_cuts, training_stream
+from training.data import CutFilter, make_loader, open_cuts, training_stream
 from training.distributed import Dist, no_sync, setup, teardown, wrap
 from training.evaluate import autocast, dev_loss, generation_eval, summary_lines, task_keys, to_device
 from training.logs import RunLog, truncate_log
 from training.model import build_model, count_parameters, speech_boundary_tokens
 from training.sequence import PromptFormat, prompt_format
 from training.stats import Stats
-from training.stream import describe
+from training.stream import Position, describe
 
 # A skipped update (StepGuard) still advances the schedule: step counts are data, not updates.
 warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler.step\(\)` before `optimizer.step\(\)`")
@@ -101,9 +95,7 @@ def build_loaders(
         dev = open_cuts(dev_spec)
         dev_loader = make_loader(dev, fmt, c, cfg.seed, d.world, d.rank, train=False, epochs=1, **common)
         if cfg.train.eval_decode_cuts:
-            import dataclasses
-
-            dc = dataclasses.replace(c, max_duration=cfg.decode.max_duration)
+            dc = c.model_copy(update={"max_duration": cfg.decode.max_duration})
             subset = dev.subset(first=cfg.train.eval_decode_cuts)
             gen_loader = make_loader(
                 subset,
@@ -192,7 +184,7 @@ def train(
     output.mkdir(parents=True, exist_ok=True)
     ckpt = latest_checkpoint(output)
     if ckpt is not None and not resume:
-        raise FileExistsError(
+        raise UsageError(
             f"{output} already has checkpoints ({ckpt.name}): pass --resume or a new --output"
         )
     if d.main:
@@ -207,7 +199,7 @@ def train(
     wrapped = wrap(model, d, cfg.train.distributed)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
-        raise ValueError("nothing to train: model.train names no part with parameters")
+        raise UsageError("nothing to train: model.train names no part with parameters")
     o = cfg.optim
     optimizer = torch.optim.AdamW(
         params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay
@@ -357,11 +349,8 @@ def _main(argv: list[str] | None = None) -> int:
         raise UsageError(f"--weights must be finite, >= 0 and not all 0, got {args.weights}")
     overrides = list(args.set) + ([f"optim.max_steps={args.max_steps}"] if args.max_steps else [])
     cfg = load_config(args.config, overrides)
-    try:
-        with policy_env(args):
-            train(cfg, args.train, args.output, args.weights, args.dev, args.resume, args.stop_after_steps)
-    except UnsafeCheckpoint as e:
-        return refuse("osum-train", e)
+    with policy_env(args):
+        train(cfg, args.train, args.output, args.weights, args.dev, args.resume, args.stop_after_steps)
     return 0
 
 

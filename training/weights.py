@@ -17,10 +17,12 @@ from typing import Any
 import torch
 
 # The GGUF conversion is shared with the embedded LLM server (it also sets HF_HUB_OFFLINE=1).
+from osum_data.errors import UsageError
 from osum_data.local_weights import gguf_model_dir, gguf_tokenizer_dir
+from training.safe_load import safe_load
 
 
-class WeightsNotFound(FileNotFoundError):
+class WeightsNotFound(UsageError, FileNotFoundError):
     """A configured weight or tokenizer path that does not exist locally."""
 
 
@@ -77,7 +79,7 @@ def load_causal_lm(
         cfg = dict(config)
         model_type = cfg.pop("model_type", None)
         if model_type is None:
-            raise ValueError("model.llm.config needs model_type (e.g. qwen2)")
+            raise UsageError("model.llm.config needs model_type (e.g. qwen2)")
         hf_cfg = AutoConfig.for_model(model_type, **cfg)
         if attn_implementation:
             hf_cfg._attn_implementation = attn_implementation
@@ -109,8 +111,6 @@ def load_whisper_encoder(
 
             tensors = load_file(f)
         else:
-            from training.checkpoint import safe_load
-
             tensors = safe_load(f)
         for k, v in tensors.items():
             for prefix in ("model.encoder.", "encoder."):

@@ -1,6 +1,7 @@
 """Small task manifests from the demo corpus (Debian's recorded Asterisk prompts) for smoke runs,
 tests and benchmarks: real speech, real transcripts, templated by the pipeline's own `template`
-stage, resampled lazily to 16 kHz like `audio_policy` does. Takes a second, needs no Ray.
+stage, resampled lazily to 16 kHz like `audio_policy` does. Takes a second, needs no Ray. It lives
+with the demo's inputs, not in training/, which imports nothing of osum_data above its foundations.
 """
 
 from __future__ import annotations

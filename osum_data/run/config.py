@@ -5,7 +5,7 @@ A pipeline file looks like:
     name: asr
     shard_size: 200          # cuts per shard (the unit of work, resume and output files)
     seed: 0                  # feeds every deterministic random choice (StageContext.seed)
-    imports: []              # extra modules that register stages
+    imports: []              # modules of your own stages (built-in ones need none)
     stages:
       - stage: normalize_text       # a registered stage
         lowercase: false            # its parameters, inline

@@ -19,8 +19,11 @@ of code changes results, and every finished shard is re-run.
 Each call gets a `StageContext`: the pipeline seed, the shard index, and a per-shard directory for
 files the stage writes (audio, caches), inside the shard's atomic protocol.
 
-User packages add stages without editing ours through the entry point group `osum_data.stages`
-(each entry names a module to import), or through a pipeline's `imports:` list.
+The built-in stages are listed, name by module, in `osum_data/builtin_stages.py` (declared again as
+this package's entry points); a stage's module is imported when a pipeline first names it. User
+packages add stages without editing ours through the entry point group `osum_data.stages` (each
+entry names a module to import; naming the entry like its stage imports it only when needed), or a
+pipeline's `imports:` list names the modules of its own stages.
 """
 
 from __future__ import annotations
@@ -37,17 +40,10 @@ from typing import Any, Literal
 
 from lhotse.cut import Cut
 
+from osum_data.builtin_stages import BUILTIN_STAGES
 from osum_data.rejects import Reject
 from osum_data.seeded import unit_draw
 
-# Modules whose import registers the built-in stages; imported on first lookup.
-BUILTIN_STAGE_MODULES = (
-    "osum_data.label.audio_check",
-    "osum_data.label.text_normalize",
-    "osum_data.label.filters",
-    "osum_data.label.acoustic",
-    "osum_data.template.builder",
-)
 ENTRY_POINT_GROUP = "osum_data.stages"
 
 
@@ -297,17 +293,6 @@ def source_stage(name: str, *, version: int = 1, check: Callable[[dict[str, Any]
 _loaded: set[str] = set()
 
 
-def load_stage_modules(extra: tuple[str, ...] | list[str] = ()) -> None:
-    """Import the built-in stage modules, the modules named by installed packages' entry points
-    (group `osum_data.stages`) and a pipeline's own (`imports:` in its YAML)."""
-    if "<entry points>" not in _loaded:
-        _loaded.add("<entry points>")
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            _import(ep.value.split(":")[0], f"entry point {ep.name!r} ({ep.value})")
-    for mod in (*BUILTIN_STAGE_MODULES, *extra):
-        _import(mod, f"stage module {mod!r}")
-
-
 def _import(module: str, what: str) -> None:
     if module in _loaded:
         return
@@ -318,14 +303,46 @@ def _import(module: str, what: str) -> None:
     _loaded.add(module)
 
 
+def load_stage_modules(extra: tuple[str, ...] | list[str] = ()) -> None:
+    """Import the modules of a pipeline's own stages (`imports:` in its YAML, for stages outside
+    any installed package). Built-in and installed stages need no import: `get_stage` finds them."""
+    for mod in extra:
+        _import(mod, f"stage module {mod!r}")
+
+
+def _entry_points() -> dict[str, str]:
+    """Stage modules of installed packages (group `osum_data.stages`), by entry name; the built-in
+    ones are left to BUILTIN_STAGES, which also holds when the package runs from a source tree."""
+    return {ep.name: ep.value.split(":")[0] for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _import_entry_points(names: list[str] | None = None) -> None:
+    for name, module in _entry_points().items():
+        if (names is None or name in names) and BUILTIN_STAGES.get(name) != module:
+            _import(module, f"entry point {name!r} ({module})")
+
+
 def get_stage(name: str) -> StageDef:
-    load_stage_modules()
+    """The registered stage `name`. A built-in stage's module is imported on first use (a
+    pipeline loads only what it uses); then an installed package's entry point of that name; then
+    every installed entry point (a package whose entry names differ from its stages')."""
+    if name not in _REGISTRY and name in BUILTIN_STAGES:
+        _import(BUILTIN_STAGES[name], f"built-in stage {name!r} ({BUILTIN_STAGES[name]})")
+    if name not in _REGISTRY:
+        _import_entry_points([name])
+    if name not in _REGISTRY and "<entry points>" not in _loaded:
+        _loaded.add("<entry points>")
+        _import_entry_points()
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown stage {name!r}; registered: {', '.join(sorted(_REGISTRY))}") from None
+        known = sorted({*_REGISTRY, *BUILTIN_STAGES})
+        raise KeyError(f"unknown stage {name!r}; registered: {', '.join(known)}") from None
 
 
-def registered_stages() -> list[str]:
-    load_stage_modules()
-    return sorted(_REGISTRY)
+def all_stages() -> list[StageDef]:
+    """Every stage: the built-in ones, installed packages' and those imported so far, by name."""
+    for name, module in BUILTIN_STAGES.items():
+        _import(module, f"built-in stage {name!r} ({module})")
+    _import_entry_points()
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]

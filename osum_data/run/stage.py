@@ -41,7 +41,7 @@ from typing import Any, Literal
 from lhotse.cut import Cut
 
 from osum_data.builtin_stages import BUILTIN_STAGES
-from osum_data.rejects import Reject
+from osum_data.rejects import FatalStageError, Reject
 from osum_data.seeded import unit_draw
 
 ENTRY_POINT_GROUP = "osum_data.stages"
@@ -202,12 +202,6 @@ def register_stage(
 
 # Errors of the machine, not of a cut: they stop the run (rejecting every cut would hide them).
 FATAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
-
-
-class FatalStageError(RuntimeError):
-    """Raised by a stage when no cut can succeed however often it is tried (an LLM endpoint that
-    refuses the key, or is down): the run stops with this one-line message instead of rejecting
-    every cut, and the shard is not finished, so the re-run does it."""
 
 
 def is_fatal(e: BaseException) -> bool:

@@ -122,3 +122,23 @@ def test_a_new_stage_is_added_and_run_in_a_few_lines(tmp_path):
     assert all(c["supervisions"][0]["text"].isupper() for c in kept)
     assert {r["custom"]["reject"]["code"] for r in rejects} <= {"too_short"}
     assert len(kept) + len(rejects) == 12
+
+
+def test_the_stages_command_lists_every_stage_with_typed_parameters_and_resources(capsys):
+    from osum_data.cli import main
+
+    assert main(["stages", "--json"]) == 0
+    listed = {d["stage"]: d for d in json.loads(capsys.readouterr().out)}
+    assert set(BUILTIN_STAGES) <= set(listed)
+    params = {p["name"]: (p["type"], p["default"]) for p in listed["filter_duration"]["params"]}
+    assert params["max_duration"] == ("float", 30.0) and params["min_duration"][0] == "float"
+    policy = {p["name"]: p["type"] for p in listed["audio_policy"]["params"]}
+    assert policy["channels"] == "'reject' | 'first' | 'downmix'"
+    assert listed["align_ctc"]["resources"]["num_gpus"] == 1 and listed["llm_style"]["uses_llm"]
+    assert "ctx" not in {p["name"] for d in listed.values() for p in d["params"]}
+    assert main(["stages", "filter_cps"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("filter_cps  (per_cut, v1; cpus 1, gpus 0, pool per worker)")
+    assert "    max_cps: float = " in text
+    assert main(["stages", "no_such_stage"]) == 2
+    assert "unknown stage 'no_such_stage'" in capsys.readouterr().err

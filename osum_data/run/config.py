@@ -33,7 +33,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from osum_data.run.params import ParamError, side_inputs, validate_params
-from osum_data.run.stage import RESERVED, Resources, get_stage, load_stage_modules
+from osum_data.run.stage import RESERVED, Resources, UnknownStage, get_stage, load_stage_modules
 from osum_data.sources import SourcePolicy, SourcePolicyError, current_policy, policy_scope
 from osum_data.yaml_config import ConfigError, brief, load_yaml_file, parse_override
 
@@ -222,8 +222,8 @@ def _stage_spec(entry: Any, index: int, source: str) -> StageSpec:
     name = name if isinstance(name, str) else brief(name)
     try:
         defn = get_stage(entry["stage"])
-    except KeyError as e:
-        raise ConfigError(f"{source}: stage #{index + 1}: {e.args[0]}") from None
+    except UnknownStage as e:
+        raise ConfigError(f"{source}: stage #{index + 1}: {e}") from None
     params = {k: v for k, v in entry.items() if k not in STAGE_KEYS}
     try:
         typed, canonical = validate_params(defn, params)

@@ -15,6 +15,7 @@ import hashlib
 import inspect
 import json
 import os
+import types
 import typing
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -320,3 +321,59 @@ def _explain(e: ValidationError, model: type[BaseModel]) -> str:
     if len(errors) > 5:
         parts.append(f"and {len(errors) - 5} more")
     return "; ".join(parts)
+
+
+def type_name(t: Any) -> str:
+    """A parameter's type as a user writes it in Python (`float | None`, `Literal['a', 'b']`)."""
+    origin, args = typing.get_origin(t), typing.get_args(t)
+    if origin is Annotated:
+        return type_name(args[0])
+    if t is type(None):
+        return "None"
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(type_name(a) for a in args)
+    if origin is not None:
+        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(type_name(a) for a in args)}]"
+    return t.__name__ if isinstance(t, type) else str(t).replace("typing.", "")
+
+
+def describe_stage(defn: StageDef) -> dict[str, Any]:
+    """A stage's name, kind, version, resources and typed parameters (name, type, default), as
+    `osum-data stages` lists them; the parameters are the ones a pipeline entry is checked against."""
+    fields = params_model(defn).model_fields
+    params = []
+    for p in defn.signature.parameters.values():
+        if p.name in fields:
+            default = "required" if p.default is inspect.Parameter.empty else p.default
+            params.append({"name": p.name, "type": type_name(fields[p.name].annotation), "default": default})
+    r = defn.resources
+    return {
+        "stage": defn.name,
+        "kind": defn.kind,
+        "version": defn.version,
+        "resources": {"num_cpus": r.num_cpus, "num_gpus": r.num_gpus, "concurrency": r.concurrency},
+        "uses_llm": defn.uses_llm,
+        "params": params,
+        "doc": (defn.doc or "").split("\n\n")[0].replace("\n", " "),
+    }
+
+
+def stage_listing(defs: Iterable[StageDef]) -> str:
+    """The text of `osum-data stages`: per stage a heading line, its summary and its parameters."""
+    out = []
+    for d in map(describe_stage, defs):
+        r = d["resources"]
+        pool = f"pool {r['concurrency']}" if r["concurrency"] else "pool per worker"
+        llm = ", LLM" if d["uses_llm"] else ""
+        out.append(
+            f"{d['stage']}  ({d['kind']}, v{d['version']}; cpus {r['num_cpus']:g}, gpus {r['num_gpus']:g}, "
+            f"{pool}{llm})"
+        )
+        if d["doc"]:
+            out.append(f"    {d['doc']}")
+        for p in d["params"]:
+            default = p["default"] if p["default"] == "required" else f"= {brief(p['default'])}"
+            out.append(f"    {p['name']}: {p['type']} {default}")
+    return "\n".join(out)

@@ -41,6 +41,7 @@ from typing import Any, Literal
 from lhotse.cut import Cut
 
 from osum_data.builtin_stages import BUILTIN_STAGES
+from osum_data.errors import UsageError
 from osum_data.rejects import FatalStageError, Reject
 from osum_data.seeded import unit_draw
 
@@ -316,6 +317,10 @@ def _import_entry_points(names: list[str] | None = None) -> None:
             _import(module, f"entry point {name!r} ({module})")
 
 
+class UnknownStage(UsageError):
+    """A pipeline or command names a stage nobody registered."""
+
+
 def get_stage(name: str) -> StageDef:
     """The registered stage `name`. A built-in stage's module is imported on first use (a
     pipeline loads only what it uses); then an installed package's entry point of that name; then
@@ -331,7 +336,7 @@ def get_stage(name: str) -> StageDef:
         return _REGISTRY[name]
     except KeyError:
         known = sorted({*_REGISTRY, *BUILTIN_STAGES})
-        raise KeyError(f"unknown stage {name!r}; registered: {', '.join(known)}") from None
+        raise UnknownStage(f"unknown stage {name!r}; registered: {', '.join(known)}") from None
 
 
 def all_stages() -> list[StageDef]:

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from osum_data.errors import UsageError
 from osum_data.manifest_io import atomic_path, read_jsonl, write_jsonl
 from osum_data.run.shard import SHARD_DIR, shard_paths
 from osum_data.run.stage import shard_files_dir
@@ -27,7 +28,7 @@ FILES_DIR = "files"
 SUPERSEDED_DIR = "superseded"
 
 
-class OutputError(RuntimeError):
+class OutputError(UsageError):
     """The output directory cannot be used (a file, locked by another run, not writable)."""
 
 

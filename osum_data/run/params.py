@@ -28,9 +28,11 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, create_model
 from pydantic_core import core_schema
 
+from osum_data.errors import UsageError
+from osum_data.manifest_io import open_manifest
 from osum_data.run.stage import StageDef
 from osum_data.sources import SourcePolicy, current_policy, manifest_problem
-from osum_data.yaml_config import brief
+from osum_data.yaml_config import brief, explain_validation
 
 
 class SideInput:
@@ -143,8 +145,7 @@ def _audio_files(path: str, mtime_ns: int, size: int) -> tuple[str, ...]:
             for value in node:
                 walk(value)
 
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
+    with open_manifest(path, "rt") as f:
         for line in f:
             if line.strip():
                 try:
@@ -183,8 +184,7 @@ def _load_cutset(path: str, digest: str):
 
 def _first_line(path: str) -> str | None:
     """The first non-blank line of a JSON-lines file (gzip or plain), None when there is none."""
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
+    with open_manifest(path, "rt") as f:
         for line in f:
             if line.strip():
                 return line
@@ -263,7 +263,7 @@ ExistingFile = Annotated[str, AfterValidator(_existing_file)]
 ExistingDir = Annotated[str, AfterValidator(_existing_dir)]
 
 
-class ParamError(ValueError):
+class ParamError(UsageError):
     """Parameters of one stage entry that cannot be used; the message is one line."""
 
 
@@ -284,43 +284,30 @@ def params_model(defn: StageDef) -> type[BaseModel]:
     return create_model(f"{defn.name}_params", __config__=config, **fields)
 
 
-def validate_params(defn: StageDef, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(typed values for the stage, canonical JSON values for hash and YAML), or ParamError."""
+def validate_params(
+    defn: StageDef, params: dict[str, Any], where: str = ""
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(typed values for the stage, canonical JSON values for hash and YAML), or a ParamError whose
+    one line starts with `where` (default: the stage's name)."""
+    where = where or f"stage {defn.name!r}"
     model = params_model(defn)
     try:
         obj = model(**params)
     except ValidationError as e:
-        raise ParamError(_explain(e, model)) from None
+        known = list(model.model_fields) or ["none"]
+        raise ParamError(explain_validation(e, where, lambda _: known, noun="parameter")) from None
     typed = {name: getattr(obj, name) for name in type(obj).model_fields}
     if defn.check is not None:
         try:
             defn.check(typed)
         except ValueError as e:
-            raise ParamError(str(e)) from None
+            raise ParamError(f"{where}: {e}") from None
     return typed, obj.model_dump(mode="json")
 
 
 def side_inputs(typed: dict[str, Any]) -> dict[str, SideInput]:
     """The SideInput values among a stage's typed parameters, by parameter name."""
     return {k: v for k, v in typed.items() if isinstance(v, SideInput)}
-
-
-def _explain(e: ValidationError, model: type[BaseModel]) -> str:
-    allowed = ", ".join(model.model_fields) or "none"
-    parts = []
-    errors = e.errors()
-    for err in errors[:5]:
-        key = ".".join(str(x) for x in err["loc"]) or "?"
-        if err["type"] == "extra_forbidden":
-            parts.append(f"unknown parameter {key!r} (parameters: {allowed})")
-        elif err["type"] == "missing":
-            parts.append(f"missing required parameter {key!r}")
-        else:
-            msg = err["msg"].removeprefix("Value error, ")
-            parts.append(f"{key}={brief(err['input'])}: {msg}")
-    if len(errors) > 5:
-        parts.append(f"and {len(errors) - 5} more")
-    return "; ".join(parts)
 
 
 def type_name(t: Any) -> str:

@@ -34,6 +34,7 @@ import yaml
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError, WorkerCrashedError
 from tqdm import tqdm
 
+from osum_data.errors import Interrupted, OsumError
 from osum_data.manifest_io import atomic_path, write_jsonl
 from osum_data.run import outdir
 from osum_data.run.config import PipelineConfig, StageSpec
@@ -46,12 +47,8 @@ log = logging.getLogger("osum_data.run")
 WORKER_DEATHS = (RayActorError, WorkerCrashedError, ray.exceptions.OutOfMemoryError)
 
 
-class RunError(RuntimeError):
+class RunError(OsumError):
     """A run that cannot go on; the message is one line for the user."""
-
-
-class Interrupted(RuntimeError):
-    """Ctrl-C: finished shards are kept and the next run resumes from them."""
 
 
 @dataclass

@@ -26,6 +26,7 @@ from typing import Any
 from lhotse.cut import Cut
 from lhotse.serialization import deserialize_item
 
+from osum_data.errors import OsumError
 from osum_data.manifest_io import (
     JSONTooDeep,
     atomic_path,
@@ -52,7 +53,7 @@ INPUT_STAGE = "input"  # pseudo-stage of rejects made before any stage (bad line
 LABEL_FIELDS = ("gender", "age", "emotion", "style", "events")
 
 
-class StageContractError(RuntimeError):
+class StageContractError(OsumError):
     """A stage broke the contract (returned a cut linked to none of its inputs, or one id twice)."""
 
 

@@ -142,3 +142,15 @@ def test_the_stages_command_lists_every_stage_with_typed_parameters_and_resource
     assert "    max_cps: float = " in text
     assert main(["stages", "no_such_stage"]) == 2
     assert "unknown stage 'no_such_stage'" in capsys.readouterr().err
+
+
+def test_a_stage_whose_module_cannot_be_imported_is_a_config_error(monkeypatch):
+    from osum_data.run.config import ConfigError, build_config
+
+    monkeypatch.setitem(BUILTIN_STAGES, "ghost", "osum_data.no_such_module")
+    try:
+        build_config({"stages": [{"stage": "ghost"}]}, "p.yaml")
+    except ConfigError as e:
+        assert str(e).startswith("p.yaml: stage #1: cannot import built-in stage 'ghost'"), str(e)
+    else:
+        raise AssertionError("a stage without its module was accepted")

@@ -201,7 +201,7 @@ def _stage_spec(entry: Any, index: int, source: str) -> StageSpec:
     name = name if isinstance(name, str) else brief(name)
     try:
         defn = get_stage(entry["stage"])
-    except UnknownStage as e:
+    except (UnknownStage, ImportError) as e:  # ImportError: its module (or a package it needs)
         raise ConfigError(f"{source}: stage #{index + 1}: {e}") from None
     params = {k: v for k, v in entry.items() if k not in STAGE_KEYS}
     try:

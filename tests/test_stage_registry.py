@@ -1,6 +1,6 @@
-"""The stage registry: one table of built-in stages (osum_data/builtin_stages.py) that the package's
-entry points repeat, no module paths in the bundled pipelines, `osum-data stages`, and a new stage
-added from outside the package in a few lines."""
+"""The stage registry: the package's `osum_data.stages` entry points (pyproject.toml) list every stage
+under its module and are what lookup uses, also from a source tree; no module paths in the bundled
+pipelines; `osum-data stages`; and a new stage added from outside the package in a few lines."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ import subprocess
 import sys
 import tomllib
 
-from osum_data.builtin_stages import BUILTIN_STAGES
 from osum_data.manifest_io import read_jsonl
-from osum_data.run.stage import get_stage
+from osum_data.run.stage import get_stage, stage_modules
 from osum_data.yaml_config import load_yaml_file
 from tests.conftest import REPO, TESTS
 from tests.test_runner import demo_like_manifest
@@ -30,9 +29,14 @@ def _python(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True)
 
 
-def test_the_entry_points_in_pyproject_are_the_builtin_table():
-    table = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"]
-    assert table["osum_data.stages"] == BUILTIN_STAGES
+PYPROJECT_TABLE = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"][
+    "osum_data.stages"
+]
+
+
+def test_lookup_uses_the_entry_points_of_pyproject_from_a_source_tree():
+    """The venv's editable install predates the table: lookup must read it from pyproject.toml."""
+    assert {k: stage_modules()[k] for k in PYPROJECT_TABLE} == PYPROJECT_TABLE
 
 
 def test_every_stage_the_package_defines_is_in_the_table_under_its_module():
@@ -53,8 +57,8 @@ def test_every_stage_the_package_defines_is_in_the_table_under_its_module():
     proc = _python(code)
     assert proc.returncode == 0, proc.stderr
     defined_in = json.loads(proc.stdout)
-    assert sorted(defined_in) == sorted(BUILTIN_STAGES)
-    for name, module in BUILTIN_STAGES.items():
+    assert sorted(defined_in) == sorted(PYPROJECT_TABLE)
+    for name, module in PYPROJECT_TABLE.items():
         assert f"{defined_in[name]}.".startswith(f"{module}."), f"{module} does not register {name!r}"
 
 
@@ -129,7 +133,7 @@ def test_the_stages_command_lists_every_stage_with_typed_parameters_and_resource
 
     assert main(["stages", "--json"]) == 0
     listed = {d["stage"]: d for d in json.loads(capsys.readouterr().out)}
-    assert set(BUILTIN_STAGES) <= set(listed)
+    assert set(PYPROJECT_TABLE) <= set(listed)
     params = {p["name"]: (p["type"], p["default"]) for p in listed["filter_duration"]["params"]}
     assert params["max_duration"] == ("float", 30.0) and params["min_duration"][0] == "float"
     policy = {p["name"]: p["type"] for p in listed["audio_policy"]["params"]}
@@ -147,10 +151,10 @@ def test_the_stages_command_lists_every_stage_with_typed_parameters_and_resource
 def test_a_stage_whose_module_cannot_be_imported_is_a_config_error(monkeypatch):
     from osum_data.run.config import ConfigError, build_config
 
-    monkeypatch.setitem(BUILTIN_STAGES, "ghost", "osum_data.no_such_module")
+    monkeypatch.setitem(stage_modules(), "ghost", "osum_data.no_such_module")
     try:
         build_config({"stages": [{"stage": "ghost"}]}, "p.yaml")
     except ConfigError as e:
-        assert str(e).startswith("p.yaml: stage #1: cannot import built-in stage 'ghost'"), str(e)
+        assert str(e).startswith("p.yaml: stage #1: cannot import stage 'ghost'"), str(e)
     else:
         raise AssertionError("a stage without its module was accepted")

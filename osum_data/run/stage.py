@@ -19,11 +19,10 @@ of code changes results, and every finished shard is re-run.
 Each call gets a `StageContext`: the pipeline seed, the shard index, and a per-shard directory for
 files the stage writes (audio, caches), inside the shard's atomic protocol.
 
-The built-in stages are listed, name by module, in `osum_data/builtin_stages.py` (declared again as
-this package's entry points); a stage's module is imported when a pipeline first names it. User
-packages add stages without editing ours through the entry point group `osum_data.stages` (each
-entry names a module to import; naming the entry like its stage imports it only when needed), or a
-pipeline's `imports:` list names the modules of its own stages.
+Stages are found through the entry point group `osum_data.stages` (entry name = stage name, value =
+the module that registers it): ours are declared in pyproject.toml, and a user package adds stages
+the same way without editing ours; a stage's module is imported when a pipeline first names it. A
+pipeline's `imports:` list names the modules of its own stages (outside any package).
 """
 
 from __future__ import annotations
@@ -32,15 +31,16 @@ import contextlib
 import errno
 import importlib
 import inspect
+import tomllib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import cache
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Literal
 
 from lhotse.cut import Cut
 
-from osum_data.builtin_stages import BUILTIN_STAGES
 from osum_data.errors import UsageError
 from osum_data.rejects import FatalStageError, Reject
 from osum_data.seeded import unit_draw
@@ -305,16 +305,24 @@ def load_stage_modules(extra: tuple[str, ...] | list[str] = ()) -> None:
         _import(mod, f"stage module {mod!r}")
 
 
-def _entry_points() -> dict[str, str]:
-    """Stage modules of installed packages (group `osum_data.stages`), by entry name; the built-in
-    ones are left to BUILTIN_STAGES, which also holds when the package runs from a source tree."""
-    return {ep.name: ep.value.split(":")[0] for ep in entry_points(group=ENTRY_POINT_GROUP)}
+# The package's own pyproject.toml, when it runs from its source tree (a checkout, an editable install)
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
 
-def _import_entry_points(names: list[str] | None = None) -> None:
-    for name, module in _entry_points().items():
-        if (names is None or name in names) and BUILTIN_STAGES.get(name) != module:
-            _import(module, f"entry point {name!r} ({module})")
+@cache
+def stage_modules() -> dict[str, str]:
+    """Stage name -> the module that registers it: the entry points of group `osum_data.stages` of
+    the installed packages, and, when this package runs from its source tree, the table in its
+    pyproject.toml, which wins (an editable install keeps the entry points of the day it was
+    installed). The engine names no stage module itself."""
+    table = {ep.name: ep.value.split(":")[0] for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    try:
+        project = tomllib.loads(PYPROJECT.read_text(encoding="utf-8")).get("project", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        return table
+    if project.get("name") == "osum-data":
+        table.update(project.get("entry-points", {}).get(ENTRY_POINT_GROUP, {}))
+    return table
 
 
 class UnknownStage(UsageError):
@@ -322,26 +330,25 @@ class UnknownStage(UsageError):
 
 
 def get_stage(name: str) -> StageDef:
-    """The registered stage `name`. A built-in stage's module is imported on first use (a
-    pipeline loads only what it uses); then an installed package's entry point of that name; then
-    every installed entry point (a package whose entry names differ from its stages')."""
-    if name not in _REGISTRY and name in BUILTIN_STAGES:
-        _import(BUILTIN_STAGES[name], f"built-in stage {name!r} ({BUILTIN_STAGES[name]})")
-    if name not in _REGISTRY:
-        _import_entry_points([name])
+    """The registered stage `name`; its module (the entry point of that name) is imported on first
+    use, so a pipeline loads only the stages it uses."""
+    modules = stage_modules()
+    if name not in _REGISTRY and name in modules:
+        _import(modules[name], f"stage {name!r} ({modules[name]})")
     if name not in _REGISTRY and "<entry points>" not in _loaded:
-        _loaded.add("<entry points>")
-        _import_entry_points()
+        _loaded.add("<entry points>")  # a package whose entry names are not its stages' names
+        for entry, module in modules.items():
+            if not module.startswith("osum_data."):
+                _import(module, f"entry point {entry!r} ({module})")
     try:
         return _REGISTRY[name]
     except KeyError:
-        known = sorted({*_REGISTRY, *BUILTIN_STAGES})
+        known = sorted({*_REGISTRY, *modules})
         raise UnknownStage(f"unknown stage {name!r}; registered: {', '.join(known)}") from None
 
 
 def all_stages() -> list[StageDef]:
-    """Every stage: the built-in ones, installed packages' and those imported so far, by name."""
-    for name, module in BUILTIN_STAGES.items():
-        _import(module, f"built-in stage {name!r} ({module})")
-    _import_entry_points()
+    """Every stage: those of the entry points and those imported so far, by name."""
+    for name, module in stage_modules().items():
+        _import(module, f"stage {name!r} ({module})")
     return [_REGISTRY[k] for k in sorted(_REGISTRY)]

@@ -3,7 +3,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint docs bench clean
 
 $(STAMP): requirements.txt pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
@@ -13,14 +13,20 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check osum_data training tests bench
+	$(VENV)/bin/mkdocs build --strict --quiet
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check osum_data training tests bench
 
+# The docs site (mkdocs.yml): site/index.html. --strict: a broken link or anchor fails the build.
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
+
 bench: $(STAMP)
 	$(VENV)/bin/python bench/runner_overhead.py
 	$(VENV)/bin/python bench/ray_scaling.py
+	$(VENV)/bin/python bench/vs_ray_data.py
 	$(VENV)/bin/python bench/train_padding.py
 	$(VENV)/bin/python bench/llm_rate.py
 	$(VENV)/bin/python bench/llm_embedded.py
@@ -32,4 +38,4 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/scaling_estimate.py
 
 clean:
-	rm -rf manifests/demo .pytest_cache
+	rm -rf manifests/demo .pytest_cache site

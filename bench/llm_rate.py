@@ -9,44 +9,32 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+from latency_server import MODEL, serve
+from pydantic import BaseModel
 
-from llm_fault_server import FaultServer  # noqa: E402
-from pydantic import BaseModel  # noqa: E402
-
-from osum_data.llm import LLMClient, LLMRequest, LLMSettings  # noqa: E402
+from osum_data.llm import LLMClient, LLMRequest, LLMSettings
 
 
 class Answer(BaseModel):
     answer: str
 
 
-def _serve(latency_s: float, port_q, count, stop) -> None:
-    with FaultServer(latency_s=latency_s) as srv:
-        port_q.put(srv.port)
-        while not stop.wait(0.05):
-            count.value = srv.requests
-        count.value = srv.requests
-
-
 def measure(concurrency: int, latency_s: float, n: int) -> dict:
     """Uncached run, then cached re-run by a fresh client (a new worker), against a fresh server."""
     ctx = mp.get_context("spawn")
     port_q, count, stop = ctx.Queue(), ctx.Value("i", 0), ctx.Event()
-    server = ctx.Process(target=_serve, args=(latency_s, port_q, count, stop), daemon=True)
+    server = ctx.Process(target=serve, args=(latency_s, port_q, count, stop), daemon=True)
     server.start()
     port = port_q.get(timeout=60)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             settings = LLMSettings(
                 base_url=f"http://127.0.0.1:{port}/v1",
-                model="fault-model",
+                model=MODEL,
                 concurrency=concurrency,
                 cache_dir=Path(tmp) / "cache",
             )

@@ -14,28 +14,22 @@ from osum_data.cli import positive_int
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from osum_data.export.formats import describe, export
+    from osum_data.export.formats import FORMATS, export
 
+    row = FORMATS[args.format]
     summary = export(
         args.format,
         args.cuts,
         args.out,
-        shards=getattr(args, "shards", False),
         shard_size=args.shard_size,
         relative=args.relative,
         workers=args.workers,
         address=args.address,
         progress=not args.no_progress,
-        dialect=getattr(args, "dialect", None),
+        **{name: getattr(args, name) for name in row.option_names()},
     )
-    if args.format == "osum" and "data_config" not in summary:
-        from osum_data.export.osum import ExportReport
-
-        fields = ExportReport.__dataclass_fields__
-        print(ExportReport(**{k: v for k, v in summary.items() if k in fields}).summary())
-    else:
-        print(describe(summary))
-    if args.format == "osum":  # the audit of what was written (osum_data.audit)
+    print(row.describe(summary))
+    if row.audited:  # the audit of what was written (osum_data.audit)
         from osum_data.audit import AuditError, audit
 
         try:
@@ -125,27 +119,16 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_assembly_commands(sub) -> None:
-    exp = sub.add_parser("export", help="export task samples for a trainer (osum, nemo, hf, sharegpt)")
+    from osum_data.export.formats import FORMATS
+
+    exp = sub.add_parser("export", help=f"export task samples for a trainer ({', '.join(FORMATS)})")
     exp_sub = exp.add_subparsers(dest="format", required=True)
-    helps = {
-        "osum": "OSUM/WeNet raw list data.list (+ tar shards); from a mix folder: data_config.yaml",
-        "nemo": "NeMo: speechlm2-style Lhotse cuts (instruction in `context`) and a JSON manifest",
-        "hf": "Hugging Face datasets: Parquet with the Audio feature",
-        "sharegpt": "ShareGPT / LLaMA-Factory: messages + audios, dataset_info.json",
-    }
-    for fmt, text in helps.items():
-        p = exp_sub.add_parser(fmt, help=text)
+    for fmt in FORMATS.values():  # the one table of formats (osum_data/export/formats.py)
+        p = exp_sub.add_parser(fmt.name, help=fmt.description)
         p.add_argument("cuts", help="cuts manifest, pipeline run folder, or mix folder")
         p.add_argument("out", help="export folder")
-        if fmt == "osum":
-            p.add_argument("--shards", action="store_true", help="also write tar shards")
-            p.add_argument(
-                "--dialect",
-                choices=("osum", "echat"),
-                default="echat",
-                help="OSUM trainer to write for: osum (v1: its 11 task keys) or echat (OSUM-EChat: X-only "
-                "keys, <ANGER>, extra.age/gender tags); see osum_data/export/osum_dialects.yaml",
-            )
+        for flag, kwargs in fmt.options.items():
+            p.add_argument(flag, **kwargs)
         p.add_argument("--shard-size", type=positive_int, default=None, help="cuts per shard/part")
         p.add_argument(
             "--relative",

@@ -6,6 +6,7 @@ cases use copies resampled into tmp_path.
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import tarfile
@@ -561,3 +562,23 @@ def test_a_task_the_rule_would_drop_or_skew_fails_the_mix_export_by_name(tmp_pat
         check_shares(planned, skewed, "cuts", tmp_path / "rejects.jsonl.gz")
     near = dict(exact, sap=Realised(9, 219, 219))  # within 2 %
     assert all(s.ok for s in check_shares(planned, near, "cuts", tmp_path / "rejects.jsonl.gz"))
+
+
+def test_osum_export_input_lines_are_rejected_with_codes_and_a_truncated_gzip_is_exit_1(tmp_path):
+    """Issue 19: the pre-scan's rejects are `Reject`s with their code (not parsed back out of the
+    reason); a line that is not UTF-8 is a reject, not the end of the export; a truncated gzip is a
+    runtime failure (exit code 1) naming the file."""
+    from osum_data.export.osum import _items
+    from osum_data.manifest_io import ManifestReadError
+
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'{"id": "a"}\n\xff\xfe\n[1]\n{"id": "a"}\n{"id": "A"}\n')
+    items = list(_items(path))
+    codes = [r.code if r else None for _, r in items]
+    assert codes == [None, "not_utf8", "bad_cut", "duplicate_key", "name_clash"]
+    assert items[1][1].detail.startswith("not utf8: input line 2")
+    gz = tmp_path / "in.jsonl.gz"
+    gz.write_bytes(gzip.compress(path.read_bytes() * 50)[:-20])
+    with pytest.raises(ManifestReadError, match="in.jsonl.gz: the cuts manifest is truncated") as e:
+        list(_items(gz))
+    assert e.value.exit_code == 1

@@ -20,13 +20,17 @@ import soundfile as sf
 import yaml
 from lhotse import CutSet
 
-from osum_data.export import read_data_list, read_shards
-from osum_data.export.formats import export
+from osum_data.cli import build_parser
+from osum_data.export import formats, read_data_list, read_shards
+from osum_data.export.engine import RUN_DIR, concat_text, part_dirs
+from osum_data.export.formats import ExportFormat, export, register_format, run_format
 from osum_data.export.osum_audit import check_osum_export
 from osum_data.export.osum_config import expand_data_config
+from osum_data.export.samples import FormatStage
 from osum_data.manifest_io import read_jsonl, write_jsonl
 from osum_data.mix.build import build_mix
 from osum_data.mix.config import build_mix_config
+from osum_data.run.stage import register_stage
 from tests.conftest import REPO
 from tests.mix_fixtures import shared_asr, task_manifest
 
@@ -281,3 +285,43 @@ def test_rejects_resume_and_cli_errors(mix, tmp_path):
     assert bad.returncode == 2 and "invalid choice: 'parquet'" in bad.stderr
     shar = cli("nemo", str(mix / "train"), str(tmp_path / "y"))
     assert shar.returncode == 2 and "is a Lhotse Shar folder" in shar.stderr
+
+
+# Issue 19: a new export format is one FormatStage, one gather step and one row of the table. Module level,
+# so that the Ray workers, which import this module to find the stage, register it too.
+@register_stage("export_ids_for_test")
+class ExportIds(FormatStage):
+    """One line per sample and split: id, task key, target."""
+
+    stage_name = "export_ids_for_test"
+
+    def write_split(self, samples, folder):
+        (folder / "ids.tsv").write_text("".join(f"{s.id}\t{s.task}\t{s.target}\n" for s in samples))
+
+
+def gather_ids(out: Path, shards: int) -> dict[str, int]:
+    pieces: dict[str, list[Path]] = {}
+    for _, part in part_dirs(out / RUN_DIR, ExportIds.stage_name, shards):
+        for split in sorted(p for p in part.iterdir() if p.is_dir()):
+            pieces.setdefault(split.name, []).append(split / "ids.tsv")
+    return {split: concat_text(files, out / f"{split}.tsv") for split, files in pieces.items()}
+
+
+def test_a_new_format_is_one_stage_one_gather_and_one_row(mix, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(formats, "FORMATS", dict(formats.FORMATS))  # the row stays in this test
+    register_format(
+        ExportFormat("ids", "id, task and target per line", lambda job: run_format(
+            job, ExportIds, {}, lambda shards: gather_ids(job.out, shards)), shard_size=3)
+    )  # fmt: skip
+    manifest = mix / "plan" / "train" / "ser" / "ser.jsonl.gz"
+    summary = export("ids", manifest, tmp_path / "ids")
+    cuts = list(read_jsonl(manifest))
+    lines = (tmp_path / "ids" / "train.tsv").read_text().splitlines()
+    assert [x.split("\t")[0] for x in lines] == [c["id"] for c in cuts]  # input order, across 3-cut shards
+    assert lines[0].split("\t")[2] == cuts[0]["custom"]["target"]
+    assert (summary["format"], summary["splits"], summary["rejected"]) == ("ids", {"train": len(cuts)}, 0)
+    with pytest.raises(SystemExit):  # the command line reads the same table
+        build_parser().parse_args(["export", "--help"])
+    assert "id, task and target per line" in capsys.readouterr().out
+    monkeypatch.undo()
+    assert "ids" not in formats.FORMATS

@@ -224,14 +224,15 @@ def test_a_deeply_nested_line_in_a_mix_or_osum_export_input_is_a_reject(tmp_path
     path = tmp_path / "in.jsonl"
     path.write_text('{"id": "a", "duration": 1}\n' + _nested_line() + "\n")
     items = list(_items(path))
-    assert items[0][1] is None and items[1][1].startswith("too deep: input line 2")
+    assert items[0][1] is None and items[1][1].code == "too_deep"
+    assert items[1][1].detail.startswith("too deep: input line 2")
 
     class DS:
         path = "ds.jsonl"
         elsewhere_keys: set = set()
 
-    d, (code, reason) = _parse(2, _nested_line().encode(), set(), DS())
-    assert d is None and code == "too_deep" and reason.startswith("ds.jsonl:2: JSON nested")
+    d, reject = _parse(2, _nested_line().encode(), set(), DS())
+    assert d is None and reject.code == "too_deep" and reject.detail.startswith("ds.jsonl:2: JSON nested")
 
 
 # --- item 10: prepare does not overwrite a run folder ----------------------------------------------

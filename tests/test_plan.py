@@ -110,7 +110,7 @@ PLAN_ERRORS = {  # plan text (MANIFEST: an existing file) -> the one-line error 
     ),
     "late_mix": (
         INPUT_A + f"runs: [{{name: asr, pipeline: {ASR}}}]\nmix: {{temperature: -1}}\n",
-        r"plan.yaml: mix: temperature: Input should be greater than 0",
+        r"plan.yaml: mix: temperature=-1: Input should be greater than 0",
     ),
     "mix_unknown_run": (
         INPUT_A + f"runs: [{{name: asr, pipeline: {ASR}}}]\n"

@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from osum_data.errors import UsageError
+from osum_data.export.mix_folder import mixed_id
 from osum_data.manifest_io import atomic_path, read_jsonl
 from osum_data.mix.lineage import key_hash, lineage, sample_key, speaker
 
@@ -51,7 +53,7 @@ NEWLINE_WORDS = re.compile(r"separate lines?|new ?line|line break|另起一行|�
 MAX_EXAMPLES = 3
 
 
-class AuditError(ValueError):
+class AuditError(UsageError):
     """DIR is not something the audit can read (one line for the user)."""
 
 
@@ -298,7 +300,7 @@ def _repeated(d: dict[str, Any], mix: dict[str, Any]) -> bool:
     `<dataset>.<id>` or `<dataset>.<id>_repeat0` (lhotse's `repeat`), the others `_repeat1`, ..."""
     if not mix.get("dataset") or not mix.get("source_id"):
         return False
-    base = f"{mix['dataset']}.{mix['source_id']}"
+    base = mixed_id(mix["dataset"], mix["source_id"])
     return d.get("id") not in (base, f"{base}_repeat0")
 
 

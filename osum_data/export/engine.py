@@ -23,40 +23,57 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from osum_data.errors import OsumError, UsageError
 from osum_data.manifest_io import atomic_path, dumps, open_jsonl_writer, read_jsonl
+from osum_data.rejects import Reject, placeholder_record, record_code, reject_record
 
 RUN_DIR = "run"
 
 
-def run_export_stage(
-    stage: str,
+def run_stage(
+    stage: type,
     params: dict[str, Any],
     cuts: str | Path,
-    out: Path,
+    run_dir: Path,
     *,
+    name: str,
     shard_size: int,
+    seed: int = 0,
     workers: int | None = None,
     address: str | None = None,
     progress: bool = False,
-    imports: list[str] | None = None,
 ):
-    """Run `stage` over `cuts` into `out/run` with the pipeline runner; returns its RunResult.
-    `imports` names the module that registers the stage (Ray workers import it too)."""
+    """Run the registered stage class `stage` (its `stage_name` is the name it is registered under)
+    over `cuts` into `run_dir` with the pipeline runner; returns its RunResult. The Ray workers
+    import the module that defines the class, which registers it there too."""
     from osum_data.run.config import build_config
     from osum_data.run.runner import run_pipeline
 
     config = build_config(
         {
-            "name": f"export-{stage}",
+            "name": name,
             "shard_size": shard_size,
-            "imports": list(imports or []),
-            "stages": [{"stage": stage, **params}],
+            "seed": seed,
+            "imports": [stage.__module__],
+            "stages": [{"stage": stage.stage_name, **params}],
         },
-        f"export {stage}",
+        name,
     )
-    return run_pipeline(
-        config, Path(cuts), out / RUN_DIR, workers=workers, address=address, progress=progress
-    )
+    return run_pipeline(config, Path(cuts), run_dir, workers=workers, address=address, progress=progress)
+
+
+class ExportInputError(UsageError):
+    """CUTS or OUT is none of what an export takes (exit code 2)."""
+
+
+def refuse_output_over_input(out: Path, folder: Path) -> None:
+    """OUT must not be (or hold) the input's folder: the export's summary.json, rejects.jsonl.gz and
+    run/ would replace the input run's own (checked before anything is written)."""
+    if clashing_input(out, [folder]) is not None:
+        raise ExportInputError(
+            f"export folder {out} is (or holds) {folder}, the input's folder: the export would overwrite "
+            "its summary.json and rejects.jsonl.gz; choose another OUT"
+        )
 
 
 def clashing_input(out: Path, inputs: Iterable[Path]) -> Path | None:
@@ -116,7 +133,7 @@ def part_dirs(run_dir: Path, stage: str, shards: int) -> Iterator[tuple[int, Pat
             yield i, part
 
 
-class ExportCountError(RuntimeError):
+class ExportCountError(OsumError):
     """The files an export gathered hold a different number of samples than the run kept."""
 
 
@@ -152,16 +169,43 @@ def concat_text(parts: list[Path], dest: Path) -> int:
     return lines
 
 
+# The custom key of a placeholder cut: an input line an export rejects before any work (not JSON, no
+# id, a duplicate key). It goes through the run like any cut, so the run's accounting holds it; its
+# stage rejects it with the code and detail it carries, and export_rejects writes the line itself.
+PRE_REJECT = "export_reject"
+
+
+def pre_rejected(n: int, raw: Any, reject: Reject) -> dict[str, Any]:
+    """The placeholder cut of the `n`-th input item, rejected up front (a fresh id, so the runner's
+    own duplicate check never sees it)."""
+    info = {"code": reject.code, "detail": reject.detail, "raw": raw}
+    return placeholder_record(
+        f"<rejected before export: input item {n}>", "input", reject, **{PRE_REJECT: info}
+    )
+
+
+def check_pre_rejected(custom: dict[str, Any] | None) -> None:
+    """Raise the Reject a placeholder cut carries (nothing for any other cut)."""
+    pre = (custom or {}).get(PRE_REJECT)
+    if pre:
+        raise Reject(pre["code"], pre["detail"])
+
+
 def export_rejects(run_dir: Path, dest: Path, stage: str) -> dict[str, int]:
-    """The run's rejects as the export's: each names the export stage and its reason; returns the
-    count by reason code."""
+    """The run's rejects as the export's: each names the export stage, its reason and code (an item
+    rejected up front as its raw line or cut); returns the count by code."""
     counts: dict[str, int] = {}
     with open_jsonl_writer(dest) as f:
         for rec in read_jsonl(Path(run_dir) / "rejects.jsonl.gz"):
-            reject = rec.get("custom", {}).get("reject", {})
-            code = reject.get("code", "rejected")
+            info = (rec.get("custom") or {}).get("reject") or {}
+            code = record_code(rec)
+            pre = (rec.get("custom") or {}).get(PRE_REJECT)
+            if pre:
+                raw = pre["raw"] if isinstance(pre["raw"], dict) else {"raw": pre["raw"]}
+                rec = reject_record(raw, stage, Reject(pre["code"], pre["detail"]))
+            elif info.get("stage") != "input":
+                info["stage"] = stage
             counts[code] = counts.get(code, 0) + 1
-            reject["stage"] = stage if reject.get("stage") != "input" else reject["stage"]
             f.write(dumps(rec) + "\n")
     return dict(sorted(counts.items()))
 

@@ -1,34 +1,86 @@
-"""`osum-data export FORMAT CUTS OUT`: one entry point for the four trainer formats.
+"""`osum-data export FORMAT CUTS OUT`: one entry point and one table of the trainer formats.
 
 CUTS is a cuts manifest, a pipeline run folder (its cuts.jsonl.gz) or a mix folder (`osum-data mix`
 output). From a mix, `osum` writes per-dataset shard sets and an OSUM `data_config.yaml` with the mix's
 weights (osum_config.py); `nemo`, `hf` and `sharegpt` write the mixed training set and the dev/test
 sets as their splits. Every export runs as a one-stage pipeline on Ray (engine.py) and leaves
 `OUT/summary.json` and `OUT/rejects.jsonl.gz`.
+
+`FORMATS` is the table the command line and plans read: name -> driver, description, default shard
+size, extra options. A format made of a `FormatStage` and a gather step needs only `run_format` in
+its driver; `register_format` adds one (tests/test_exports.py adds one in a few lines).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from osum_data.export.engine import (
     RUN_DIR,
+    ExportInputError,
     check_on_disk,
-    clashing_input,
     export_rejects,
-    run_export_stage,
+    refuse_output_over_input,
+    run_stage,
     write_summary,
 )
+from osum_data.export.mix_folder import mix_manifest
 
-FORMATS = ("osum", "nemo", "hf", "sharegpt")
-DEFAULT_SHARD_SIZE = {"osum": 1000, "nemo": 1000, "hf": 500, "sharegpt": 1000}
+__all__ = ["FORMATS", "ExportFormat", "ExportInputError", "ExportJob", "export", "register_format"]
 
 
-class ExportInputError(ValueError):
-    """CUTS is none of the inputs an export takes."""
+@dataclass(frozen=True)
+class ExportJob:
+    """One export as its driver gets it: the manifest to read (a mix's plan for a mix folder), the
+    CUTS argument as given, the export folder and the run's settings; `options` holds the values of
+    the format's own options (by name: `--shards` -> `shards`)."""
+
+    format: str
+    manifest: Path
+    source: Path
+    is_mix: bool
+    out: Path
+    shard_size: int
+    relative: bool = False
+    workers: int | None = None
+    address: str | None = None
+    progress: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """One row of the table: `driver(job)` writes the export and returns its summary."""
+
+    name: str
+    description: str
+    driver: Callable[[ExportJob], dict[str, Any]]
+    shard_size: int = 1000
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # CLI flag -> argparse kwargs
+    audited: bool = False  # the CLI audits what was written (osum_data.audit)
+    text: Callable[[dict[str, Any]], str] | None = None  # the terminal's paragraph (default: describe)
+
+    def describe(self, summary: dict[str, Any]) -> str:
+        return (self.text or describe)(summary)
+
+    def option_names(self) -> list[str]:
+        return [flag.lstrip("-").replace("-", "_") for flag in self.options]
+
+
+FORMATS: dict[str, ExportFormat] = {}
+
+
+def register_format(fmt: ExportFormat) -> ExportFormat:
+    """Add a format to the table (a name already there is an error: formats are not replaced)."""
+    if fmt.name in FORMATS:
+        raise ValueError(f"export format {fmt.name!r} registered twice")
+    FORMATS[fmt.name] = fmt
+    return fmt
 
 
 def mix_folder(path: Path) -> bool:
@@ -50,7 +102,7 @@ def resolve_input(cuts: str | Path) -> tuple[Path, bool]:
     if p.is_file():
         return p, False
     if p.is_dir() and mix_folder(p):
-        plan = p / "plan" / "mix.jsonl.gz"
+        plan = mix_manifest(p)
         if not plan.exists():
             raise ExportInputError(
                 f"{p} is a mix folder without plan/mix.jsonl.gz; run `osum-data mix` again"
@@ -65,97 +117,72 @@ def resolve_input(cuts: str | Path) -> tuple[Path, bool]:
     raise ExportInputError(f"{p}: not a cuts manifest, a run folder (cuts.jsonl.gz) or a mix folder")
 
 
-def refuse_output_over_input(out: Path, folder: Path) -> None:
-    """OUT must not be (or hold) the input's folder: the export's summary.json, rejects.jsonl.gz and
-    run/ would replace the input run's own (checked before anything is written)."""
-    if clashing_input(out, [folder]) is not None:
-        raise ExportInputError(
-            f"export folder {out} is (or holds) {folder}, the input's folder: the export would overwrite "
-            "its summary.json and rejects.jsonl.gz; choose another OUT"
-        )
-
-
 def export(
     fmt: str,
     cuts: str | Path,
     out: str | Path,
     *,
-    shards: bool = False,
     shard_size: int | None = None,
     relative: bool = False,
     workers: int | None = None,
     address: str | None = None,
     progress: bool = False,
-    dialect: str | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
-    """Export and return the export's summary (also written to OUT/summary.json). `dialect`: the OSUM
-    trainer the `osum` format writes for (osum_dialects.yaml; default echat)."""
+    """Export and return the export's summary (also written to OUT/summary.json). `options`: the
+    format's own (osum: `shards`, `dialect`); options another format declares are ignored."""
     if fmt not in FORMATS:
         raise ExportInputError(f"unknown export format {fmt!r}; formats: {', '.join(FORMATS)}")
-    size = shard_size or DEFAULT_SHARD_SIZE[fmt]
+    row = FORMATS[fmt]
     out = Path(os.path.abspath(out))
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"export folder {out} is a file; give a directory")
     manifest, is_mix = resolve_input(cuts)
     refuse_output_over_input(out, Path(cuts) if is_mix else manifest.parent)
-    if fmt == "osum":
-        from osum_data.export.osum_dialect import DEFAULT_DIALECT, load_dialect
-
-        dialect = dialect or DEFAULT_DIALECT
-        load_dialect(dialect)  # an unknown name fails before anything is read
-        if is_mix:
-            from osum_data.export.osum_config import export_osum_mix
-
-            return export_osum_mix(Path(cuts), out, size, relative, workers, address, progress, dialect)
-        from osum_data.export.osum import export_osum
-
-        export_osum(
-            manifest,
-            out,
-            shards=shards,
-            shard_size=size,
-            num_workers=workers,
-            relative=relative,
-            address=address,
-            progress=progress,
-            dialect=dialect,
-        )
-        return json.loads((out / "summary.json").read_text())
-    stage, module, params = _stage(fmt, out, relative)
-    result = run_export_stage(
-        stage,
-        params,
-        manifest,
-        out,
-        shard_size=size,
+    job = ExportJob(
+        format=fmt,
+        manifest=manifest,
+        source=Path(cuts),
+        is_mix=is_mix,
+        out=out,
+        shard_size=shard_size or row.shard_size,
+        relative=relative,
         workers=workers,
         address=address,
         progress=progress,
-        imports=[module],
+        options={name: options.get(name) for name in row.option_names()},
     )
-    run = result.summary
-    if fmt == "nemo":
-        from osum_data.export.nemo import gather_nemo
+    return row.driver(job)
 
-        splits = gather_nemo(out, run["shards"], relative)
-    elif fmt == "hf":
-        from osum_data.export.hf import gather_hf
 
-        splits = gather_hf(out, run["shards"])
-    else:
-        from osum_data.export.sharegpt import gather_sharegpt
-
-        splits = gather_sharegpt(out, run["shards"])
+def run_format(
+    job: ExportJob, stage: type, params: dict[str, Any], gather: Callable[[int], dict[str, int]]
+) -> dict[str, Any]:
+    """The driver of a `FormatStage` format: run `stage` over the manifest, `gather(shards)` the
+    shards' files into OUT (returns samples per split), check them against the run, write the
+    rejects and the summary."""
+    run = run_stage(
+        stage,
+        params,
+        job.manifest,
+        job.out / RUN_DIR,
+        name=f"export-{stage.stage_name}",
+        shard_size=job.shard_size,
+        workers=job.workers,
+        address=job.address,
+        progress=job.progress,
+    ).summary
+    splits = gather(run["shards"])
     # What is on disk, not what the run believes it kept: they must agree, or the export fails.
-    exported = check_on_disk(f"export {fmt} to {out}", sum(splits.values()), run["out"])
-    counters = next((s.get("counters", {}) for s in run["stages"] if s["stage"] == stage), {})
-    reasons = export_rejects(out / RUN_DIR, out / "rejects.jsonl.gz", stage)
+    exported = check_on_disk(f"export {job.format} to {job.out}", sum(splits.values()), run["out"])
+    counters = next((s.get("counters", {}) for s in run["stages"] if s["stage"] == stage.stage_name), {})
+    reasons = export_rejects(job.out / RUN_DIR, job.out / "rejects.jsonl.gz", stage.stage_name)
     summary = {
         "type": "export",
-        "format": fmt,
-        "input": str(manifest),
-        "out_dir": str(out),
-        "relative": relative,
+        "format": job.format,
+        "input": str(job.manifest),
+        "out_dir": str(job.out),
+        "relative": job.relative,
         "cuts": run["in"],
         "exported": exported,
         "rejected": run["rejected"],
@@ -165,16 +192,97 @@ def export(
         "splits": splits,
         "hours_by_task": run.get("hours_by_task", {}),
     }
-    write_summary(out, summary)
+    write_summary(job.out, summary)
     return summary
 
 
-def _stage(fmt: str, out: Path, relative: bool) -> tuple[str, str, dict[str, Any]]:
-    if fmt == "nemo":
-        return "export_nemo", "osum_data.export.nemo", {"out_dir": str(out), "relative": relative}
-    if fmt == "hf":
-        return "export_hf", "osum_data.export.hf", {}
-    return "export_sharegpt", "osum_data.export.sharegpt", {"out_dir": str(out), "relative": relative}
+# --- the formats -------------------------------------------------------------------------------
+# Drivers import their modules when they run: the command line reads this table at start-up without
+# loading lhotse, datasets or the audio stack.
+
+
+def _osum(job: ExportJob) -> dict[str, Any]:
+    from osum_data.export.osum_dialect import DEFAULT_DIALECT, load_dialect
+
+    dialect = job.options.get("dialect") or DEFAULT_DIALECT
+    load_dialect(dialect)  # an unknown name fails before anything is read
+    if job.is_mix:
+        from osum_data.export.osum_config import export_osum_mix
+
+        return export_osum_mix(
+            job.source, job.out, job.shard_size, job.relative, job.workers, job.address, job.progress, dialect
+        )
+    from osum_data.export.osum import export_osum
+
+    export_osum(
+        job.manifest,
+        job.out,
+        shards=bool(job.options.get("shards")),
+        shard_size=job.shard_size,
+        num_workers=job.workers,
+        relative=job.relative,
+        address=job.address,
+        progress=job.progress,
+        dialect=dialect,
+    )
+    return json.loads((job.out / "summary.json").read_text())
+
+
+def _nemo(job: ExportJob) -> dict[str, Any]:
+    from osum_data.export.nemo import ExportNemo, gather_nemo
+
+    params = {"out_dir": str(job.out), "relative": job.relative}
+    return run_format(job, ExportNemo, params, lambda n: gather_nemo(job.out, n, job.relative))
+
+
+def _hf(job: ExportJob) -> dict[str, Any]:
+    from osum_data.export.hf import ExportHF, gather_hf
+
+    return run_format(job, ExportHF, {}, lambda n: gather_hf(job.out, n))
+
+
+def _sharegpt(job: ExportJob) -> dict[str, Any]:
+    from osum_data.export.sharegpt import ExportShareGPT, gather_sharegpt
+
+    params = {"out_dir": str(job.out), "relative": job.relative}
+    return run_format(job, ExportShareGPT, params, lambda n: gather_sharegpt(job.out, n))
+
+
+def _osum_text(summary: dict[str, Any]) -> str:
+    """The OSUM export's own account (referenced vs materialised audio); a mix's: describe."""
+    if "data_config" in summary:
+        return describe(summary)
+    from osum_data.export.osum import ExportReport
+
+    fields = ExportReport.__dataclass_fields__
+    return ExportReport(**{k: v for k, v in summary.items() if k in fields}).summary()
+
+
+OSUM_OPTIONS = {
+    "--shards": {"action": "store_true", "help": "also write tar shards"},
+    "--dialect": {
+        "choices": ("osum", "echat"),
+        "default": "echat",
+        "help": "OSUM trainer to write for: osum (v1: its 11 task keys) or echat (OSUM-EChat: X-only "
+        "keys, <ANGER>, extra.age/gender tags); see osum_data/export/osum_dialects.yaml",
+    },
+}
+for _row in (
+    ExportFormat(
+        "osum",
+        "OSUM/WeNet raw list data.list (+ tar shards); from a mix folder: data_config.yaml",
+        _osum,
+        options=OSUM_OPTIONS,
+        audited=True,
+        text=_osum_text,
+    ),
+    ExportFormat(
+        "nemo", "NeMo: speechlm2-style Lhotse cuts (instruction in `context`) and a JSON manifest", _nemo
+    ),
+    ExportFormat("hf", "Hugging Face datasets: Parquet with the Audio feature", _hf, shard_size=500),
+    ExportFormat("sharegpt", "ShareGPT / LLaMA-Factory: messages + audios, dataset_info.json", _sharegpt),
+):
+    register_format(_row)
 
 
 def describe(summary: dict[str, Any]) -> str:

@@ -46,6 +46,8 @@ def features():
 class ExportHF(FormatStage):
     """Per shard and split: one Parquet file written by `datasets`."""
 
+    stage_name = STAGE
+
     def __init__(self):
         import datasets
 

@@ -32,6 +32,8 @@ STAGE = "export_nemo"
 class ExportNemo(FormatStage):
     """Per shard and split: FLAC files, a manifest.json piece and a cuts.jsonl piece."""
 
+    stage_name = STAGE
+
     def __init__(self, out_dir: str, relative: bool = False):
         self.out = Path(out_dir)
         self.relative = relative

@@ -26,8 +26,9 @@ Choices worth knowing:
   keeps the original id when they differ. Two ids that would share a name are a reject.
 - Exporting into a folder that holds an earlier export removes that export's wav/ files and
   shards first, so the folder never mixes two exports.
-- It runs on the pipeline engine (`engine.py`): the `export_osum` stage writes each runner shard's
-  wavs, `data.list` piece and tar shard into the shard's files folder on Ray workers; a killed export
+- It runs on the pipeline engine (`engine.py`): the `export_osum` stage (osum_stage.py) writes each
+  runner shard's wavs, `data.list` piece and tar shard into the shard's files folder on Ray workers;
+  this module is the driver (pre-scan, run, gather, report); a killed export
   resumes from its finished shards, and the gather step links the pieces into `OUT/` in shard order
   (one tar shard per runner shard of `shard_size` cuts). The driver only pre-reads the ids (for
   duplicate keys and file-name clashes), so its memory grows by one id per cut, not by audio.
@@ -35,65 +36,41 @@ Choices worth knowing:
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import os
 import shutil
-import tarfile
-import wave
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import soundfile as sf
-from lhotse import MonoCut
-from lhotse.cut import Cut
-
 from osum_data.export.engine import (
     RUN_DIR,
-    call_part,
     check_on_disk,
     concat_text,
+    export_rejects,
     link,
     part_dirs,
+    pre_rejected,
+    refuse_output_over_input,
     relative_or_absolute,
-    run_export_stage,
+    run_stage,
     write_summary,
 )
-from osum_data.export.osum_dialect import (
-    DEFAULT_DIALECT,
-    Dialect,
-    DialectError,
-    convert,
-    load_dialect,
-    scan_manifest,
-    write_prompt_config,
-)
-from osum_data.export.osum_reader import MEMBER_FIELDS, SAMPLING_RATE
+from osum_data.export.media import safe_name
+from osum_data.export.osum_dialect import DEFAULT_DIALECT, load_dialect, scan_manifest, write_prompt_config
+from osum_data.export.osum_stage import STAGE, ExportOsumStage
 from osum_data.manifest_io import (
     JSONTooDeep,
     atomic_path,
-    dumps,
     loads_line,
-    open_jsonl_writer,
-    read_jsonl,
-    reject_record,
+    read_lines,
     safe_file_name,
     write_jsonl,
 )
-from osum_data.run.stage import Reject, StageContext, StageResult, is_fatal, register_stage
-from osum_data.tasks import parse_target, registry
+from osum_data.rejects import Reject
 
-STAGE = "export_osum"
-# Supervision `custom` fields carried into `extra` (DESIGN section 3), when set.
-SUPERVISION_EXTRAS = ("age", "age_years", "style", "events", "answer", "label_source", "confidence")
-# lhotse already fixes small length drift; anything beyond this (samples at 16 kHz) is a bad cut.
-LENGTH_TOLERANCE = 16
-safe_name = safe_file_name  # the name a cut id gets as a wav file and as a tar member prefix
+__all__ = ["ExportReport", "export_osum", "run_osum_export", "safe_name"]
 
 
 @dataclass
@@ -108,7 +85,7 @@ class ExportReport:
     out_dir: str = ""
     referenced: int = 0  # exported cuts whose wav is the source file itself
     materialised: int = 0  # exported cuts rendered into OUT/wav/
-    reasons: dict[str, int] = field(default_factory=dict)  # rejects by reason category
+    reasons: dict[str, int] = field(default_factory=dict)  # rejects by reason (the code in words)
     codes: dict[str, int] = field(default_factory=dict, repr=False)  # by code, like the other formats
 
     def summary(self) -> str:
@@ -126,7 +103,7 @@ class ExportReport:
         return text
 
     def to_dict(self) -> dict[str, Any]:
-        """`reasons` by category and, under the other formats' key, `rejected_by_reason` by code."""
+        """`reasons` in words and, under the other formats' key, `rejected_by_reason` by code."""
         d = asdict(self)
         d["rejected_by_reason"] = d.pop("codes")
         return d
@@ -155,12 +132,10 @@ def export_osum(
         raise NotADirectoryError(f"export folder {out} is a file; give a directory")
     if not Path(cuts_path).is_file():
         raise FileNotFoundError(f"cuts manifest not found: {cuts_path}")
-    from osum_data.export.formats import refuse_output_over_input
-
     refuse_output_over_input(out, Path(cuts_path).parent)
     chosen = load_dialect(dialect)
     keys = scan_manifest(cuts_path, chosen)  # before any work: a key or tag the dialect lacks fails here
-    report, groups = run_osum_export(
+    report, _ = run_osum_export(
         cuts_path, out, shards, shard_size, num_workers, relative, address, progress, dialect=dialect
     )
     write_prompt_config(out, keys, chosen)
@@ -201,16 +176,16 @@ def run_osum_export(
         "group_by_mix": group_by_mix,
         "dialect": dialect,
     }
-    result = run_export_stage(
-        STAGE,
+    result = run_stage(
+        ExportOsumStage,
         params,
         plan,
-        out,
+        out / RUN_DIR,
+        name=f"export-{STAGE}",
         shard_size=shard_size,
         workers=num_workers,
         address=address,
         progress=progress,
-        imports=["osum_data.export.osum"],
     )
     run = result.summary
     _clear_previous_export(out)
@@ -232,93 +207,9 @@ def run_osum_export(
         referenced=int(counters.get("referenced", 0)),
         materialised=int(counters.get("materialised", 0)),
     )
-    report.reasons, report.codes = _export_rejects(out / RUN_DIR, out / "rejects.jsonl.gz")
+    report.codes = export_rejects(out / RUN_DIR, out / "rejects.jsonl.gz", STAGE)
+    report.reasons = {code.replace("_", " "): n for code, n in report.codes.items()}
     return report, groups
-
-
-def wav_bytes(samples: np.ndarray, sampling_rate: int = SAMPLING_RATE) -> bytes:
-    """Canonical mono int16 WAV (plain 44-byte header, no metadata): same samples, same bytes."""
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(sampling_rate)
-        w.writeframes(np.asarray(samples, dtype="<i2").tobytes())
-    return buf.getvalue()
-
-
-def to_int16(audio: np.ndarray) -> np.ndarray:
-    """Float [-1, 1) -> int16; exact for audio that came from int16 (lhotse divides by 32768)."""
-    return np.clip(np.rint(audio * 32768.0), -32768, 32767).astype(np.int16)
-
-
-def referenced_wav(cut: Cut) -> str | None:
-    """Absolute path of the file to reference in place, or None if the cut must be materialised.
-
-    Only a whole, untransformed, single-file 16 kHz mono PCM_16 WAV qualifies: that is what the
-    trainer can open directly and it holds exactly the cut's samples.
-    """
-    if not isinstance(cut, MonoCut) or not cut.has_recording:
-        return None
-    rec = cut.recording
-    if rec.transforms or len(rec.sources) != 1 or rec.sources[0].type != "file":
-        return None
-    if rec.sampling_rate != SAMPLING_RATE or rec.num_channels != 1:
-        return None
-    if abs(cut.start) * SAMPLING_RATE >= 0.5 or cut.num_samples != rec.num_samples:
-        return None
-    path = os.path.abspath(rec.sources[0].source)
-    try:
-        info = sf.info(path)
-    except (OSError, RuntimeError):
-        return None  # materialising will fail too and say why
-    ok = (info.format, info.subtype, info.channels, info.samplerate, info.frames) == (
-        "WAV",
-        "PCM_16",
-        1,
-        SAMPLING_RATE,
-        rec.num_samples,
-    )
-    return path if ok else None
-
-
-def render_16k(cut: Cut) -> np.ndarray:
-    """The cut's audio as 16 kHz mono int16, of exactly `compute_num_samples(duration, 16k)`."""
-    resampled = cut.resample(SAMPLING_RATE)  # lazy; a plain copy when already at 16 kHz
-    audio = np.asarray(resampled.load_audio(), dtype=np.float32)
-    if audio.ndim == 2:
-        audio = audio.mean(axis=0)  # multi-channel cuts are downmixed; OSUM is mono
-    n = resampled.num_samples
-    if abs(len(audio) - n) > LENGTH_TOLERANCE:
-        raise ValueError(f"loaded {len(audio)} samples, expected {n}")
-    audio = np.pad(audio[:n], (0, n - min(n, len(audio))))
-    return to_int16(audio)
-
-
-SPAN_TOLERANCE = LENGTH_TOLERANCE / SAMPLING_RATE  # seconds a cut may end past its recording
-
-
-def span_problem(cut: Cut) -> str | None:
-    """Why a cut's span is not inside its recording (negative start, end past the recording), or
-    None. Lhotse would pad or shift such a cut silently instead of failing."""
-    if not isinstance(cut, MonoCut):
-        return None
-    if cut.start < 0:
-        return f"bad span: cut starts at {cut.start:g} s, before its recording"
-    if cut.has_recording and cut.end > cut.recording.duration + SPAN_TOLERANCE:
-        return f"bad span: cut ends at {cut.end:g} s, after its recording's {cut.recording.duration:g} s"
-    return None
-
-
-class _Reject(Exception):
-    """A cut that cannot be exported; the message is the reason written to rejects."""
-
-
-@dataclass
-class _Result:
-    line: dict[str, Any] | None = None  # the data.list record
-    wav: bytes | None = None  # WAV bytes for the tar (only when sharding)
-    referenced: bool = False
 
 
 def _clear_previous_export(out: Path) -> None:
@@ -330,196 +221,54 @@ def _clear_previous_export(out: Path) -> None:
     (out / "shards_list.txt").unlink(missing_ok=True)
 
 
-PRE_REJECT = "export_reject"  # custom key of a placeholder cut: a line rejected before any work
-
-
-def _items(cuts_path: str | Path) -> Iterator[tuple[dict[str, Any], str | None]]:
-    """Raw cut dicts with a pre-decided reject reason (bad id, duplicate key, name clash) or None."""
+def _items(cuts_path: str | Path) -> Iterator[tuple[dict[str, Any], Reject | None]]:
+    """Raw cut dicts with a pre-decided Reject (bad line, bad id, duplicate key, name clash) or None."""
     seen: set[str] = set()
     names: dict[str, str] = {}  # case-folded safe name -> the id that has it
-    for number, line in _lines(cuts_path):
+    for number, line in read_lines(cuts_path, "cuts manifest"):
         try:
-            raw = loads_line(line)
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raw = line[:2000].decode("utf-8", "replace")
+            yield (
+                {"raw": raw},
+                Reject("not_utf8", f"not utf8: input line {number}: {e.reason} at byte {e.start}"),
+            )
+            continue
+        try:
+            raw = loads_line(text)
         except JSONTooDeep as e:
-            yield {"raw": line[:2000]}, f"too deep: input line {number}: JSON {e.msg}"
+            yield {"raw": text[:2000]}, Reject("too_deep", f"too deep: input line {number}: JSON {e.msg}")
             continue
         except json.JSONDecodeError as e:
-            yield {"raw": line[:2000]}, f"bad json: input line {number}: not JSON ({e})"
+            yield {"raw": text[:2000]}, Reject("bad_json", f"bad json: input line {number}: not JSON ({e})")
             continue
         if not isinstance(raw, dict):
-            yield {"raw": raw}, "bad cut: not a JSON object"
+            yield {"raw": raw}, Reject("bad_cut", "bad cut: not a JSON object")
             continue
         key = raw.get("id")
         if not isinstance(key, str) or not key:
-            yield raw, "bad cut: no id"
+            yield raw, Reject("bad_cut", "bad cut: no id")
             continue
         if key in seen:
-            yield raw, "duplicate key: an earlier cut has this id"
+            yield raw, Reject("duplicate_key", "duplicate key: an earlier cut has this id")
             continue
         # Case-folded: on a case-insensitive file system 'A.wav' and 'a.wav' are one file.
         name = safe_file_name(key).casefold()
         if name in names:
-            yield raw, f"name clash: id {key!r} gets the file name of {names[name]!r}"
+            yield raw, Reject("name_clash", f"name clash: id {key!r} gets the file name of {names[name]!r}")
             continue
         seen.add(key)
         names[name] = key
         yield raw, None
 
 
-def _lines(path: str | Path) -> Iterator[tuple[int, str]]:
-    """(1-based line number, text) of the non-blank lines of a JSON-lines file (gzip or plain)."""
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if line.strip():
-                yield number, line
-
-
 def _runner_items(cuts_path: str | Path) -> Iterator[dict[str, Any]]:
     """The runner's input: each cut as it is, or, for a line rejected up front, a placeholder cut
-    (a fresh id, so the runner's own duplicate check never sees it) carrying the raw line and the
-    reason; the stage rejects it and the gather restores the raw line in the rejects file."""
-    for n, (raw, reason) in enumerate(_items(cuts_path)):
-        if reason is None:
-            yield raw
-        else:
-            yield {
-                "id": f"<rejected before export: input item {n}>",
-                "start": 0.0,
-                "duration": 0.0,
-                "channel": 0,
-                "supervisions": [],
-                "custom": {PRE_REJECT: {"reason": reason, "raw": raw}},
-                "type": "MonoCut",
-            }
-
-
-def _code(reason: str) -> str:
-    return reason.split(":")[0].strip().replace(" ", "_")
-
-
-@register_stage(STAGE, version=2)  # 2: files in per-call parts
-class ExportOsumStage:
-    """One runner shard of the OSUM export: its data.list piece, materialised wavs and (with
-    `shards`) its tar, in the shard's files folder; `out_dir` is where they will be linked."""
-
-    def __init__(
-        self,
-        out_dir: str,
-        shards: bool = False,
-        relative: bool = False,
-        group_by_mix: bool = False,
-        dialect: str | None = None,
-    ):
-        self.out = Path(out_dir)
-        self.shards = shards
-        self.relative = relative
-        self.group_by_mix = group_by_mix  # a mix's cuts: one sub-export per split/task(/dataset)
-        self.dialect = load_dialect(dialect) if dialect else None  # None: our own tags, as they are
-
-    def __call__(self, cuts: list[Cut], ctx: StageContext) -> StageResult:
-        # This call's files go to their own part folder (engine.call_part): a batch that raises is
-        # retried cut by cut, and each retry must add its files, not replace the shard's.
-        with call_part(ctx.files_dir) as files:
-            return self._write(cuts, files)
-
-    def _write(self, cuts: list[Cut], files: Path) -> StageResult:
-        result = StageResult(counters={"referenced": 0, "materialised": 0, "seconds": 0.0})
-        done: dict[str, list[_Result]] = {}
-        for cut in cuts:
-            pre = (cut.custom or {}).get(PRE_REJECT)
-            if pre:
-                result.rejected.append((cut, Reject(_code(pre["reason"]), pre["reason"])))
-                continue
-            group = mix_group(cut) if self.group_by_mix else ""
-            try:
-                res = self._one(cut, files / group, group)
-            except _Reject as e:
-                result.rejected.append((cut, Reject(_code(str(e)), str(e))))
-                continue
-            except Exception as e:
-                if is_fatal(e):
-                    raise
-                result.rejected.append((cut, Reject("error", f"bad cut: {_brief(e)}")))
-                continue
-            done.setdefault(group, []).append(res)
-            result.kept.append(cut)
-            result.counters["referenced" if res.referenced else "materialised"] += 1
-            result.counters["seconds"] += res.line["extra"]["duration"]
-        for group, results in done.items():
-            folder = files / group
-            with atomic_path(folder / "data.list") as tmp:
-                tmp.write_text("".join(dumps(r.line) + "\n" for r in results), encoding="utf-8")
-            if self.shards and results:
-                with (
-                    atomic_path(folder / "shard.tar") as tmp,
-                    tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar,
-                ):
-                    for r in results:
-                        for name, data in _members(r.line, r.wav):
-                            tar.addfile(_tarinfo(name, len(data)), io.BytesIO(data))
-        return result
-
-    def _one(self, cut: Cut, files: Path, group: str) -> _Result:
-        task, txt = _target(cut)
-        span = span_problem(cut)
-        if span is not None:
-            raise _Reject(span)
-        try:
-            _check_sources_exist(cut)
-            path = None if self.relative else referenced_wav(cut)
-            if path is not None:
-                samples = sf.read(path, dtype="int16")[0] if self.shards else None
-                num_samples = cut.recording.num_samples
-            else:
-                samples = render_16k(cut)
-                num_samples = len(samples)
-            if num_samples == 0:
-                raise ValueError("no audio samples (zero duration)")
-        except Exception as e:  # any decoder/transform failure: recorded with its cause
-            if is_fatal(e):
-                raise
-            raise _Reject(f"audio: {_brief(e)}") from None
-        data = wav_bytes(samples) if samples is not None else None
-        referenced = path is not None
-        if path is None:
-            assert data is not None
-            name = safe_name(cut.id) + ".wav"
-            with atomic_path(files / "wav" / name) as tmp:
-                tmp.write_bytes(data)
-            path = relative_or_absolute(self.out / group / "wav" / name, self.out / group, self.relative)
-        line = _line(cut, path, task, txt, num_samples / SAMPLING_RATE)
-        if self.dialect is not None:
-            _apply_dialect(line, self.dialect, cut)
-        return _Result(line=line, wav=data if self.shards else None, referenced=referenced)
-
-
-def _apply_dialect(line: dict[str, Any], dialect: Dialect, cut: Cut) -> None:
-    """The line in the dialect's tags and `extra` fields (checked before the run by `scan`; a
-    mismatch here is a reject with its reason, never a line the dialect cannot read)."""
-    custom = getattr(cut, "custom", None) or {}
-    try:
-        txt, extra = convert(
-            dialect,
-            line["task"],
-            line["txt"],
-            custom.get("instruction"),
-            line["extra"].get("age"),
-            line["gender"] or None,
-        )
-    except DialectError as e:
-        raise _Reject(f"dialect: {e}") from None
-    line["txt"] = txt
-    line["extra"].update(extra)
-
-
-def mix_group(cut: Cut) -> str:
-    """Where a mix's cut goes in a grouped export: `train/<task>/<dataset>/x<copies>` (the copies OSUM
-    takes of it per pass, osum_config.py), `dev/<task>`, `test/<task>`."""
-    mix = (cut.custom or {}).get("mix") or {}
-    if mix.get("split") == "train":
-        return f"train/{mix['task']}/{mix['dataset']}/x{int(mix.get('copies', 1))}"
-    return f"{mix.get('split', 'other')}/{mix.get('task', 'other')}"
+    carrying the raw line and the Reject (engine.pre_rejected); the stage rejects it and the
+    gather restores the raw line in the rejects file."""
+    for n, (raw, reject) in enumerate(_items(cuts_path)):
+        yield raw if reject is None else pre_rejected(n, raw, reject)
 
 
 def _gather(out: Path, run_dir: Path, n_shards: int, shards: bool) -> tuple[dict[str, list[Path]], int]:
@@ -544,120 +293,6 @@ def _gather(out: Path, run_dir: Path, n_shards: int, shards: bool) -> tuple[dict
     if not pieces:
         concat_text([], out / "data.list")
     return tars, lines
-
-
-def _export_rejects(run_dir: Path, dest: Path) -> tuple[dict[str, int], dict[str, int]]:
-    """The run's rejects as this export's: the raw line for items rejected up front, the cut
-    otherwise, each with `custom.reject = {stage: export_osum, reason, code}`; returns counts by the
-    reason's category (the text before its first colon) and by code."""
-    reasons: Counter[str] = Counter()
-    codes: Counter[str] = Counter()
-    with open_jsonl_writer(dest) as f:
-        for rec in read_jsonl(run_dir / "rejects.jsonl.gz"):
-            custom = rec.get("custom") or {}
-            reason = custom.get("reject", {}).get("reason", "rejected")
-            code = custom.get("reject", {}).get("code") or _code(reason)
-            pre = custom.get(PRE_REJECT)
-            if pre:
-                out = reject_record(pre["raw"], STAGE, pre["reason"])
-            else:
-                out = reject_record({k: v for k, v in rec.items()}, STAGE, reason)
-            out["custom"]["reject"]["code"] = code
-            reasons[reason.split(":")[0]] += 1
-            codes[code] += 1
-            f.write(dumps(out) + "\n")
-    return dict(sorted(reasons.items())), dict(sorted(codes.items()))
-
-
-def _check_sources_exist(cut: Cut) -> None:
-    """Name a missing source file plainly, instead of lhotse's page-long list of backend errors."""
-    rec = cut.recording if isinstance(cut, MonoCut) and cut.has_recording else None
-    for src in rec.sources if rec is not None else ():
-        if src.type == "file" and not os.path.exists(src.source):
-            raise FileNotFoundError(f"no such file: {src.source}")
-
-
-def _brief(e: Exception, limit: int = 400) -> str:
-    """`Type: message`, cut to its first two lines and `limit` characters (lhotse errors can
-    carry whole tracebacks; rejects.jsonl.gz should stay readable)."""
-    text = " ".join(str(e).strip().splitlines()[:2])
-    text = f"{type(e).__name__}: {text}"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _target(cut: Cut) -> tuple[str, str]:
-    """(task key, target text); an untemplated cut is plain ASR on its transcript."""
-    custom = getattr(cut, "custom", None) or {}
-    if "task" not in custom and "target" not in custom:
-        task = registry().task("asr").key
-        txt = cut.supervisions[0].text if cut.supervisions else None
-    else:
-        task, txt = custom.get("task"), custom.get("target")
-    if not isinstance(txt, str) or not txt.strip():
-        raise _Reject("missing target")
-    if not isinstance(task, str) or task not in registry().all_keys:
-        raise _Reject(f"unknown task: {task!r}")
-    try:
-        parse_target(task, txt)
-    except (ValueError, KeyError) as e:
-        raise _Reject(f"bad target: {e}") from None
-    return task, txt
-
-
-def _line(cut: Cut, wav: str, task: str, txt: str, duration: float) -> dict[str, Any]:
-    sup = cut.supervisions[0] if cut.supervisions else None
-    sup_custom = (sup.custom if sup is not None else None) or {}
-    custom = getattr(cut, "custom", None) or {}
-    extra: dict[str, Any] = {"duration": duration}
-    if custom.get("instruction"):
-        extra["instruction"] = custom["instruction"]
-    for name in SUPERVISION_EXTRAS:
-        if sup_custom.get(name) not in (None, "", []):
-            extra[name] = sup_custom[name]
-    if isinstance(cut, MonoCut):
-        extra["recording_id"] = cut.recording_id
-        extra["start"] = cut.start
-    if custom.get("augment"):
-        extra["augment"] = custom["augment"]
-    if safe_file_name(cut.id) != cut.id:
-        extra["cut_id"] = cut.id  # tar keys are the safe name; this keeps the original id
-    return {
-        "key": cut.id,
-        "wav": wav,
-        "txt": txt,
-        "task": task,
-        "lang": _text(sup.language if sup else None),
-        "speaker": _text(sup.speaker if sup else None),
-        "emotion": _text(sup_custom.get("emotion")),
-        "gender": _text(sup.gender if sup else None),
-        "extra": extra,
-    }
-
-
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)
-
-
-def _members(line: dict[str, Any], wav: bytes) -> Iterator[tuple[str, bytes]]:
-    """(member name, bytes) per field, in MEMBER_FIELDS order."""
-    extra = line["extra"]
-    values = {
-        "wav": wav,
-        "duration": repr(float(extra["duration"])),
-        "extra": dumps(extra),
-        **{f: line[f] for f in ("txt", "task", "lang", "speaker", "emotion", "gender")},
-    }
-    prefix = safe_file_name(line["key"])
-    for f in MEMBER_FIELDS:
-        v = values[f]
-        yield f"{prefix}.{f}", v if isinstance(v, bytes) else v.encode("utf-8")
-
-
-def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.size, info.type, info.mode = size, tarfile.REGTYPE, 0o644
-    info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
-    return info
 
 
 def _write_shards_list(out: Path, paths: list[Path], relative: bool = False) -> None:

@@ -28,7 +28,9 @@ from typing import Any
 import numpy as np
 import yaml
 
+from osum_data.errors import UsageError
 from osum_data.export.engine import RUN_DIR, concat_files, relative_or_absolute, write_summary
+from osum_data.export.mix_folder import plan_dir, plan_path, subsample_draw
 from osum_data.export.osum import run_osum_export
 from osum_data.export.osum_dialect import DEFAULT_DIALECT, load_dialect, scan_manifest, write_prompt_config
 from osum_data.export.osum_weights import (
@@ -51,21 +53,15 @@ HEADER = """\
 """
 
 
-class OsumMixError(ValueError):
+class OsumMixError(UsageError):
     """A mix whose proportions OSUM's weighting rule cannot reproduce in this export."""
 
 
 def copy_counts(path: Path, dataset: str, repeats: int, extra: int, seed: int) -> np.ndarray:
     """Copies per train cut of one dataset, in file order: `repeats`, plus one for the `extra` cuts
     with the smallest subsample draws (the mix's own remainder subset; ties keep file order)."""
-    from osum_data.mix.plan import u32
-
     draws = [
-        u32(
-            seed,
-            f"subsample:{dataset}",
-            ((d.get("custom") or {}).get("mix") or {}).get("source_id") or d["id"],
-        )
+        subsample_draw(seed, dataset, ((d.get("custom") or {}).get("mix") or {}).get("source_id") or d["id"])
         for d in read_jsonl(path)
     ]
     copies = np.full(len(draws), repeats, dtype=np.int64)
@@ -95,7 +91,7 @@ def _write_training_input(mix_dir: Path, summary: dict[str, Any], dest: Path) ->
                 plan = planned.setdefault(task, {"cuts": 0.0, "hours": 0.0})
                 plan["cuts"] += float(ds.get("planned_cuts", 0))
                 plan["hours"] += float(ds.get("planned_hours", 0.0))
-                path = mix_dir / "plan" / "train" / task / f"{name}.jsonl.gz"
+                path = plan_path(mix_dir, "train", task, name)
                 if not ds["unique"]["train"] or not path.exists():
                     continue
                 repeats, extra = _dataset_plan(ds)
@@ -113,7 +109,7 @@ def _write_training_input(mix_dir: Path, summary: dict[str, Any], dest: Path) ->
             if planned.get(task, {}).get("cuts", 0) > 0 and written == 0:
                 raise OsumMixError(
                     f"task {task!r}: the mix plans {planned[task]['cuts']:.0f} training cuts but its plan "
-                    f"files under {mix_dir / 'plan' / 'train' / task} hold none to export; rebuild the mix"
+                    f"files under {plan_dir(mix_dir, 'train', task)} hold none to export; rebuild the mix"
                 )
     return planned
 
@@ -164,9 +160,7 @@ def export_osum_mix(
     parts = [train_part]
     for split in ("dev", "test"):
         parts += [
-            p
-            for task in summary["tasks"]
-            for p in sorted((mix_dir / "plan" / split / task).glob("*.jsonl.gz"))
+            p for task in summary["tasks"] for p in sorted(plan_dir(mix_dir, split, task).glob("*.jsonl.gz"))
         ]
     joined = out / RUN_DIR / "mix-unique.jsonl.gz"
     concat_files(parts, joined)

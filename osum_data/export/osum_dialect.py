@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from osum_data.errors import UsageError
 from osum_data.manifest_io import atomic_path, read_jsonl
 from osum_data.tasks import parse_target, prompt_language, prompt_pool, registry
 from osum_data.tasks.formats import FormatError
@@ -37,7 +38,7 @@ _TAG = re.compile(r"<[^<>]*>")
 _TIME = re.compile(r"<\d+(?:\.\d+)?>")
 
 
-class DialectError(ValueError):
+class DialectError(UsageError):
     """A sample the chosen OSUM dialect cannot hold (a key, tag or field it does not have)."""
 
 
@@ -57,10 +58,6 @@ class Dialect:
 
     def all_tags(self) -> frozenset[str]:
         return frozenset(t for v in self.tags.values() for t in v.values()) | self.structure
-
-
-def dialect_names() -> tuple[str, ...]:
-    return tuple(yaml.safe_load(DIALECT_FILE.read_text(encoding="utf-8"))["dialects"])
 
 
 @cache

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from osum_data.errors import OsumError
 from osum_data.tasks import parse_target, registry
 
 SAMPLING_RATE = 16000
@@ -58,6 +59,10 @@ class OsumSample:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class OsumDataError(OsumError, ValueError):
+    """An OSUM list, shard or sample that does not hold what OSUM reads (exit code 1: the data)."""
+
+
 def read_data_list(path: str | Path) -> Iterator[OsumSample]:
     """Stream validated samples from a raw `data.list`; audio is loaded from each line's `wav`
     (a relative `wav` is taken relative to the list's folder)."""
@@ -68,21 +73,21 @@ def read_data_list(path: str | Path) -> Iterator[OsumSample]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not JSON: {e}") from None
+                raise OsumDataError(f"{path}:{lineno}: not JSON: {e}") from None
             key = str(obj.get("key", f"<line {lineno}>"))
             missing = [k for k in RAW_FIELDS if k not in obj]
             if missing:
-                raise ValueError(f"sample {key!r}: data.list line lacks {missing}")
+                raise OsumDataError(f"sample {key!r}: data.list line lacks {missing}")
             wav = obj["wav"]
             if isinstance(wav, str) and not os.path.isabs(wav):
                 wav = str(Path(path).parent / wav)  # a `--relative` export: next to the list
             try:
                 audio, sr = _decode(wav)
             except (OSError, RuntimeError, ValueError) as e:  # LibsndfileError is a RuntimeError
-                raise ValueError(f"sample {key!r}: cannot read audio {obj['wav']!r}: {e}") from None
+                raise OsumDataError(f"sample {key!r}: cannot read audio {obj['wav']!r}: {e}") from None
             extra = obj["extra"] or {}
             if not isinstance(extra, dict) or "duration" not in extra:
-                raise ValueError(f"sample {key!r}: extra must be a dict holding 'duration'")
+                raise OsumDataError(f"sample {key!r}: extra must be a dict holding 'duration'")
             yield _validated(
                 OsumSample(
                     key=key,
@@ -124,13 +129,13 @@ def _grouped_members(path: str) -> Iterator[tuple[str, dict[str, bytes]]]:
                 continue
             stem, dot, suffix = info.name.rpartition(".")
             if not dot or suffix not in MEMBER_FIELDS:
-                raise ValueError(f"{path}: member {info.name!r} has no known field suffix")
+                raise OsumDataError(f"{path}: member {info.name!r} has no known field suffix")
             if stem != key:
                 if key is not None:
                     yield key, group
                 key, group = stem, {}
             if suffix in group:
-                raise ValueError(f"sample {stem!r}: member {suffix!r} appears twice in {path}")
+                raise OsumDataError(f"sample {stem!r}: member {suffix!r} appears twice in {path}")
             data = tar.extractfile(info)
             group[suffix] = data.read() if data is not None else b""
     if key is not None:
@@ -140,17 +145,17 @@ def _grouped_members(path: str) -> Iterator[tuple[str, dict[str, bytes]]]:
 def _sample_from_members(key: str, m: dict[str, bytes], path: str) -> OsumSample:
     missing = [f for f in REQUIRED_MEMBERS if f not in m]
     if missing:
-        raise ValueError(f"sample {key!r}: shard {path} lacks member(s) {missing}")
+        raise OsumDataError(f"sample {key!r}: shard {path} lacks member(s) {missing}")
     try:
         audio, sr = _decode(io.BytesIO(m["wav"]))
     except (RuntimeError, ValueError) as e:
-        raise ValueError(f"sample {key!r}: cannot decode {key}.wav in {path}: {e}") from None
+        raise OsumDataError(f"sample {key!r}: cannot decode {key}.wav in {path}: {e}") from None
     try:
         extra = json.loads(m["extra"].decode("utf-8")) if "extra" in m else {}
     except ValueError as e:
-        raise ValueError(f"sample {key!r}: {key}.extra in {path} is not JSON: {e}") from None
+        raise OsumDataError(f"sample {key!r}: {key}.extra in {path} is not JSON: {e}") from None
     if not isinstance(extra, dict):
-        raise ValueError(f"sample {key!r}: {key}.extra in {path} is not a JSON object")
+        raise OsumDataError(f"sample {key!r}: {key}.extra in {path} is not a JSON object")
     if "duration" in m:
         duration = float(m["duration"].decode("utf-8"))
     elif "duration" in extra:
@@ -169,27 +174,27 @@ def _sample_from_members(key: str, m: dict[str, bytes], path: str) -> OsumSample
 def _decode(src: Any) -> tuple[np.ndarray, int]:
     audio, sr = sf.read(src, dtype="float32", always_2d=True)
     if audio.shape[1] != 1:
-        raise ValueError(f"audio has {audio.shape[1]} channels, expected mono")
+        raise OsumDataError(f"audio has {audio.shape[1]} channels, expected mono")
     return np.ascontiguousarray(audio[:, 0]), int(sr)
 
 
 def _validated(s: OsumSample) -> OsumSample:
     """Raise ValueError naming the key if `s` would train wrongly in OSUM."""
     if s.sampling_rate != SAMPLING_RATE:
-        raise ValueError(f"sample {s.key!r}: sampling rate {s.sampling_rate}, expected {SAMPLING_RATE}")
+        raise OsumDataError(f"sample {s.key!r}: sampling rate {s.sampling_rate}, expected {SAMPLING_RATE}")
     if not isinstance(s.txt, str) or not isinstance(s.task, str):
-        raise ValueError(f"sample {s.key!r}: txt and task must be strings")
+        raise OsumDataError(f"sample {s.key!r}: txt and task must be strings")
     if s.task not in registry().all_keys:
-        raise ValueError(f"sample {s.key!r}: unknown task key {s.task!r}")
+        raise OsumDataError(f"sample {s.key!r}: unknown task key {s.task!r}")
     if not s.txt:
-        raise ValueError(f"sample {s.key!r}: empty txt")
+        raise OsumDataError(f"sample {s.key!r}: empty txt")
     try:
         parse_target(s.task, s.txt)
     except (ValueError, KeyError) as e:  # FormatError and LabelError are ValueErrors
-        raise ValueError(f"sample {s.key!r}: txt does not parse as {s.task!r}: {e}") from None
+        raise OsumDataError(f"sample {s.key!r}: txt does not parse as {s.task!r}: {e}") from None
     actual = len(s.audio) / s.sampling_rate
     if abs(actual - s.duration) > DURATION_TOLERANCE:
-        raise ValueError(f"sample {s.key!r}: duration {s.duration} but audio lasts {actual:.4f} s")
+        raise OsumDataError(f"sample {s.key!r}: duration {s.duration} but audio lasts {actual:.4f} s")
     return s
 
 

@@ -21,6 +21,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from osum_data.errors import UsageError
+
 OSUM_SEED = 7890  # handle_data_for_weight.py seeds Python's `random` with this
 TOLERANCE = 0.02  # largest relative error of a task's share that an export may have
 
@@ -53,7 +55,7 @@ def expand_like_osum(
         if copies == 0:
             fraction = float(entry["weight"])
             if fraction < 0:
-                raise ValueError(f"negative weight {entry['weight']!r} for {entry['path']}")
+                raise UsageError(f"negative weight {entry['weight']!r} for {entry['path']}")
             total.extend(rng.sample(listed, int(len(listed) * fraction)))
         else:
             total.extend(listed * copies)

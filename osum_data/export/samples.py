@@ -1,27 +1,29 @@
 """What every trainer format needs from a task sample, and the shared export-stage shape.
 
 A task sample (a templated cut) becomes: instruction, target, task key, transcript, labels, and its
-audio as 16 kHz mono FLAC (lossless, about half of 16-bit WAV). The NeMo, Hugging Face and ShareGPT
-exports are stages built on `FormatStage`: per runner shard they turn the cuts into samples (a cut
-that cannot be exported is rejected with the reason) and write the shard's files per split (a mix's
-`train`/`dev`/`test`, else `train`) into the shard's files folder; each format's gather step joins them.
+audio as 16 kHz mono FLAC (lossless, about half of 16-bit WAV). Every export stage is a
+`FormatStage`: per runner shard it turns the cuts into items (`prepare`; a cut that cannot be
+exported is rejected with a `Reject` naming the code), groups them (`group`: a mix's
+`train`/`dev`/`test`, else `train`) and writes each group's files (`write_split`) into one part
+folder of the shard's files folder; each format's gather step joins them.
 """
 
 from __future__ import annotations
 
-import io
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-import soundfile as sf
 from lhotse.cut import Cut
 
-from osum_data.export.engine import call_part
-from osum_data.export.osum import _brief, _check_sources_exist, _target, render_16k, safe_name, span_problem
+from osum_data.export.engine import call_part, check_pre_rejected
+from osum_data.export.media import brief, flac_bytes, render_16k, safe_name, span_problem
+from osum_data.export.mix_folder import mixed_id
 from osum_data.export.osum_reader import SAMPLING_RATE
-from osum_data.run.stage import Reject, StageContext, StageResult, is_fatal, rejecting
+from osum_data.rejects import Reject
+from osum_data.run.stage import StageContext, StageResult, is_fatal, rejecting
+from osum_data.tasks import parse_target, registry
 
 LABELS = ("emotion", "age", "age_years", "style", "events", "answer", "label_source")
 
@@ -49,35 +51,52 @@ def split_of(cut: Cut) -> str:
 
 def audio_key(cut: Cut) -> str:
     """The name of a cut's audio: a mix's copies of one cut (`_repeatN` ids) share it."""
-    from osum_data.mix.plan import mixed_id
-
     mix = (cut.custom or {}).get("mix") or {}
     return (
         mixed_id(mix["dataset"], mix["source_id"]) if mix.get("dataset") and mix.get("source_id") else cut.id
     )
 
 
-def flac_bytes(cut: Cut) -> tuple[bytes, int]:
-    """The cut's audio as 16 kHz mono 16-bit FLAC; (bytes, samples)."""
-    _check_sources_exist(cut)
-    samples = render_16k(cut)
-    if len(samples) == 0:
-        raise ValueError("no audio samples (zero duration)")
-    buf = io.BytesIO()
-    sf.write(buf, samples, SAMPLING_RATE, format="FLAC", subtype="PCM_16")
-    return buf.getvalue(), len(samples)
+def task_target(cut: Cut) -> tuple[str, str]:
+    """(task key, target text), or a Reject (`missing_target`, `unknown_task`, `bad_target`); an
+    untemplated cut is plain ASR on its transcript."""
+    custom = getattr(cut, "custom", None) or {}
+    if "task" not in custom and "target" not in custom:
+        task = registry().task("asr").key
+        txt = cut.supervisions[0].text if cut.supervisions else None
+    else:
+        task, txt = custom.get("task"), custom.get("target")
+    if not isinstance(txt, str) or not txt.strip():
+        raise Reject("missing_target", "missing target")
+    if not isinstance(task, str) or task not in registry().all_keys:
+        raise Reject("unknown_task", f"unknown task: {task!r}")
+    try:
+        parse_target(task, txt)
+    except (ValueError, KeyError) as e:
+        raise Reject("bad_target", f"bad target: {e}") from None
+    return task, txt
+
+
+def checked_span(cut: Cut) -> None:
+    """A Reject (`bad_span`) for a cut whose span is not inside its recording."""
+    span = span_problem(cut)
+    if span is not None:
+        raise Reject("bad_span", span)
+
+
+def audio_reject(e: Exception) -> Reject:
+    """Any decoder/transform failure of a cut's audio, as a Reject (`audio`) with its cause; a full
+    disk is no reject (it stops the run)."""
+    if is_fatal(e):
+        raise e
+    return Reject("audio", f"audio: {brief(e)}")
 
 
 def to_sample(cut: Cut) -> Sample:
     """The sample, or Reject: not a task sample (code `target`), a span outside the recording, no
     instruction, no audio."""
-    try:
-        task, target = _target(cut)
-    except Exception as e:  # osum._Reject: missing/unknown/unparsable target
-        raise Reject(str(e).split(":")[0].replace(" ", "_"), str(e)) from None
-    span = span_problem(cut)
-    if span is not None:
-        raise Reject("bad_span", span)
+    task, target = task_target(cut)
+    checked_span(cut)
     custom = cut.custom or {}
     instruction = custom.get("instruction")
     if not isinstance(instruction, str) or not instruction.strip():
@@ -85,11 +104,10 @@ def to_sample(cut: Cut) -> Sample:
             "missing_instruction", f"cut {cut.id} has no custom.instruction (run the template stage)"
         )
     try:
-        flac, n = flac_bytes(cut)
+        samples = render_16k(cut)
+        flac = flac_bytes(samples)
     except Exception as e:
-        if is_fatal(e):
-            raise
-        raise Reject("audio", f"audio: {_brief(e)}") from None
+        raise audio_reject(e) from None
     sup = cut.supervisions[0] if cut.supervisions else None
     sup_custom = (sup.custom if sup is not None else None) or {}
     return Sample(
@@ -103,32 +121,52 @@ def to_sample(cut: Cut) -> Sample:
         language=(sup.language or "") if sup is not None else "",
         speaker=(sup.speaker or "") if sup is not None else "",
         gender=(sup.gender or "") if sup is not None else "",
-        duration=n / SAMPLING_RATE,
+        duration=len(samples) / SAMPLING_RATE,
         flac=flac,
         labels={k: sup_custom[k] for k in LABELS if sup_custom.get(k) not in (None, "", [], {})},
     )
 
 
 class FormatStage(ABC):
-    """Base of the export stages: samples in, per-split files out (`write_split`)."""
+    """Base of the export stages: items in, per-group files out. Subclasses set `stage_name` (the
+    name they are registered under) and `write_split`; `prepare`, `group` and `count` default to
+    the FLAC `Sample` of the NeMo, HF and ShareGPT formats."""
+
+    stage_name: ClassVar[str]
 
     def __call__(self, cuts: list[Cut], ctx: StageContext) -> StageResult:
         result = StageResult(counters={"seconds": 0.0})
-        by_split: dict[str, list[Sample]] = {}
-        for cut in cuts:
-            with rejecting(result, cut):  # any error of one cut rejects that cut, with the cause
-                s = to_sample(cut)
-                by_split.setdefault(s.split, []).append(s)
-                result.kept.append(cut)
-                result.counters["seconds"] += s.duration
-        # This call's files go to their own part folder: if writing raises, the runner retries the
+        by_group: dict[str, list[Any]] = {}
+        # This call's files go to their own part folder: if the call raises, the runner retries the
         # batch cut by cut and every retry adds a part, instead of replacing the shard's files.
         with call_part(ctx.files_dir) as files:
-            for split, samples in by_split.items():
-                (files / split).mkdir(parents=True, exist_ok=True)
-                self.write_split(samples, files / split)
+            for cut in cuts:
+                with rejecting(result, cut):  # any error of one cut rejects that cut, with the cause
+                    check_pre_rejected(cut.custom)
+                    group = self.group(cut)
+                    item = self.prepare(cut, files / group)
+                    by_group.setdefault(group, []).append(item)
+                    result.kept.append(cut)
+                    self.count(item, result.counters)
+            for group, items in by_group.items():
+                (files / group).mkdir(parents=True, exist_ok=True)
+                self.write_split(items, files / group)
         return result
 
+    def prepare(self, cut: Cut, folder: Path) -> Any:
+        """What `write_split` writes of one cut (a format may write the cut's own large files into
+        `folder` here, once nothing can reject it, rather than hold them); raise Reject when it
+        cannot be exported."""
+        return to_sample(cut)
+
+    def group(self, cut: Cut) -> str:
+        """The folder (relative to the part) the cut's item is written in."""
+        return split_of(cut)
+
+    def count(self, item: Any, counters: dict[str, Any]) -> None:
+        """Add one kept item to the stage's counters (summed into the run's summary)."""
+        counters["seconds"] += item.duration
+
     @abstractmethod
-    def write_split(self, samples: list[Sample], folder: Path) -> None:
-        """Write one split's samples in the format's layout into `folder`."""
+    def write_split(self, items: list[Any], folder: Path) -> None:
+        """Write one group's items in the format's layout into `folder`."""

@@ -19,8 +19,10 @@ from lhotse.shar import SharWriter
 from pydantic import Field
 
 from osum_data.export.engine import call_part, check_on_disk, link, part_dirs, zero_gzip_mtime
+from osum_data.export.media import brief
 from osum_data.manifest_io import safe_file_name
-from osum_data.run.stage import Reject, StageContext, StageResult, is_fatal, register_stage
+from osum_data.rejects import Reject
+from osum_data.run.stage import StageContext, StageResult, is_fatal, register_stage
 from osum_data.sources import ID_CODE
 
 STAGE = "shar_write"
@@ -44,6 +46,8 @@ class SharWrite:
     `sampling_rate`, `format` inside the tar). A cut whose audio cannot be loaded is rejected
     (`audio`), with the decoder's reason."""
 
+    stage_name = STAGE
+
     def __init__(
         self,
         sampling_rate: Annotated[int, Field(ge=8000)] = 16000,
@@ -66,7 +70,7 @@ class SharWrite:
                 if safe_file_name(cut.id) != cut.id:
                     # Lhotse names the tar member after the id and from_shar matches it back: an id
                     # with '/', '..' or control characters would name a member outside the tar's
-                    # folder, nested, or truncated. (A mix's ids are made safe by mix.plan.mixed_id.)
+                    # folder, nested, or truncated. (A mix's ids are made safe by mix_folder.mixed_id.)
                     detail = f"cut id {cut.id[:200]!r} is not a plain file name (Shar tar member)"
                     result.rejected.append((cut, Reject(ID_CODE, detail)))
                     continue
@@ -82,7 +86,7 @@ class SharWrite:
                 except Exception as e:
                     if is_fatal(e):
                         raise
-                    result.rejected.append((cut, Reject("audio", f"audio: {type(e).__name__}: {_brief(e)}")))
+                    result.rejected.append((cut, Reject("audio", f"audio: {brief(e, 300)}")))
                     continue
                 result.kept.append(cut)
         finally:
@@ -91,10 +95,6 @@ class SharWrite:
         for f in root.rglob("cuts.jsonl.gz"):
             zero_gzip_mtime(f)
         return result
-
-
-def _brief(e: BaseException) -> str:
-    return " ".join(str(e).split())[:300]
 
 
 def gather_shar(run_dir: Path, shards: int, out: Path, kept: int | None = None) -> dict[str, int]:

@@ -27,6 +27,8 @@ AUDIO_TAG = "<audio>"  # LLaMA-Factory's audio placeholder: one per entry of `au
 class ExportShareGPT(FormatStage):
     """Per shard and split: FLAC files and a JSONL piece of conversations."""
 
+    stage_name = STAGE
+
     def __init__(self, out_dir: str, relative: bool = False):
         self.out = Path(out_dir)
         self.relative = relative

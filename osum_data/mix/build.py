@@ -41,7 +41,9 @@ import yaml
 from lhotse import CutSet
 from lhotse.cut import Cut
 
-from osum_data.export.engine import clashing_input, concat_files, zero_gzip_mtime
+from osum_data.export.engine import RUN_DIR, clashing_input, concat_files, run_stage, zero_gzip_mtime
+from osum_data.export.mix_folder import PLAN_DIR, mix_manifest, subsample_draw
+from osum_data.export.shar import SharWrite, gather_shar
 from osum_data.manifest_io import atomic_path, open_jsonl_writer, read_jsonl, write_jsonl
 from osum_data.mix.config import MixConfig
 from osum_data.mix.plan import (
@@ -57,7 +59,6 @@ from osum_data.mix.plan import (
     scan_dataset,
     size_datasets,
     split_all,
-    u32,
     write_splits,
 )
 from osum_data.tasks import registry
@@ -77,10 +78,10 @@ class _Remainder:
     draw the plan sized the remainder with)."""
 
     def __init__(self, seed: int, dataset: str, threshold: int):
-        self.seed, self.salt, self.threshold = seed, f"subsample:{dataset}", threshold
+        self.seed, self.dataset, self.threshold = seed, dataset, threshold
 
     def __call__(self, cut: Cut) -> bool:
-        return u32(self.seed, self.salt, cut.custom["mix"]["source_id"]) < self.threshold
+        return subsample_draw(self.seed, self.dataset, cut.custom["mix"]["source_id"]) < self.threshold
 
 
 class _Suffix:
@@ -216,7 +217,7 @@ def _build(cfg: MixConfig, out: Path, workers: int | None, address: str | None, 
         for d in group:
             others = {o.task for o in group if o.task != d.task}
             d.elsewhere_keys = frozenset(k for o in others for k in registry().task(o).keys)
-    shutil.rmtree(out / "plan", ignore_errors=True)
+    shutil.rmtree(out / PLAN_DIR, ignore_errors=True)
     graph = LineageGraph()
     names = [d.name for t in tasks for d in t.datasets]
     with open_jsonl_writer(out / "rejects.jsonl.gz") as rejects:
@@ -297,9 +298,7 @@ def _write_fields_only(tasks: list[TaskPlan], out: Path, cfg: MixConfig) -> dict
     # The same cuts as one manifest (for `osum-data export` of the mix): a byte copy of the gzip shards.
 
     order = [g for g, _ in sorted(shards.items(), key=lambda kv: (kv[0] != "train", kv[0]))]
-    concat_files(
-        [f for g in order for f in sorted((out / g).glob("cuts.*.jsonl.gz"))], out / "plan" / "mix.jsonl.gz"
-    )
+    concat_files([f for g in order for f in sorted((out / g).glob("cuts.*.jsonl.gz"))], mix_manifest(out))
     return shards
 
 
@@ -313,25 +312,21 @@ def _write_with_audio(
     lap=lambda name: None,
 ) -> tuple[dict[str, int], dict[str, Any]]:
     """The plan manifest (train stream, then dev/test) through the `shar_write` stage on Ray."""
-    from osum_data.export.engine import RUN_DIR
-    from osum_data.export.shar import STAGE, gather_shar
-    from osum_data.run.config import build_config
-    from osum_data.run.runner import run_pipeline
-
-    plan = out / "plan" / "mix.jsonl.gz"
+    plan = mix_manifest(out)
     write_jsonl(plan, (c.to_dict() for _, s in _ordered_streams(tasks, out, cfg) for c in s))
     lap("stream")
-    config = build_config(
-        {
-            "name": f"mix-{cfg.name}",
-            "shard_size": cfg.shard_size,
-            "seed": cfg.seed,
-            "imports": ["osum_data.export.shar"],
-            "stages": [{"stage": STAGE, "sampling_rate": cfg.sampling_rate, "format": cfg.audio}],
-        },
-        "mix",
+    result = run_stage(
+        SharWrite,
+        {"sampling_rate": cfg.sampling_rate, "format": cfg.audio},
+        plan,
+        out / RUN_DIR,
+        name=f"mix-{cfg.name}",
+        shard_size=cfg.shard_size,
+        seed=cfg.seed,
+        workers=workers,
+        address=address,
+        progress=progress,
     )
-    result = run_pipeline(config, plan, out / RUN_DIR, workers=workers, address=address, progress=progress)
     lap("shar")
     _clear_shar(out)
     shards = gather_shar(out / RUN_DIR, result.summary["shards"], out, kept=result.summary["out"])

@@ -29,7 +29,6 @@ than MAX_TOTAL cuts (plan.check_bounds), before anything is written.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import re
@@ -38,7 +37,7 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from osum_data.yaml_config import ConfigError, load_yaml, parse_override
+from osum_data.yaml_config import ConfigError, apply_overrides, explain_validation, load_yaml_file
 
 MAX_TOTAL = 1e9  # cuts (or hours) in the training set
 MAX_DATASET_WEIGHT = 1e6
@@ -157,42 +156,18 @@ def _default_name(p: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", name)
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """`--set seed=3`, `--set splits.dev=0.05`, `--set tasks.asr.weight=2`."""
-    data = copy.deepcopy(raw)
-    for text in overrides:
-        path, value = parse_override(text)
-        node = data
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {text!r}: {part!r} is not a mapping")
-        node[path[-1]] = value
-    return data
-
-
 def build_mix_config(raw: Any, source: str = "<mix>") -> MixConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
     try:
         return MixConfig(**raw)
     except ValidationError as e:
-        errors = e.errors()
-        # A typo (`manifestt:`) is also a missing key: name the typo, it is the cause.
-        err = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
-        key = ".".join(str(x) for x in err["loc"])
-        cause = (err.get("ctx") or {}).get("error")
-        if isinstance(cause, _At):
+        cause = next(
+            ((x.get("ctx") or {}).get("error") for x in e.errors() if x["type"] == "value_error"), None
+        )
+        if isinstance(cause, _At) and not any(x["type"] == "extra_forbidden" for x in e.errors()):
             raise ConfigError(f"{source}: {cause.loc}: {cause}") from None
-        if err["type"] == "extra_forbidden":
-            known = _known_keys(err["loc"][:-1])
-            hint = f"; known keys: {', '.join(known)}" if known else ""
-            raise ConfigError(f"{source}: unknown key {key!r}{hint}") from None
-        key = key or "(top level)"
-        if err["type"] == "missing":
-            raise ConfigError(f"{source}: missing key {key!r}") from None
-        msg = err["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{source}: {key}: {msg}") from None
+        raise ConfigError(explain_validation(e, source, _known_keys)) from None
 
 
 def _known_keys(loc: tuple) -> list[str]:
@@ -212,13 +187,11 @@ def _known_keys(loc: tuple) -> list[str]:
 
 
 def load_mix_config(path: str | Path, overrides: list[str] | None = None) -> MixConfig:
+    """The validated MIX.yaml with `--set` overrides applied (yaml_config's one rule)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"mix file not found: {path}")
-    try:
-        raw = load_yaml(path.read_text(encoding="utf-8"), unique_keys=True) or {}
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
-    except Exception as e:  # yaml.YAMLError, UnicodeDecodeError
-        raise ConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    raw = load_yaml_file(path) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
     return build_mix_config(apply_overrides(raw, overrides or []), str(path))

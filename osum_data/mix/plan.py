@@ -27,41 +27,39 @@ from typing import Any
 
 import numpy as np
 
+from osum_data.errors import EXIT_RUNTIME, UsageError
+from osum_data.export.mix_folder import SPLITS, U32, mixed_id, plan_path, subsample_draw
 from osum_data.manifest_io import (
     JSONTooDeep,
+    ManifestReadError,
     dumps,
     loads_line,
     open_jsonl_writer,
-    reject_record,
-    safe_file_name,
+    read_lines,
 )
 from osum_data.mix import groups
 from osum_data.mix.config import MixConfig
 from osum_data.mix.groups import DEV, DROP, SPEAKER, TEST, TRAIN, LineageGraph, Targets, graph_key
-from osum_data.mix.lineage import lineage, sample_key
-from osum_data.run.stage import unit_draw
+from osum_data.mix.lineage import lineage, sample_key, speaker
+from osum_data.rejects import Reject, placeholder_record, reject_record
 from osum_data.sources import ID_CODE, id_problem, source_problem
 from osum_data.tasks import registry
 
-SPLITS = ("train", "dev", "test")
-U32 = 2**32
+__all__ = ["SPLITS", "MixError", "MixReadError", "mixed_id"]
+
 STAGE = "mix"
 DUPLICATE = "duplicate"  # reject code: same audio lineage, task key and target as an earlier cut
 ELSEWHERE = "other_task_of_the_mix"  # a sample of another task that reads the same manifest
 
 
-def u32(seed: int, salt: str, key: str) -> int:
-    return min(U32 - 1, int(unit_draw(seed, salt, key) * U32))
+class MixError(UsageError):
+    """A mix that cannot be built as configured (one line for the user; exit code 2)."""
 
 
-def speaker_of(d: dict[str, Any]) -> str | None:
-    from osum_data.mix.lineage import speaker
+class MixReadError(MixError):
+    """A manifest of the mix that cannot be read to its end: the data failed, not the config."""
 
-    return speaker(d)
-
-
-class MixError(ValueError):
-    """A mix that cannot be built as configured (one line for the user)."""
+    exit_code = EXIT_RUNTIME
 
 
 @dataclass
@@ -127,7 +125,7 @@ class DatasetPlan:
         return self.repeats * self.train_hours + self.extra_hours
 
     def plan_path(self, root: Path, split: int) -> Path:
-        return root / "plan" / SPLITS[split] / self.task / f"{self.name}.jsonl.gz"
+        return plan_path(root, SPLITS[split], self.task, self.name)
 
 
 @dataclass
@@ -157,22 +155,26 @@ def scan_dataset(ds: DatasetPlan, seed: int, rejects, graph: LineageGraph | None
     ids = array("Q")  # 8 bytes per cut, dropped after the duplicate check
     for number, line in _lines(ds.path):
         ds.lines += 1
-        d, reason = _parse(number, line, keys, ds)
-        if reason is not None and reason[0] == ELSEWHERE:
+        d, reject = _parse(number, line, keys, ds)
+        if reject is not None and reject.code == ELSEWHERE:
             ds.elsewhere += 1
             continue
-        if reason is not None:
-            code, detail = reason
-            ds.rejected[code] += 1
+        if reject is not None:
+            ds.rejected[reject.code] += 1
             rec = (
-                reject_record(d, STAGE, detail)
+                reject_record(d, STAGE, reject)
                 if isinstance(d, dict) and isinstance(d.get("id"), str)
-                else _line_reject(ds, number, line.decode("utf-8", "replace"), detail)
+                else placeholder_record(
+                    f"{ds.name}-line-{number}",
+                    STAGE,
+                    reject,
+                    input_line=number,
+                    raw=line.decode("utf-8", "replace")[:2000],
+                )
             )
-            rec["custom"]["reject"]["code"] = code
             rejects.write(dumps(rec) + "\n")
             continue
-        spk = speaker_of(d)
+        spk = speaker(d)
         if spk is None:
             ds.spk.append(-1)
         else:
@@ -181,7 +183,7 @@ def scan_dataset(ds: DatasetPlan, seed: int, rejects, graph: LineageGraph | None
             ds.spk.append(i)
         graph.add(lineage(d))
         ds.sample.append(sample_key(d))
-        ds.draw.append(u32(seed, f"subsample:{ds.name}", d["id"]))
+        ds.draw.append(subsample_draw(seed, ds.name, d["id"]))
         ds.dur.append(float(d["duration"]))
         ids.append(int.from_bytes(hashlib.blake2b(d["id"].encode(), digest_size=8).digest(), "little"))
     _check_duplicates(ds, ids)
@@ -193,76 +195,55 @@ def scan_dataset(ds: DatasetPlan, seed: int, rejects, graph: LineageGraph | None
 
 
 def _lines(path: Path):
-    """(1-based line number, line bytes) of the non-blank lines; a broken gzip file is a MixError."""
-    import gzip
-    import zlib
-
-    opener = gzip.open if str(path).endswith(".gz") else open
-    number = 0
+    """(1-based line number, line bytes) of the non-blank lines; a broken gzip file is a MixReadError."""
     try:
-        with opener(path, "rb") as f:
-            for number, line in enumerate(f, 1):  # noqa: B007 (read after the loop)
-                if line.strip():
-                    yield number, line
-    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
-        raise MixError(f"{path} is truncated or not gzip (after line {number}): {e}") from None
+        yield from read_lines(path)
+    except ManifestReadError as e:
+        raise MixReadError(str(e)) from None
 
 
-def _parse(number: int, line: bytes, keys: set[str], ds: DatasetPlan) -> tuple[Any, tuple[str, str] | None]:
-    """(cut dict, None) for a usable task sample, else (what was read, (code, reason))."""
+def _parse(number: int, line: bytes, keys: set[str], ds: DatasetPlan) -> tuple[Any, Reject | None]:
+    """(cut dict, None) for a usable task sample, else (what was read, the Reject)."""
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError as e:
-        return None, ("not_utf8", f"{ds.path}:{number}: not UTF-8 ({e.reason} at byte {e.start})")
+        return None, Reject("not_utf8", f"{ds.path}:{number}: not UTF-8 ({e.reason} at byte {e.start})")
     try:
         d = loads_line(text)
     except JSONTooDeep as e:
-        return None, (e.code, f"{ds.path}:{number}: JSON {e.msg}")
+        return None, Reject(e.code, f"{ds.path}:{number}: JSON {e.msg}")
     except json.JSONDecodeError as e:
-        return None, ("bad_json", f"{ds.path}:{number}: not JSON ({e})")
+        return None, Reject("bad_json", f"{ds.path}:{number}: not JSON ({e})")
     return d, _check(d, keys, ds, number)
 
 
-def _check(d: Any, keys: set[str], ds: DatasetPlan, number: int) -> tuple[str, str] | None:
+def _check(d: Any, keys: set[str], ds: DatasetPlan, number: int) -> Reject | None:
     where = f"{ds.path}:{number}"
     if not isinstance(d, dict) or not isinstance(d.get("id"), str) or not d["id"]:
-        return "not_a_cut", f"{where}: not a cut (no string id)"
+        return Reject("not_a_cut", f"{where}: not a cut (no string id)")
     why = id_problem(d["id"])
     if why is not None:
-        return ID_CODE, f"{where}: {why}"
+        return Reject(ID_CODE, f"{where}: {why}")
     unsafe = source_problem(d)  # before anything decodes it (the Shar writer, the trainer)
     if unsafe is not None:
-        return unsafe[0], f"{where}: cut {d['id']!r}: {unsafe[1]}"
+        return Reject(unsafe[0], f"{where}: cut {d['id']!r}: {unsafe[1]}")
     try:
         duration = float(d.get("duration"))
     except (TypeError, ValueError):
-        return "not_a_cut", f"{where}: cut {d['id']!r} has no duration"
+        return Reject("not_a_cut", f"{where}: cut {d['id']!r} has no duration")
     if not duration > 0 or not math.isfinite(duration):
-        return "bad_duration", f"{where}: cut {d['id']!r} has duration {duration}"
+        return Reject("bad_duration", f"{where}: cut {d['id']!r} has duration {duration}")
     custom = d.get("custom") or {}
     task = custom.get("task")
     if not task or not custom.get("target"):
-        return (
-            "not_a_task_sample",
-            f"{where}: cut {d['id']!r} has no custom.task/target (run a task pipeline)",
+        return Reject(
+            "not_a_task_sample", f"{where}: cut {d['id']!r} has no custom.task/target (run a task pipeline)"
         )
     if task not in keys and task in ds.elsewhere_keys:
-        return ELSEWHERE, ""
+        return Reject(ELSEWHERE)
     if task not in keys:
-        return "wrong_task", f"{where}: cut {d['id']!r} is {task!r}, not a sample of task {ds.task!r}"
+        return Reject("wrong_task", f"{where}: cut {d['id']!r} is {task!r}, not a sample of task {ds.task!r}")
     return None
-
-
-def _line_reject(ds: DatasetPlan, number: int, line: str, detail: str) -> dict[str, Any]:
-    return {
-        "id": f"{ds.name}-line-{number}",
-        "start": 0.0,
-        "duration": 0.0,
-        "channel": 0,
-        "supervisions": [],
-        "custom": {"input_line": number, "raw": line[:2000], "reject": {"stage": STAGE, "reason": detail}},
-        "type": "MonoCut",
-    }
 
 
 def _check_duplicates(ds: DatasetPlan, ids: array) -> None:
@@ -543,16 +524,6 @@ def _realise(d: DatasetPlan, hours: bool) -> None:
 # --- writing the split manifests ---------------------------------------------------------------
 
 
-def mixed_id(dataset: str, cut_id: str) -> str:
-    """Ids in a mix carry their dataset's name (letters, digits, `_`, `-`; unique in the mix): one
-    corpus feeds several tasks, or datasets, under the same cut ids. The source id goes through
-    `safe_file_name` (unchanged when it is already a plain name; else made one, with a hash of the
-    id): Lhotse Shar names each cut's tar member after its id, and a member named `../../x` or
-    `a/b` would be written outside (or below) the folder a tar is extracted to. The source id
-    itself stays in `custom.mix.source_id`."""
-    return f"{dataset}.{safe_file_name(cut_id)}"
-
-
 def write_splits(d: DatasetPlan, root: Path, duplicates=None, names: list[str] | None = None) -> None:
     """Second pass: each valid cut, tagged with `custom.mix`, its dataset-prefixed id and its lineage
     keys (`custom.lineage`: what the audit checks, whatever the output format keeps of the recording),
@@ -567,13 +538,11 @@ def write_splits(d: DatasetPlan, root: Path, duplicates=None, names: list[str] |
             if split == DROP:
                 if duplicates is not None:
                     where = names[int(d.dup_of[pos])] if names else "an earlier dataset"
-                    rec = reject_record(
-                        cut,
-                        STAGE,
+                    detail = (
                         f"cut {cut['id']!r} of dataset {d.name!r}: the same audio lineage, task key and "
-                        f"target as a cut of dataset {where!r} (kept)",
+                        f"target as a cut of dataset {where!r} (kept)"
                     )
-                    rec["custom"]["reject"]["code"] = DUPLICATE
+                    rec = reject_record(cut, STAGE, Reject(DUPLICATE, detail))
                     duplicates.write(dumps(rec) + "\n")
                 continue
             source = cut["id"]

@@ -4,7 +4,8 @@ those are rejected (`worker_died`) and the rest of the shard is kept."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import ray
 from ray.exceptions import RayTaskError
@@ -12,8 +13,15 @@ from ray.exceptions import RayTaskError
 from osum_data.run.cluster import WORKER_DEATHS, RunError, cause_of
 from osum_data.run.shard import SHARD_DIR, ShardInput, ShardState
 
-if TYPE_CHECKING:
-    from osum_data.run.schedule import Flight, Group, Scheduler
+
+class Pools(Protocol):
+    """What the isolation needs of the scheduler (schedule.Scheduler), which imports this module."""
+
+    run_dir: Path
+
+    def replace_actor(self, g: Any, slot: int) -> None: ...
+
+    def task_failure(self, f: Any, g: Any, e: RayTaskError) -> str: ...
 
 DIED = (
     "the worker process died on this cut in stage {stage!r} (a crash in native code or out of memory), "
@@ -27,7 +35,7 @@ class Isolation:
     this runs), then run the group with them excluded. Each try writes the stage it is in to a trace
     file, so a death names its stage."""
 
-    def __init__(self, sched: Scheduler, f: Flight, g: Group):
+    def __init__(self, sched: Pools, f: Any, g: Any):  # f: schedule.Flight, g: schedule.Group
         self.sched, self.f, self.g, self.slot = sched, f, g, f.slot
         self.trace = sched.run_dir / SHARD_DIR / f".trace.{f.shard.index:06d}.{g.index}"
         self.item: ShardInput | ShardState = f.item if isinstance(f.item, ShardInput) else ray.get(f.item)

@@ -10,7 +10,8 @@ import json
 import sys
 from pathlib import Path
 
-from osum_data.cli import positive_int
+from osum_data.cli_args import add_engine_flags, add_set_flag, positive_int
+from osum_data.errors import OsumError
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -56,16 +57,7 @@ def _cmd_mix(args: argparse.Namespace) -> int:
         cfg, args.output, workers=args.workers, address=args.address, progress=not args.no_progress
     )
     s = result.summary
-    keys = (
-        "in",
-        "unique",
-        "rejected",
-        "rejected_by_reason",
-        "out",
-        "hours_out",
-        "cuts_by_task",
-        "shar_shards",
-    )
+    keys = "in unique rejected rejected_by_reason out hours_out cuts_by_task shar_shards".split()
     print(json.dumps({k: s[k] for k in keys}, indent=2, ensure_ascii=False))
     if s.get("duplicates", {}).get("removed"):
         print(f"duplicates removed: {s['duplicates']['removed']} ({s['duplicates']['by_dataset']})")
@@ -83,10 +75,7 @@ def _cmd_mix(args: argparse.Namespace) -> int:
     print(f"wrote {result.output_dir}/train (Lhotse Shar), dev/<task>, test/<task>, summary.json")
     print(result.audit.table())
     if result.audit.failed:
-        print(
-            f"osum-data mix: error: the mix fails its audit ({result.output_dir}/audit.json)", file=sys.stderr
-        )
-        return 1
+        raise OsumError(f"the mix fails its audit ({result.output_dir}/audit.json)")
     return 0
 
 
@@ -112,12 +101,6 @@ def _cmd_run_all(args: argparse.Namespace) -> int:
     return 0
 
 
-def _engine_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", type=positive_int, default=None, help="Ray workers (default: CPU count)")
-    p.add_argument("--address", default=None, help="existing Ray cluster, e.g. 'auto'")
-    p.add_argument("--no-progress", action="store_true")
-
-
 def add_assembly_commands(sub) -> None:
     from osum_data.export.formats import FORMATS
 
@@ -135,20 +118,14 @@ def add_assembly_commands(sub) -> None:
             action="store_true",
             help="paths relative to the export folder (all audio inside it: it can be moved)",
         )
-        _engine_args(p)
+        add_engine_flags(p)
         p.set_defaults(func=_cmd_export)
 
     mix = sub.add_parser("mix", help="weighted multi-task training set (Lhotse Shar) + per-task dev/test")
     mix.add_argument("mix", help="MIX.yaml")
     mix.add_argument("--output", required=True, help="output folder")
-    mix.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override: seed=3, splits.dev=0.05, tasks.asr.weight=2",
-    )
-    _engine_args(mix)
+    add_set_flag(mix, "override: seed=3, splits.dev=0.05, tasks.asr.weight=2")
+    add_engine_flags(mix)
     mix.set_defaults(func=_cmd_mix)
 
     rep = sub.add_parser("report", help="HTML report with plots of a run, mix or export folder")
@@ -160,11 +137,5 @@ def add_assembly_commands(sub) -> None:
     run_all.add_argument("plan", help="plan YAML, e.g. pipelines/all.yaml")
     run_all.add_argument("--output", required=True, help="output folder")
     run_all.add_argument("--limit", type=int, default=None, help="inputs from builders: first N items only")
-    run_all.add_argument("--workers", type=positive_int, default=2)
-    run_all.add_argument("--address", default=None, help="existing Ray cluster, e.g. 'auto'")
-    run_all.add_argument("--no-progress", action="store_true")
+    add_engine_flags(run_all, workers=2)
     run_all.set_defaults(func=_cmd_run_all)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit("use `osum-data`")

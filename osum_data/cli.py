@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import sys
-import traceback
 from pathlib import Path
 
-EXIT_RUNTIME = 1  # the data, the disk or a worker failed
-EXIT_USAGE = 2  # the command line or a config file is wrong
-EXIT_INTERRUPTED = 130
+from osum_data.cli_args import add_engine_flags, add_set_flag, positive_int, run_command
+from osum_data.errors import EXIT_RUNTIME
+
+# What `run` prints of its summary.json.
+RUN_SUMMARY = (
+    "pipeline in out rejected derived accounting hours_in hours_out rejected_by_reason hours_by_task "
+    "skipped_shards worker_deaths"
+).split()
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
@@ -40,29 +43,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     s = result.summary
-    print(
-        json.dumps(
-            {
-                k: s[k]
-                for k in (
-                    "pipeline",
-                    "in",
-                    "out",
-                    "rejected",
-                    "derived",
-                    "accounting",
-                    "hours_in",
-                    "hours_out",
-                    "rejected_by_reason",
-                    "hours_by_task",
-                    "skipped_shards",
-                    "worker_deaths",
-                )
-            },
-            indent=2,
-            ensure_ascii=False,
-        )
-    )
+    print(json.dumps({k: s[k] for k in RUN_SUMMARY}, indent=2, ensure_ascii=False))
     if s.get("transient_rejects"):
         print(
             f"note: {s['transient_rejects']} cut(s) were rejected only because an endpoint was unreachable; "
@@ -119,16 +100,6 @@ def _cmd_stages(args: argparse.Namespace) -> int:
     return 0
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def _preparers() -> list[str]:
     from osum_data.corpora import PREPARERS
 
@@ -150,16 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("pipeline")
     run.add_argument("--input", default=None, help="input cuts (jsonl or jsonl.gz); not for source pipelines")
     run.add_argument("--output", required=True, help="output directory")
-    run.add_argument("--workers", type=positive_int, default=None, help="Ray workers (default: CPU count)")
-    run.add_argument("--address", default=None, help="existing Ray cluster, e.g. 'auto'")
-    run.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override: shard_size=100, normalize_text.lowercase=true",
-    )
-    run.add_argument("--no-progress", action="store_true")
+    add_engine_flags(run)
+    add_set_flag(run, "override: shard_size=100, normalize_text.lowercase=true")
     run.set_defaults(func=_cmd_run)
 
     from osum_data.assembly_cli import add_assembly_commands
@@ -208,72 +171,17 @@ def _add_source_flags(sub: argparse._SubParsersAction) -> None:
                 add_cli_flags(p)
 
 
-def _usage_errors() -> tuple[type[BaseException], ...]:
-    from osum_data.run.inputs import InputMissing
-    from osum_data.run.outdir import OutputError
-    from osum_data.yaml_config import ConfigError
-
-    return (ConfigError, OutputError, InputMissing, argparse.ArgumentTypeError)
-
-
-def _runtime_errors() -> tuple[type[BaseException], ...]:
-    from osum_data.export.engine import ExportCountError
-    from osum_data.llm.client import LLMEndpointError
-    from osum_data.llm.server import EmbeddedServerError
-    from osum_data.plan import PlanIncomplete
-    from osum_data.run.inputs import InputError
-    from osum_data.run.runner import RunError
-
-    return (InputError, RunError, LLMEndpointError, EmbeddedServerError, PlanIncomplete, ExportCountError)
-
-
-def explain(e: BaseException) -> tuple[str, int]:
-    """One line for the user and the exit code, for any error a command can end with."""
-    from osum_data.run.runner import Interrupted
-
-    if isinstance(e, Interrupted):
-        return str(e), EXIT_INTERRUPTED
-    if isinstance(e, _usage_errors()):
-        return str(e), EXIT_USAGE
-    if isinstance(e, _runtime_errors()):
-        return str(e), EXIT_RUNTIME
-    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-        where = f" writing {e.filename}" if e.filename else ""
-        return f"disk full{where}; free space and run the same command again", EXIT_RUNTIME
-    if isinstance(e, FileNotFoundError | NotADirectoryError | IsADirectoryError | PermissionError):
-        what = f"{e.strerror}: {e.filename}" if e.filename else str(e)
-        return what, EXIT_USAGE
-    if isinstance(e, UnicodeDecodeError):  # its args[0] is only the codec's name ("utf-8")
-        return (
-            f"a file is not {e.encoding} text ({e.reason}, byte 0x{e.object[e.start]:02x} at offset "
-            f"{e.start}); save it as UTF-8 (run with --debug to see which file)",
-            EXIT_USAGE,
-        )
-    if isinstance(e, KeyError | ValueError):
-        return (e.args[0] if e.args and isinstance(e.args[0], str) else str(e)), EXIT_USAGE
-    text = " ".join(str(e).split())[:500]
-    return f"unexpected {type(e).__name__}: {text} (run with --debug for the traceback)", EXIT_RUNTIME
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Parse the command line and run the command; every command ends in `run_command`'s one handler."""
+    from osum_data.run.signals import stop_on_sigterm
     from osum_data.sources import policy_env
 
-    try:
-        from osum_data.run.signals import stop_on_sigterm
-
+    def run(args: argparse.Namespace) -> int:
         stop_on_sigterm()  # SIGTERM ends a command as Ctrl-C does (Ray's start sets it again)
         with policy_env(args):
             return args.func(args)
-    except KeyboardInterrupt:
-        print(f"osum-data {args.command}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except Exception as e:
-        if args.debug:
-            traceback.print_exc()
-        message, code = explain(e)
-        print(f"osum-data {args.command}: error: {message}", file=sys.stderr)
-        return code
+
+    return run_command(build_parser().parse_args(argv), run)
 
 
 if __name__ == "__main__":

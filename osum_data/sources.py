@@ -37,6 +37,8 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
+from osum_data.errors import UsageError
+
 COMMAND_ENV = "OSUM_ALLOW_COMMAND_SOURCES"
 URLS_ENV = "OSUM_ALLOW_URL_SOURCES"
 CODE = "unsafe_source"
@@ -61,7 +63,7 @@ _LOCAL_STORAGE = {
 }
 
 
-class SourcePolicyError(ValueError):
+class SourcePolicyError(UsageError):
     """An allow-list entry that cannot be used (a usage error)."""
 
 

@@ -206,6 +206,37 @@ def explain_validation(
         text = f"missing {noun} {key!r}"
     else:
         msg = err["msg"].removeprefix("Value error, ")
-        text = f"{key}={brief(err.get('input'))}: {msg}"
+        text = f"{key}={brief(err.get('input'))}: {msg}" if loc else msg  # a whole-entry check
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"{source}: {text}{more}"
+
+
+def model_keys(model: Any) -> Callable[[tuple], list[str]]:
+    """`known` for `explain_validation`: the keys a pydantic `model` allows at a location, following
+    nested models through fields, list indexes and mapping keys."""
+
+    def known(loc: tuple) -> list[str]:
+        node = model
+        for part in loc:
+            field = node.model_fields.get(part) if isinstance(part, str) else None
+            if field is None:  # a list index or a mapping's key (the path comes from pydantic)
+                continue
+            node = _model_in(field.annotation)
+            if node is None:
+                return []
+        return list(node.model_fields)
+
+    return known
+
+
+def _model_in(annotation: Any) -> Any:
+    """The pydantic model a field holds (directly, in a list or dict, or optional), or None."""
+    import typing
+
+    if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
+        return annotation
+    for arg in reversed(typing.get_args(annotation)):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None

@@ -21,7 +21,7 @@ def run_import(name: str, built: BuiltCorpus, out: Path) -> ImportReport:
     report = prepare(name, built.root, out)
     check_report(report, built)
     check_cuts(out, built)
-    check_rejects(out, built)
+    check_rejects(out, built, name)
     return report
 
 
@@ -59,8 +59,27 @@ def check_cuts(out: Path, built: BuiltCorpus, duration_tolerance: float = 0.06) 
         assert custom.get("label_source", {}) == dict.fromkeys(present, "corpus"), uid
 
 
-def check_rejects(out: Path, built: BuiltCorpus) -> None:
-    rejects = list(read_jsonl(out / "rejects.jsonl.gz"))
+def import_rejects(out: Path, corpus: str | None = None) -> list[dict]:
+    """An import's rejects.jsonl.gz, each record flattened to {id, <custom fields naming the row>,
+    stage, code, reason}, after checking the one record shape: cut dicts lhotse loads, with
+    `custom.reject` from stage `prepare:<corpus>`."""
+    path = out / "rejects.jsonl.gz"
+    records = list(read_jsonl(path))
+    if records:  # placeholders are cuts too (lhotse reads an empty manifest as None)
+        assert len(CutSet.from_file(path)) == len(records)
+    flat = []
+    for r in records:
+        custom = dict(r["custom"])
+        info = custom.pop("reject")
+        assert info["stage"].startswith("prepare:") and info["code"] and info["reason"], r
+        if corpus is not None:
+            assert info["stage"] == f"prepare:{corpus}", r
+        flat.append({"id": r["id"], **custom, **info})
+    return flat
+
+
+def check_rejects(out: Path, built: BuiltCorpus, corpus: str | None = None) -> None:
+    rejects = import_rejects(out, corpus)
     assert {r["id"]: r["code"] for r in rejects} == built.rejects
     for r in rejects:
         assert r["reason"] and r["source"], r

@@ -8,9 +8,8 @@ import pytest
 from lhotse import CutSet
 
 from osum_data.corpora import prepare
-from osum_data.manifest_io import read_jsonl
 from tests.corpus_fixtures_para import make_cremad, make_esd, make_iemocap, make_meld, make_ravdess
-from tests.import_checks import check_repeatable, run_import
+from tests.import_checks import check_repeatable, import_rejects, run_import
 
 BUILDERS = {
     "iemocap": make_iemocap,
@@ -65,7 +64,7 @@ def test_iemocap_no_majority_is_kept_for_asr_and_unknown_label_names_value_and_f
     assert xxx.custom["label_source"] == {"gender": "corpus"} and xxx.speaker == "Ses01M"
     assert cuts["Ses01F_impro01_F000"].supervisions[0].custom["vad"] == [2.5, 3.0, 3.5]
     unknown = next(
-        r for r in read_jsonl(tmp_path / "out" / "rejects.jsonl.gz") if r["code"] == "unknown_label"
+        r for r in import_rejects(tmp_path / "out") if r["code"] == "unknown_label"
     )
     assert "'zzz'" in unknown["reason"] and "iemocap" in unknown["reason"]
     assert "EmoEvaluation/Ses01F_impro01.txt:" in unknown["reason"]
@@ -85,7 +84,7 @@ def test_meld_audio_is_demuxed_from_the_mp4_and_text_repaired(tmp_path: Path) ->
     assert sup.text == "Oh my God, he\u2019s lost it." and sup.speaker == "Phoebe"
     assert sup.custom["episode"] == "S03E06" and sup.custom["sentiment"] == "neutral"
     corrupt = next(
-        r for r in read_jsonl(tmp_path / "out" / "rejects.jsonl.gz") if r["id"] == "dev_dia125_utt3"
+        r for r in import_rejects(tmp_path / "out") if r["id"] == "dev_dia125_utt3"
     )
     assert corrupt["code"] == "unreadable_audio" and "dia125_utt3.mp4" in corrupt["reason"]
 
@@ -97,7 +96,7 @@ def test_esd_reads_each_speakers_encoding_and_checks_the_emotion_column(tmp_path
     assert cuts["0001_000351"].supervisions[0].text == "我们都很生气。"  # GB2312 file
     assert cuts["0011_001401"].supervisions[0].text == "I am so surprised!"  # UTF-16 file
     conflict = next(
-        r for r in read_jsonl(tmp_path / "out" / "rejects.jsonl.gz") if r["code"] == "label_conflict"
+        r for r in import_rejects(tmp_path / "out") if r["code"] == "label_conflict"
     )
     assert (
         "folder Sad" in conflict["reason"]

@@ -8,9 +8,8 @@ import pytest
 from lhotse import CutSet
 
 from osum_data.corpora import prepare
-from osum_data.manifest_io import read_jsonl
 from tests.corpus_fixtures_para import make_audioset, make_esc50, make_nonspeech7k, make_vocalsound
-from tests.import_checks import check_repeatable, run_import
+from tests.import_checks import check_repeatable, import_rejects, run_import
 
 BUILDERS = {
     "esc50": make_esc50,
@@ -44,7 +43,7 @@ def test_reimport_is_byte_identical(imported) -> None:
 def test_esc50_non_vocal_classes_are_rejected_naming_the_category(tmp_path: Path) -> None:
     built = make_esc50(tmp_path / "c")
     prepare("esc50", built.root, tmp_path / "out")
-    rejects = {r["id"]: r for r in read_jsonl(tmp_path / "out" / "rejects.jsonl.gz")}
+    rejects = {r["id"]: r for r in import_rejects(tmp_path / "out")}
     assert (
         "'dog'" in rejects["1-100032-A-0"]["reason"]
         and "not a human vocal sound" in rejects["1-100032-A-0"]["reason"]

@@ -10,7 +10,7 @@ from lhotse.qa import validate
 
 from osum_data.corpora import PREPARERS, prepare
 from osum_data.corpora.report import ImportReport
-from osum_data.manifest_io import read_jsonl
+from osum_data.errors import UsageError
 from tests.corpus_fixtures import (
     CV_COLUMNS,
     librispeech_text,
@@ -19,6 +19,7 @@ from tests.corpus_fixtures import (
     make_librispeech,
     source_duration,
 )
+from tests.import_checks import import_rejects
 
 BUILDERS = {"librispeech": make_librispeech, "aishell": make_aishell, "commonvoice": make_commonvoice}
 LANGUAGE = {"librispeech": "en", "aishell": "zh"}
@@ -85,7 +86,7 @@ def test_durations_match_the_recorded_speech(imported) -> None:
 
 def test_rejects_name_each_skipped_utterance(imported) -> None:
     name, built, out, _ = imported
-    rejects = list(read_jsonl(out / "rejects.jsonl.gz"))
+    rejects = list(import_rejects(out))
     assert {r["id"]: r["code"] for r in rejects} == built.rejects
     for r in rejects:
         assert r["reason"] and r["source"]
@@ -142,7 +143,7 @@ def test_aishell_duplicate_transcript_line_is_reported(tmp_path: Path) -> None:
     assert report.rejects_by_reason["duplicate_id"] == 1
     cuts = CutSet.from_file(tmp_path / "out" / "cuts.jsonl.gz").to_eager()
     assert cuts["BAC009S0002W0122"].supervisions[0].text == "新文本"  # lhotse keeps the last line
-    dup = [r for r in read_jsonl(tmp_path / "out" / "rejects.jsonl.gz") if r["code"] == "duplicate_id"]
+    dup = [r for r in import_rejects(tmp_path / "out") if r["code"] == "duplicate_id"]
     assert dup[0]["source"].endswith(":1") and "which wins" in dup[0]["reason"]
 
 
@@ -169,11 +170,30 @@ def test_commonvoice_release_without_lhotse_columns_fails_clearly(tmp_path: Path
 
 
 def test_unknown_corpus_and_missing_directory(tmp_path: Path) -> None:
-    with pytest.raises(KeyError, match="unknown corpus 'timit'"):
+    with pytest.raises(UsageError, match="unknown corpus 'timit'"):
         prepare("timit", tmp_path, tmp_path / "out")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         prepare("librispeech", tmp_path / "nowhere", tmp_path / "out")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(UsageError, match="is a file, not a corpus directory"):
+        prepare("librispeech", tmp_path / "afile", tmp_path / "out")
 
 
 def test_librispeech_text_helper() -> None:
     assert librispeech_text("agent-pass") == "PLEASE ENTER YOUR PASSWORD FOLLOWED BY THE POUND KEY"
+
+
+def test_no_test_doubles_in_production_code() -> None:
+    """CommonVoice used to patch lhotse's process pool with unittest.mock at import time; production
+    code now calls lhotse's row parser itself, and nothing under osum_data imports unittest."""
+    import ast
+
+    import osum_data
+
+    found = []
+    for path in Path(osum_data.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            found += [f"{path.name}: {n}" for n in names if n.split(".")[0] == "unittest"]
+    assert found == []

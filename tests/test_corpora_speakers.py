@@ -8,9 +8,8 @@ import pytest
 from lhotse import CutSet
 
 from osum_data.corpora import prepare
-from osum_data.manifest_io import read_jsonl
 from tests.corpus_fixtures_para import make_kespeech, make_voxceleb
-from tests.import_checks import check_repeatable, run_import
+from tests.import_checks import check_repeatable, import_rejects, run_import
 
 BUILDERS = {"voxceleb": make_voxceleb, "kespeech": make_kespeech}
 
@@ -66,7 +65,7 @@ def test_kespeech_unknown_age_value_names_value_and_file(tmp_path: Path) -> None
     report = prepare("kespeech", built.root, tmp_path / "out")
     assert report.rejects_by_reason["unknown_label"] == 1
     reject = next(
-        r for r in read_jsonl(tmp_path / "out" / "rejects.jsonl.gz") if r["code"] == "unknown_label"
+        r for r in import_rejects(tmp_path / "out") if r["code"] == "unknown_label"
     )
     assert (
         "'中年'" in reject["reason"]

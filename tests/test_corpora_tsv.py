@@ -12,8 +12,9 @@ from lhotse.qa import validate
 
 from osum_data.corpora import PREPARERS, ImportReport, prepare
 from osum_data.corpora.tsv import prepare_tsv
-from osum_data.manifest_io import read_jsonl
+from osum_data.errors import UsageError
 from tests.corpus_fixtures import make_tsv_audio, prompt_text, source_duration
+from tests.import_checks import import_rejects
 
 HEADER = "id audio text language speaker gender age emotion style events start end".split()
 
@@ -124,7 +125,7 @@ def test_report_accounts_for_every_row(corpus: dict) -> None:
 
 
 def test_each_reject_has_its_row_number_and_reason(corpus: dict) -> None:
-    rejects = {r["row"]: r for r in read_jsonl(corpus["out"] / "rejects.jsonl.gz")}
+    rejects = {r["row"]: r for r in import_rejects(corpus["out"])}
     expected = {
         4: ("empty_id", "empty id"),
         5: ("duplicate_id", "'utt1' (first used in row 1)"),
@@ -143,6 +144,7 @@ def test_each_reject_has_its_row_number_and_reason(corpus: dict) -> None:
         assert fragment in rejects[row]["reason"], rejects[row]
     assert rejects[6]["id"] == "gone" and rejects[6]["audio"] == "audio/missing.wav"
     assert rejects[12]["id"] == "extra"  # the id is recovered from an over-long row
+    assert rejects[4]["id"] == "row-4"  # a row without an id is named by its number
     assert "Format not recognised" in rejects[7]["reason"]  # the libsndfile message, one line
     assert "\n" not in rejects[7]["reason"]
 
@@ -241,7 +243,7 @@ def test_csv_quotes_stay_on_their_line(tmp_path: Path) -> None:
     )
     report = prepare_tsv(tmp_path, tmp_path / "out")
     assert (report.rows, report.cuts, report.rejected) == (3, 2, 1)
-    (reject,) = read_jsonl(tmp_path / "out" / "rejects.jsonl.gz")
+    (reject,) = import_rejects(tmp_path / "out")
     assert reject["row"] == 2 and reject["code"] == "bad_quoting" and "quote" in reject["reason"]
     assert _cuts(tmp_path / "out")["a"].supervisions[0].text == "Hello, world."
 
@@ -257,14 +259,14 @@ def test_a_row_that_is_not_utf8_is_rejected_by_number(tmp_path: Path) -> None:
     (tmp_path / "metadata.tsv").write_bytes(raw)
     report = prepare_tsv(tmp_path, tmp_path / "out")
     assert (report.rows, report.cuts, report.rejected) == (3, 2, 1)
-    (reject,) = read_jsonl(tmp_path / "out" / "rejects.jsonl.gz")
+    (reject,) = import_rejects(tmp_path / "out")
     assert reject["row"] == 2 and reject["code"] == "not_utf8"
     assert "byte 0xe9 at column 22" in reject["reason"]
 
 
 def test_empty_metadata_names_the_file_and_what_to_write(tmp_path: Path) -> None:
     (tmp_path / "metadata.tsv").write_bytes(b"")
-    with pytest.raises(ValueError, match=r"metadata\.tsv is empty: the first line must name the columns"):
+    with pytest.raises(UsageError, match=r"metadata\.tsv is empty: the first line must name the columns"):
         prepare_tsv(tmp_path, tmp_path / "out")
 
 
@@ -278,7 +280,7 @@ def test_header_only_wav_and_directory_are_rejected_with_plain_reasons(tmp_path:
     (tmp_path / "metadata.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     report = prepare_tsv(tmp_path, tmp_path / "out")
     assert report.rejected == 2
-    reasons = {r["id"]: (r["code"], r["reason"]) for r in read_jsonl(tmp_path / "out" / "rejects.jsonl.gz")}
+    reasons = {r["id"]: (r["code"], r["reason"]) for r in import_rejects(tmp_path / "out")}
     assert reasons["h"][0] == "empty_audio" and "holds no samples" in reasons["h"][1]
     assert "is a directory" in reasons["d"][1]
 

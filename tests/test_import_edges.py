@@ -5,13 +5,13 @@ line (exit 2) when CORPUS_DIR or OUT_DIR is a file, or when a folder holds no au
 from __future__ import annotations
 
 import pytest
+from lhotse import CutSet
 
 from osum_data.cli import main
 from osum_data.corpora import prepare
 from osum_data.corpora.cremad import read_demographics
-from osum_data.manifest_io import read_jsonl
 from tests.corpus_fixtures_para import make_audioset, make_esc50, make_musan, make_nonspeech7k
-from tests.import_checks import run_import
+from tests.import_checks import import_rejects, run_import
 
 # corpus: (fixture, its CSV relative to the fixture's base, a short row, a long row, the ids they get)
 CSV_IMPORTERS = {
@@ -50,7 +50,7 @@ def test_short_and_long_csv_rows_are_wrong_field_count_rejects(corpus, tmp_path)
     for uid in ids:
         built.rejects[uid] = "wrong_field_count"
     run_import(corpus, built, tmp_path / "out")  # every row is one cut or one reject
-    reasons = {r["id"]: r["reason"] for r in read_jsonl(tmp_path / "out" / "rejects.jsonl.gz")}
+    reasons = {r["id"]: r["reason"] for r in import_rejects(tmp_path / "out")}
     n = len(lines)
     assert reasons[ids[0]] == f"line {n + 1} has {short.count(',') + 1} fields, the header has {header}"
     assert reasons[ids[1]] == f"line {n + 2} has {header + 1} fields, the header has {header}"
@@ -70,7 +70,7 @@ def test_musan_rejects_an_unreadable_file_and_skips_an_empty_folder(tmp_path):
     (built.root / "musan" / "music" / "empty").mkdir()
     built.rejects["broken"] = "unreadable_audio"
     run_import("musan", built, tmp_path / "out")
-    (reject,) = read_jsonl(tmp_path / "out" / "rejects.jsonl.gz")
+    (reject,) = import_rejects(tmp_path / "out")
     assert (
         "broken.wav' is unreadable" in reject["reason"] and reject["source"] == "noise/free-sound/broken.wav"
     )
@@ -99,3 +99,33 @@ def test_prepare_says_when_corpus_dir_or_out_dir_is_a_file(tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
     assert not (tmp_path / "o").exists() and afile.read_text() == "x"
+
+
+def test_a_new_importer_is_a_scan_and_one_registry_entry(tmp_path, monkeypatch):
+    """What a new corpus takes: a scan yielding `Row`s, `import_rows`, and its name in PREPARERS; the
+    command line, the one reject shape and rows = cuts + rejected come with it."""
+    import numpy as np
+    import soundfile as sf
+
+    from osum_data.corpora import PREPARERS
+    from osum_data.corpora.rows import Row, import_rows
+
+    def prepare_clips(corpus_dir, out_dir):  # clips/<id>.wav with a <id>.txt transcript beside it
+        rows = (
+            Row(id=w.stem, source=w.name, audio=w, text=w.with_suffix(".txt").read_text(), language="en")
+            for w in sorted(corpus_dir.glob("*.wav"))
+        )
+        return import_rows("clips", out_dir, [(None, rows)])
+
+    monkeypatch.setitem(PREPARERS, "clips", prepare_clips)
+    corpus = tmp_path / "clips"
+    corpus.mkdir()
+    sf.write(corpus / "a.wav", np.sin(np.arange(8000) / 5) * 0.3, 16000)
+    (corpus / "b.wav").write_bytes(b"not audio")
+    for name in ("a", "b"):
+        (corpus / f"{name}.txt").write_text(f"clip {name}")
+    assert main(["prepare", "clips", str(corpus), str(tmp_path / "out")]) == 0
+    cut = next(iter(CutSet.from_file(tmp_path / "out" / "cuts.jsonl.gz")))
+    assert (cut.id, cut.supervisions[0].text, cut.duration) == ("a", "clip a", 0.5)
+    [reject] = import_rejects(tmp_path / "out", "clips")
+    assert reject["id"] == "b" and reject["code"] == "unreadable_audio" and reject["source"] == "b.wav"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from osum_data.corpora.labels import SupervisionLabels
-from osum_data.corpora.rejects import RowError
 from osum_data.corpora.rows import conventions
+from osum_data.rejects import Reject
 from osum_data.tasks.registry import DATA_DIR, LabelError, NoLabel, Vocabulary, _map_target, registry
 
 # The complete native label sets, as the corpora document them.
@@ -71,11 +71,11 @@ def test_deliberate_non_labels_keep_or_drop_with_reason() -> None:
 
 def test_unknown_value_names_corpus_value_and_file() -> None:
     labels = SupervisionLabels("meld", where="MELD.Raw/train_sent_emo.csv:7")
-    with pytest.raises(RowError) as err:
+    with pytest.raises(Reject) as err:
         labels.set_category("emotion", "contempt")
     assert err.value.code == "unknown_label"
-    assert "'contempt'" in err.value.message and "'meld'" in err.value.message
-    assert "MELD.Raw/train_sent_emo.csv:7" in err.value.message
+    assert "'contempt'" in err.value.detail and "'meld'" in err.value.detail
+    assert "MELD.Raw/train_sent_emo.csv:7" in err.value.detail
 
 
 def test_events_keep_labelled_values_and_drop_clips_without_any() -> None:
@@ -87,12 +87,12 @@ def test_events_keep_labelled_values_and_drop_clips_without_any() -> None:
         "cough",
         "music",
     ]
-    with pytest.raises(RowError) as err:
+    with pytest.raises(Reject) as err:
         SupervisionLabels("audioset", where="x.csv:3").set_events(["speech", "music"])
     assert (
         err.value.code == "no_label"
-        and "'speech', 'music'" in err.value.message
-        and "x.csv:3" in err.value.message
+        and "'speech', 'music'" in err.value.detail
+        and "x.csv:3" in err.value.detail
     )
 
 
@@ -112,3 +112,17 @@ def test_map_entries_are_validated() -> None:
     with pytest.raises(ValueError, match="unknown 'calm'"):
         _map_target("emotion", "x", "neu", "calm", vocab)
     assert (DATA_DIR / "corpus_maps.yaml").is_file()
+
+
+def test_a_repeated_key_in_a_label_table_is_refused(tmp_path, monkeypatch) -> None:
+    """The label tables go through the one YAML loader: a corpus spelling written twice (the second
+    silently replacing the first) names the file and the key instead."""
+    import sys
+
+    from osum_data.yaml_config import ConfigError
+
+    (tmp_path / "corpus_maps.yaml").write_text("emotion:\n  meld:\n    joy: happy\n    joy: sad\n")
+    reg_module = sys.modules["osum_data.tasks.registry"]  # the package re-exports a registry()
+    monkeypatch.setattr(reg_module, "DATA_DIR", tmp_path)
+    with pytest.raises(ConfigError, match=r"corpus_maps\.yaml.*'joy'"):
+        reg_module._load_yaml("corpus_maps.yaml")

@@ -11,6 +11,7 @@ import pytest
 from llm_fault_server import FaultServer
 from llm_helpers import SENTINEL_KEY, Answer, ask, fast_settings, files_containing, llm_env  # noqa: F401
 
+from osum_data.cli_args import run_command
 from osum_data.llm import LLMClient
 from osum_data.llm.batch import BatchError, export_batch, import_batch
 from osum_data.llm.cache import AnswerCache
@@ -53,8 +54,7 @@ def _result_line(req_line: dict, content: str | None, status: int = 200) -> dict
 def _cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="osum-data")
     add_llm_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return run_command(parser.parse_args(argv))  # the one way an osum-data command ends
 
 
 def test_batch_round_trip_through_validation_and_cache(tmp_path, capsys):

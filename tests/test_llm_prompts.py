@@ -11,6 +11,7 @@ import yaml
 from llm_fault_server import FaultServer
 from llm_helpers import llm_env  # noqa: F401
 
+from osum_data.cli_args import run_command
 from osum_data.llm.cli import add_llm_commands, settings_from_overrides
 from osum_data.llm.filters import check_text
 from osum_data.tasks.prompts import instruction_problems, leak_patterns, prompt_pool
@@ -24,8 +25,7 @@ WORDS = ["river", "window", "garden", "pencil", "candle", "meadow", "harbor", "l
 def _cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="osum-data")
     add_llm_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return run_command(parser.parse_args(argv))  # the one way an osum-data command ends
 
 
 def _scripted_reply(text: str, body: dict) -> str:

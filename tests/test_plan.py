@@ -32,11 +32,11 @@ KEYS = {  # the task keys each bundled run writes (as its summary.json's cuts_by
 def test_bundled_plans_load_and_their_mix_validates(name, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     plan = load_plan(REPO / "pipelines" / name, check_paths=name == "demo.yaml")  # all.yaml: /data/...
-    for run in plan["runs"]:  # every run's pipeline exists (load_plan checks it)
-        (tmp_path / run["name"]).mkdir()
-        counts = dict.fromkeys(KEYS[run["name"]], 3)
-        (tmp_path / run["name"] / "summary.json").write_text(json.dumps({"cuts_by_task": counts}))
-    cfg = build_mix_config(mix_config_of(plan, tmp_path))
+    for run in plan.runs:  # every run's pipeline exists (load_plan checks it)
+        (tmp_path / run.name).mkdir()
+        counts = dict.fromkeys(KEYS[run.name], 3)
+        (tmp_path / run.name / "summary.json").write_text(json.dumps({"cuts_by_task": counts}))
+    cfg = build_mix_config(mix_config_of(plan.mix, [r.name for r in plan.runs], tmp_path))
     assert set(cfg.tasks) == {"asr", "srwt", "ved", "ser", "sgc", "sap_sgc", "ssr", "sttc"}
     assert [d.name for d in cfg.tasks["sap_sgc"].datasets] == ["sgc-sap_sgc", "sap"]
     assert cfg.tasks["asr"].datasets[0].manifest == str(tmp_path / "asr" / "cuts.jsonl.gz")
@@ -60,7 +60,7 @@ def test_a_run_with_samples_of_two_tasks_feeds_both(tmp_path):
     (tmp_path / "both" / "summary.json").write_text(
         json.dumps({"cuts_by_task": {"<TRANSCRIBE> <AGE>": 3, "<TRANSCRIBE> <AGE> <GENDER>": 2, "<AGE>": 1}})
     )
-    mix = mix_config_of({"runs": [{"name": "both"}], "mix": {}}, tmp_path)
+    mix = mix_config_of({}, ["both"], tmp_path)
     assert {t: [d["name"] for d in e["datasets"]] for t, e in mix["tasks"].items()} == {
         "sap": ["both-sap"],
         "sap_sgc": ["both-sap_sgc"],
@@ -74,11 +74,13 @@ PLAN_ERRORS = {  # plan text (MANIFEST: an existing file) -> the one-line error 
     "run_typo": (
         "inputs: {a: {manifest: MANIFEST}, b: {manifest: MANIFEST}}\n"
         f"runs: [{{name: asr, pipeline: {ASR}, inptu: b, sett: [shard_size=1]}}]\n",
-        r"plan.yaml: run 'asr': unknown key 'inptu'$",
+        r"plan.yaml: run 'asr': unknown key 'inptu'; known keys: name, pipeline, input, set, export "
+        r"\(and 1 more\)$",
     ),
     "input_typo": (
         f"inputs: {{a: {{manifest: MANIFEST, corpus_dri: /x}}}}\nruns: [{{name: asr, pipeline: {ASR}}}]\n",
-        r"plan.yaml: input 'a': unknown key 'corpus_dri'$",
+        r"plan.yaml: input 'a': unknown key 'corpus_dri'; known keys: builder, manifest, prepare, "
+        r"corpus_dir$",
     ),
     "late_input": (
         INPUT_A + f"runs:\n  - {{name: asr, pipeline: {ASR}, input: a}}\n"
@@ -101,7 +103,7 @@ PLAN_ERRORS = {  # plan text (MANIFEST: an existing file) -> the one-line error 
     ),
     "set_not_a_list": (
         INPUT_A + f"runs: [{{name: asr, pipeline: {ASR}, set: shard_size=1}}]\n",
-        r"run 'asr': set: Input should be a valid list",
+        r"run 'asr': set='shard_size=1': Input should be a valid list",
     ),
     "set_unknown_name": (
         "inputs: {a: {manifest: MANIFEST}}\nruns: [{name: sgc, pipeline: "
@@ -123,7 +125,7 @@ PLAN_ERRORS = {  # plan text (MANIFEST: an existing file) -> the one-line error 
     ),
     "export_option": (
         INPUT_A + f"runs: [{{name: asr, pipeline: {ASR}}}]\nexport: {{osum: {{shard: true}}}}\n",
-        r"plan.yaml: export: unknown key 'osum.shard'$",
+        r"plan.yaml: unknown key 'export.osum.shard'; known keys: shards, shard_size, relative$",
     ),
     "mix_export_format": (
         INPUT_A + f"runs: [{{name: asr, pipeline: {ASR}}}]\nmix: {{}}\nmix_export: [wenet]\n",
@@ -169,7 +171,7 @@ PLAN_ERRORS = {  # plan text (MANIFEST: an existing file) -> the one-line error 
     ),
     # 15: broken or non-mapping YAML names the file
     "broken_yaml": ("runs: [\n", r"plan.yaml: not valid YAML \(line 2, column 1\)"),
-    "not_a_mapping": ('{"id": "a"}\n', r"plan.yaml: unknown key\(s\) id "),
+    "not_a_mapping": ('{"id": "a"}\n', r"plan.yaml: unknown key 'id'; known keys: description, inputs, runs"),
     "a_list": ("- 1\n- 2\n", r"plan.yaml: not a plan \(expected a mapping with runs:\)"),
 }
 
@@ -205,8 +207,8 @@ def test_side_inputs_made_by_the_plan_validate_as_placeholders(tmp_path, monkeyp
         "mix: {}\n"
     )
     plan = load_plan("plan.yaml")
-    assert [r["input"] for r in plan["runs"]] == [["a"], ["a", "asr"], []]
-    assert plan["export"] == {} and plan["mix"] == {} and plan["train"] is None
+    assert [r.input for r in plan.runs] == [["a"], ["a", "asr"], []]
+    assert plan.export == {} and plan.mix == {} and plan.train is None
 
 
 def test_a_planned_side_input_is_not_read_while_the_plan_is_validated(tmp_path):

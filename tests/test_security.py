@@ -331,7 +331,8 @@ def test_prepare_tsv_rejects_ids_with_control_characters(tmp_path):
     assert main(["prepare", "tsv", str(tmp_path / "corpus"), str(tmp_path / "out")]) == 0
     assert _ids(tmp_path / "out" / "cuts.jsonl.gz") == ["ok"]
     [rec] = read_jsonl(tmp_path / "out" / "rejects.jsonl.gz")
-    assert rec["code"] == "unsafe_id" and rec["id"] == "bad\x00id"
+    assert rec["id"] == "bad\x00id" and rec["custom"]["reject"]["code"] == "unsafe_id"
+    assert rec["custom"]["reject"]["stage"] == "prepare:tsv" and rec["custom"]["row"] == 2
 
 
 # --- item 5: YAML alias bombs ---------------------------------------------------------------------

@@ -240,3 +240,14 @@ def test_instruction_draw_is_deterministic_and_spread():
     assert draws == [draw_instruction("<TRANSCRIBE>", "en", f"cut{i}") for i in range(200)]
     assert len(set(draws)) > 30
     assert draw_instruction("<TRANSCRIBE>", "en", "cut1", seed=1) in prompt_pool("en")["<TRANSCRIBE>"]
+
+
+def test_instruction_draw_keeps_its_numbers_on_the_one_seeded_draw():
+    """draw_instruction now goes through osum_data.seeded.seed_bits; the prompts a cut gets are the
+    ones the earlier hand-written sha256 draw gave (values recorded from that code), so rebuilt
+    samples do not change."""
+    assert [draw_instruction("<TRANSCRIBE>", "en", f"cut{i}", seed=3) for i in range(3)] == [
+        "Please jot down everything the speaker says in this clip.",
+        "What is the speaker saying? Transcribe it precisely.",
+        "Transcribe this audio clip word for word.",
+    ]

@@ -16,7 +16,6 @@ samples) pass through unchanged.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -31,6 +30,7 @@ from osum_data.augment.write import derived_cut, fit_peak, write_flac
 from osum_data.mix.lineage import lineage_record
 from osum_data.run.params import SideInput
 from osum_data.run.stage import Reject, StageContext, StageResult, apply_per_cut, register_stage
+from osum_data.seeded import seed_bits
 
 Position = Literal["before", "after", "overlap"]
 
@@ -47,8 +47,7 @@ def event_clip(cut: Cut) -> bool:
 
 
 def _rng(seed: int, cut_id: str) -> np.random.Generator:
-    digest = hashlib.sha256(f"{seed}\x00event_composite\x00{cut_id}".encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:8], "big"))
+    return np.random.default_rng(seed_bits(seed, "event_composite", cut_id))
 
 
 def _rms(x: np.ndarray) -> float:

@@ -10,7 +10,6 @@ so the same configuration writes the same bytes whatever the shard size or worke
 
 from __future__ import annotations
 
-import hashlib
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -24,14 +23,14 @@ from osum_data.augment.write import derived_cut, fit_peak, write_flac
 from osum_data.label.audio_check import downmix
 from osum_data.run.params import SideInput
 from osum_data.run.stage import Reject, StageContext, StageResult, apply_per_cut, register_stage
+from osum_data.seeded import seed_bits
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 def copy_seed(seed: int, cut_id: str, copy: int) -> int:
     """The seed of one copy: fixed by the pipeline seed, the source cut id and the copy number."""
-    digest = hashlib.sha256(f"{seed}\x00augment\x00{cut_id}\x00{copy}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
+    return seed_bits(seed, "augment", cut_id, copy) >> 1  # 63 bits: a non-negative int64
 
 
 def _check(p: dict[str, Any]) -> None:

@@ -2,7 +2,8 @@
 
 Each importer takes (CORPUS_DIR, OUT_DIR), writes OUT_DIR/cuts.jsonl.gz (+ cuts_<part>.jsonl.gz
 for corpora with parts) and OUT_DIR/rejects.jsonl.gz, and returns an ImportReport whose rows
-always equal cuts + rejected.
+always equal cuts + rejected. A new importer is a scan yielding `rows.Row`s handed to
+`rows.import_rows` (or a lhotse recipe reconciled by `recipe.assemble`), plus its entry in PREPARERS.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from osum_data.corpora.report import ImportReport
 from osum_data.corpora.tsv import prepare_tsv
 from osum_data.corpora.vocalsound import prepare_vocalsound
 from osum_data.corpora.voxceleb import prepare_voxceleb
+from osum_data.errors import UsageError
 
 __all__ = ["PREPARERS", "ImportReport", "prepare"]
 
@@ -62,14 +64,14 @@ def prepare(name: str, corpus_dir: str | Path, out_dir: str | Path) -> ImportRep
     try:
         preparer = PREPARERS[name]
     except KeyError:
-        raise KeyError(f"unknown corpus {name!r}; known: {', '.join(PREPARERS)}") from None
+        raise UsageError(f"unknown corpus {name!r}; known: {', '.join(PREPARERS)}") from None
     corpus_dir, out_dir = Path(corpus_dir), Path(out_dir)
     if corpus_dir.is_file():
-        raise NotADirectoryError(f"{corpus_dir} is a file, not a corpus directory")
+        raise UsageError(f"{corpus_dir} is a file, not a corpus directory")
     if not corpus_dir.is_dir():
         raise FileNotFoundError(f"corpus directory {corpus_dir} does not exist")
     if out_dir.exists() and not out_dir.is_dir():
-        raise NotADirectoryError(f"{out_dir} is a file; give a directory for the manifests")
+        raise UsageError(f"{out_dir} is a file; give a directory for the manifests")
     refuse_other_output(out_dir)
     return preparer(corpus_dir, out_dir)
 
@@ -78,7 +80,7 @@ def prepare(name: str, corpus_dir: str | Path, out_dir: str | Path) -> ImportRep
 NOT_AN_IMPORT = ("summary.json", "run.json", "pipeline.yaml")
 
 
-class PrepareOutputError(ValueError):
+class PrepareOutputError(UsageError):
     """OUT_DIR holds the results of something other than an import (exit 2, nothing written)."""
 
 

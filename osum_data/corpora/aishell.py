@@ -18,9 +18,11 @@ from lhotse.utils import fastcopy
 
 from osum_data.corpora.labels import SupervisionLabels
 from osum_data.corpora.recipe import Expected, assemble, run_recipe
-from osum_data.corpora.rejects import DUPLICATE_ID, MISSING_AUDIO, NO_TRANSCRIPT, RowError
+from osum_data.corpora.rejects import DUPLICATE_ID, MISSING_AUDIO, NO_TRANSCRIPT
 from osum_data.corpora.report import ImportReport
 from osum_data.corpora.text import read_text
+from osum_data.errors import UsageError
+from osum_data.rejects import Reject
 
 CORPUS = "aishell"
 PARTS = ("train", "dev", "test")  # lhotse's recipe always processes these three
@@ -38,8 +40,8 @@ def prepare_aishell(corpus_dir: Path, out_dir: Path) -> ImportReport:
         labels = SupervisionLabels(CORPUS)
         try:
             labels.set_gender(speakers.get(sup.speaker or ""))
-        except RowError as err:
-            raise RowError(err.code, f"{err.message} for speaker {sup.speaker} in speaker.info") from None
+        except Reject as err:
+            raise Reject(err.code, f"{err.detail} for speaker {sup.speaker} in speaker.info") from None
         return labels.apply(fastcopy(sup, language="zh"))
 
     present = {
@@ -66,7 +68,7 @@ def read_speakers(path: Path) -> dict[str, str]:
         if not fields:
             continue
         if len(fields) < 2:
-            raise ValueError(f"{path}:{lineno}: expected '<speaker> <gender>', got {line!r}")
+            raise UsageError(f"{path}:{lineno}: expected '<speaker> <gender>', got {line!r}")
         spk = fields[0] if fields[0].startswith("S") else f"S{fields[0]}"
         speakers[spk] = fields[1]
     return speakers
@@ -80,15 +82,13 @@ def scan(root: Path) -> list[Expected]:
         source = f"{TRANSCRIPT}:{lineno}"
         fields = line.split(maxsplit=1)
         if not fields:
-            raise ValueError(
+            raise UsageError(
                 f"{root / TRANSCRIPT}:{lineno}: blank line; lhotse's prepare_aishell cannot parse it"
             )
         uid = fields[0]
         if uid in transcript:  # lhotse keeps the text of the last line: the earlier one is lost
             earlier = transcript[uid]
-            problem = RowError(
-                DUPLICATE_ID, f"utterance {uid!r} is listed again at line {lineno}, which wins"
-            )
+            problem = Reject(DUPLICATE_ID, f"utterance {uid!r} is listed again at line {lineno}, which wins")
             entries.append(Expected(uid, None, None, earlier, problem, claims_id=False))
         transcript[uid] = source
     wavs = {}
@@ -98,10 +98,10 @@ def scan(root: Path) -> list[Expected]:
             where = str(wav.relative_to(root))
             problem = None
             if wav.stem not in transcript:
-                problem = RowError(NO_TRANSCRIPT, f"{where} has no line in {TRANSCRIPT.name}")
+                problem = Reject(NO_TRANSCRIPT, f"{where} has no line in {TRANSCRIPT.name}")
             entries.append(Expected(wav.stem, part, wav, transcript.get(wav.stem, where), problem))
     for uid, source in transcript.items():
         if uid not in wavs:
-            problem = RowError(MISSING_AUDIO, f"no {uid}.wav under data_aishell/wav/{{{','.join(PARTS)}}}")
+            problem = Reject(MISSING_AUDIO, f"no {uid}.wav under data_aishell/wav/{{{','.join(PARTS)}}}")
             entries.append(Expected(uid, None, None, source, problem))
     return entries

@@ -13,17 +13,18 @@ from pathlib import Path
 import soundfile
 from lhotse import Recording
 
-from osum_data.corpora.rejects import MISSING_AUDIO, UNREADABLE_AUDIO, RowError
+from osum_data.corpora.rejects import MISSING_AUDIO, UNREADABLE_AUDIO
+from osum_data.rejects import Reject
 
 
 def probe(path: Path, recording_id: str) -> Recording:
-    """A Recording for `path` (header only, audio is not decoded); RowError if absent or unreadable."""
+    """A Recording for `path` (header only, audio is not decoded); Reject if absent or unreadable."""
     if not path.is_file():
-        raise RowError(MISSING_AUDIO, f"audio file {str(path)!r} does not exist")
+        raise Reject(MISSING_AUDIO, f"audio file {str(path)!r} does not exist")
     try:
         return Recording.from_file(os.path.abspath(path), recording_id=recording_id)
     except Exception as exc:  # lhotse raises several types depending on the backend
-        raise RowError(
+        raise Reject(
             UNREADABLE_AUDIO, f"audio file {str(path)!r} is unreadable: {_short(path, exc)}"
         ) from exc
 

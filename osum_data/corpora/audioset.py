@@ -26,9 +26,11 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from osum_data.corpora.rejects import MALFORMED_LINE, UNKNOWN_LABEL, RowError
+from osum_data.corpora.rejects import MALFORMED_LINE, UNKNOWN_LABEL
 from osum_data.corpora.report import ImportReport
 from osum_data.corpora.rows import Row, field_count_error, import_rows, relative
+from osum_data.errors import UsageError
+from osum_data.rejects import Reject
 
 CORPUS = "audioset"
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
@@ -53,7 +55,7 @@ def prepare_audioset(corpus_dir: Path, out_dir: Path) -> ImportReport:
         )
         parts.append((table.stem, rows))
     if len({name for name, _ in parts}) != len(parts):
-        raise ValueError(f"two label tables share a name under {corpus_dir}: {[t.name for t, _ in tables]}")
+        raise UsageError(f"two label tables share a name under {corpus_dir}: {[t.name for t, _ in tables]}")
     return import_rows(CORPUS, Path(out_dir), parts, expected_labels=("events",))
 
 
@@ -107,8 +109,8 @@ def read_ontology(root: Path) -> dict[str, str]:
         for row in reader:
             bad = field_count_error(row, reader.line_num)
             if bad is not None or row.get("mid") is None or row.get("display_name") is None:
-                why = bad.message if bad else "no mid or display_name column"
-                raise ValueError(f"{found[0]}: {why}; fix the ontology table")
+                why = bad.detail if bad else "no mid or display_name column"
+                raise UsageError(f"{found[0]}: {why}; fix the ontology table")
             out[row["mid"].strip()] = row["display_name"].strip()
         return out
 
@@ -145,7 +147,7 @@ def scan_segments(root: Path, table: Path, audio: AudioIndex, ontology: dict[str
             continue
         source = f"{relative(table, root)}:{lineno}"
         if len(fields) != 4:
-            problem = RowError(MALFORMED_LINE, f"expected YTID, start, end, labels; got {fields!r}")
+            problem = Reject(MALFORMED_LINE, f"expected YTID, start, end, labels; got {fields!r}")
             yield Row(id=f"{table.stem}:{lineno}", source=source, audio=None, problem=problem)
             continue
         ytid, start, end, mids = (f.strip() for f in fields)
@@ -153,7 +155,7 @@ def scan_segments(root: Path, table: Path, audio: AudioIndex, ontology: dict[str
         unknown = [m for m in mids_list if m not in ontology]
         problem = None
         if unknown:
-            problem = RowError(UNKNOWN_LABEL, f"label id(s) {', '.join(unknown)} not in {ONTOLOGY}")
+            problem = Reject(UNKNOWN_LABEL, f"label id(s) {', '.join(unknown)} not in {ONTOLOGY}")
         stems = (
             ytid,
             f"Y{ytid}",

@@ -7,11 +7,11 @@ leave empty values unset. What the recipe does that we work around:
 - `languages="auto"` only finds its own list of 23 locales: we pass every <locale>/ folder that has
   clips/ and a split tsv;
 - it runs a spawn-context process pool even for one job, which costs seconds per split and fails
-  in any caller without an `if __name__ == "__main__"` guard: we swap it for a thread pool (probing
-  mp3 headers is I/O bound);
+  in any caller without an `if __name__ == "__main__"` guard, and always writes its own manifests
+  into output_dir: so we run its per-row parser (`_parse_utterance`) on the rows we scanned, in a
+  thread pool (probing mp3 headers is I/O bound), and its manifest checks after;
 - it crashes on a tsv without its expected columns (older releases lack `variant`) or a row with
-  too few fields: we check first and name the file and line;
-- it always writes its own manifests into output_dir: we give it a temporary directory.
+  too few fields: we check first and name the file and line.
 Only train/dev/test are imported by default: validated.tsv is their superset, so importing it too
 would duplicate every cut id.
 """
@@ -20,20 +20,21 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import lhotse.recipes.commonvoice as lhotse_cv
+from lhotse import RecordingSet, SupervisionSet, validate_recordings_and_supervisions
+from lhotse.qa import fix_manifests
 from lhotse.utils import fastcopy
 
 from osum_data.corpora.labels import SupervisionLabels
 from osum_data.corpora.recipe import Expected, assemble, run_recipe
 from osum_data.corpora.report import ImportReport
 from osum_data.corpora.text import check_utf8
+from osum_data.errors import UsageError
 
 CORPUS = "commonvoice"
 DEFAULT_SPLITS = ("train", "dev", "test")
@@ -54,23 +55,12 @@ def prepare_commonvoice(
     manifests: dict[str, Any] = {}
     split_of: dict[str, str] = {}
     for locale in locales:
-        present = [s for s in splits if (root / locale / f"{s}.tsv").is_file()]
-        if not present:
-            continue
-        for split in present:
-            expected += scan_split(root, locale, split)
-        with tempfile.TemporaryDirectory() as scratch, _threads_instead_of_processes():
-            result = run_recipe(
-                "prepare_commonvoice",
-                lhotse_cv.prepare_commonvoice,
-                root,
-                output_dir=scratch,
-                languages=[locale],
-                splits=present,
-                num_jobs=num_jobs,
+        for split in (s for s in splits if (root / locale / f"{s}.tsv").is_file()):
+            entries, rows = scan_split(root, locale, split)
+            expected += entries
+            manifests[f"{locale}_{split}"] = run_recipe(
+                "prepare_commonvoice", _parse_split, root / locale, rows=rows, num_jobs=num_jobs
             )
-        for split in present:
-            manifests[f"{locale}_{split}"] = result[locale][split]
             split_of[f"{locale}_{split}"] = split
 
     def relabel(sup, part):
@@ -101,8 +91,9 @@ def locate(corpus_dir: Path) -> tuple[Path, list[str]]:
     return corpus_dir, locales
 
 
-def scan_split(root: Path, locale: str, split: str) -> list[Expected]:
-    """One expected utterance per tsv row, read the way lhotse reads it (tab, no quoting)."""
+def scan_split(root: Path, locale: str, split: str) -> tuple[list[Expected], list[dict[str, str]]]:
+    """One expected utterance per tsv row, read the way lhotse reads it (tab, no quoting), and the
+    rows themselves for lhotse's parser."""
     tsv = root / locale / f"{split}.tsv"
     try:
         return _scan_split(root, locale, split, tsv)
@@ -111,19 +102,21 @@ def scan_split(root: Path, locale: str, split: str) -> list[Expected]:
         raise
 
 
-def _scan_split(root: Path, locale: str, split: str, tsv: Path) -> list[Expected]:
-    entries = []
+def _scan_split(
+    root: Path, locale: str, split: str, tsv: Path
+) -> tuple[list[Expected], list[dict[str, str]]]:
+    entries, rows = [], []
     with open(tsv, encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         missing = [c for c in LHOTSE_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(
+            raise UsageError(
                 f"{tsv}: missing column(s) {', '.join(missing)} that lhotse's prepare_commonvoice needs"
             )
         for row in reader:
             lineno = reader.line_num
             if any(row.get(c) is None for c in LHOTSE_COLUMNS):
-                raise ValueError(
+                raise UsageError(
                     f"{tsv}:{lineno}: too few fields; lhotse's prepare_commonvoice cannot parse it"
                 )
             clip = row["path"]
@@ -131,13 +124,21 @@ def _scan_split(root: Path, locale: str, split: str, tsv: Path) -> list[Expected
             entries.append(
                 Expected(uid, split, root / locale / "clips" / clip, f"{locale}/{split}.tsv:{lineno}")
             )
-    return entries
+            rows.append(row)
+    return entries, rows
 
 
-class _ThreadPool(ThreadPoolExecutor):
-    def __init__(self, max_workers: int | None = None, mp_context: Any = None) -> None:
-        super().__init__(max_workers=max_workers)
-
-
-def _threads_instead_of_processes() -> Any:
-    return mock.patch.object(lhotse_cv, "ProcessPoolExecutor", _ThreadPool)
+def _parse_split(locale_dir: Path, rows: list[dict[str, str]], num_jobs: int) -> dict[str, Any]:
+    """What lhotse's recipe builds for one split: its own row parser (which skips a row whose mp3 is
+    missing) over `rows`, then its manifest fixing and checks."""
+    with lhotse_cv.disable_ffmpeg_torchaudio_info(), ThreadPoolExecutor(max(1, num_jobs)) as pool:
+        parsed = [
+            p
+            for p in pool.map(lambda row: lhotse_cv._parse_utterance(locale_dir, locale_dir.name, row), rows)
+            if p
+        ]
+    recordings, supervisions = fix_manifests(
+        RecordingSet.from_recordings(r for r, _ in parsed), SupervisionSet.from_segments(s for _, s in parsed)
+    )
+    validate_recordings_and_supervisions(recordings, supervisions)
+    return {"recordings": recordings, "supervisions": supervisions}

@@ -16,10 +16,12 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from osum_data.corpora.rejects import MALFORMED_LINE, UNKNOWN_LABEL, RowError
+from osum_data.corpora.rejects import MALFORMED_LINE, UNKNOWN_LABEL
 from osum_data.corpora.report import ImportReport
 from osum_data.corpora.rows import Row, conventions, field_count_error, import_rows, relative
 from osum_data.corpora.text import read_text
+from osum_data.errors import UsageError
+from osum_data.rejects import Reject
 
 CORPUS = "cremad"
 
@@ -41,12 +43,12 @@ def read_demographics(path: Path) -> dict[str, dict[str, str]]:
     with io.StringIO(read_text(path), newline="") as f:
         reader = csv.DictReader(f)
         if not {"ActorID", "Age", "Sex"} <= set(reader.fieldnames or []):
-            raise ValueError(f"{path}: expected columns ActorID, Age, Sex; got {reader.fieldnames}")
+            raise UsageError(f"{path}: expected columns ActorID, Age, Sex; got {reader.fieldnames}")
         out = {}
         for row in reader:
             bad = field_count_error(row, reader.line_num)
             if bad is not None:
-                raise ValueError(f"{path}: {bad.message}; fix the demographics table")
+                raise UsageError(f"{path}: {bad.detail}; fix the demographics table")
             out[row["ActorID"].strip()] = row
         return out
 
@@ -57,15 +59,15 @@ def scan(root: Path, audio_dir: Path, demographics: dict[str, dict[str, str]]) -
         parts = wav.stem.split("_")
         source = relative(wav, root)
         if len(parts) != 4:
-            problem = RowError(MALFORMED_LINE, f"{wav.name} is not <actor>_<sentence>_<emotion>_<level>.wav")
+            problem = Reject(MALFORMED_LINE, f"{wav.name} is not <actor>_<sentence>_<emotion>_<level>.wav")
             yield Row(id=wav.stem, source=source, audio=wav, problem=problem)
             continue
         actor, sentence, emotion, level = parts
         problem = None
         if sentence not in names["sentence"]:
-            problem = RowError(UNKNOWN_LABEL, f"unknown CREMA-D sentence code {sentence!r} in {wav.name}")
+            problem = Reject(UNKNOWN_LABEL, f"unknown CREMA-D sentence code {sentence!r} in {wav.name}")
         elif level not in names["level"]:
-            problem = RowError(UNKNOWN_LABEL, f"unknown CREMA-D intensity code {level!r} in {wav.name}")
+            problem = Reject(UNKNOWN_LABEL, f"unknown CREMA-D intensity code {level!r} in {wav.name}")
         person = demographics.get(actor, {})
         yield Row(
             id=wav.stem,

@@ -18,6 +18,7 @@ from pathlib import Path
 from osum_data.corpora.report import ImportReport
 from osum_data.corpora.rows import Row, field_count_error, import_rows, relative
 from osum_data.corpora.text import read_text
+from osum_data.errors import UsageError
 
 CORPUS = "esc50"
 REQUIRED = ("filename", "fold", "category")
@@ -40,7 +41,7 @@ def scan(root: Path, base: Path) -> Iterator[Row]:
         reader = csv.DictReader(f)
         missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(f"{table}: missing column(s) {', '.join(missing)}")
+            raise UsageError(f"{table}: missing column(s) {', '.join(missing)}")
         for record in reader:
             source = f"{relative(table, root)}:{reader.line_num}"
             problem = field_count_error(record, reader.line_num)

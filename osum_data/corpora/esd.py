@@ -21,9 +21,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from osum_data.corpora.labels import lookup
-from osum_data.corpora.rejects import LABEL_CONFLICT, MALFORMED_LINE, NO_TRANSCRIPT, RowError
+from osum_data.corpora.rejects import LABEL_CONFLICT, MALFORMED_LINE, NO_TRANSCRIPT
 from osum_data.corpora.report import ImportReport
 from osum_data.corpora.rows import Row, conventions, import_rows, relative
+from osum_data.errors import UsageError
+from osum_data.rejects import Reject
 
 CORPUS = "esd"
 _SPEAKER = re.compile(r"\d{4}")
@@ -98,18 +100,18 @@ def _row(root, wav, spk, language, readme, emotion, split, transcript, lines) ->
     text = None
     entry = lines.get(uid)
     if entry is None:
-        problem = RowError(NO_TRANSCRIPT, f"{relative(wav, root)} has no line in {where}")
+        problem = Reject(NO_TRANSCRIPT, f"{relative(wav, root)} has no line in {where}")
     else:
         lineno, fields = entry
         where = f"{where}:{lineno}"
         if len(fields) != 3 or not fields[1].strip():
-            problem = RowError(MALFORMED_LINE, f"expected '<utt> TAB <text> TAB <emotion>', got {fields!r}")
+            problem = Reject(MALFORMED_LINE, f"expected '<utt> TAB <text> TAB <emotion>', got {fields!r}")
         else:
             text = fields[1].strip()
             try:
                 problem = _conflict(emotion, fields[2].strip())
-            except RowError as err:  # an emotion word no corpus map knows
-                problem = RowError(err.code, f"{err.message} at {where}")
+            except Reject as err:  # an emotion word no corpus map knows
+                problem = Reject(err.code, f"{err.detail} at {where}")
     return Row(
         id=uid,
         source=where,
@@ -124,11 +126,11 @@ def _row(root, wav, spk, language, readme, emotion, split, transcript, lines) ->
     )
 
 
-def _conflict(folder: str, column: str) -> RowError | None:
+def _conflict(folder: str, column: str) -> Reject | None:
     """The transcript's emotion must name the same class as the folder the wav sits in."""
     ours, theirs = lookup("emotion", folder, CORPUS), lookup("emotion", column, CORPUS, "the transcript")
     if ours != theirs:
-        return RowError(LABEL_CONFLICT, f"folder {folder} but the transcript says {column!r}")
+        return Reject(LABEL_CONFLICT, f"folder {folder} but the transcript says {column!r}")
     return None
 
 
@@ -155,4 +157,4 @@ def decode(raw: bytes, language: str, path: Path) -> str:
             return raw.decode(encoding).lstrip("\ufeff")
         except UnicodeDecodeError:
             continue
-    raise ValueError(f"{path}: not decodable as any of {', '.join(_ENCODINGS.get(language, ()))}")
+    raise UsageError(f"{path}: not decodable as any of {', '.join(_ENCODINGS.get(language, ()))}")

@@ -17,9 +17,10 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from osum_data.corpora.rejects import MALFORMED_LINE, NO_TRANSCRIPT, RowError
+from osum_data.corpora.rejects import MALFORMED_LINE, NO_TRANSCRIPT
 from osum_data.corpora.report import ImportReport
 from osum_data.corpora.rows import Row, import_rows, relative
+from osum_data.rejects import Reject
 
 CORPUS = "iemocap"
 _HEADER = re.compile(
@@ -60,13 +61,13 @@ def scan_session(root: Path, session: Path) -> Iterator[Row]:
             source = f"{relative(evaluation, root)}:{lineno}"
             match = _HEADER.match(line)
             if match is None:
-                problem = RowError(MALFORMED_LINE, f"not an IEMOCAP turn header: {line[:80]!r}")
+                problem = Reject(MALFORMED_LINE, f"not an IEMOCAP turn header: {line[:80]!r}")
                 yield Row(id=f"{dialog}:{lineno}", source=source, audio=None, problem=problem)
                 continue
             turn = match["turn"]
             problem = None
             if turn not in transcripts:
-                problem = RowError(
+                problem = Reject(
                     NO_TRANSCRIPT, f"turn {turn} has no line in dialog/transcriptions/{dialog}.txt"
                 )
             sex = turn.rsplit("_", 1)[-1][:1]

@@ -24,9 +24,11 @@ from lhotse.utils import fastcopy
 
 from osum_data.corpora.labels import SupervisionLabels
 from osum_data.corpora.recipe import Expected, assemble, run_recipe
-from osum_data.corpora.rejects import EMPTY_TEXT, MISSING_AUDIO, RowError
+from osum_data.corpora.rejects import EMPTY_TEXT, MISSING_AUDIO
 from osum_data.corpora.report import ImportReport
 from osum_data.corpora.text import read_text
+from osum_data.errors import UsageError
+from osum_data.rejects import Reject
 
 CORPUS = "kespeech"
 LISTS = ("wav.scp", "text", "utt2subdialect", "utt2spk")
@@ -89,14 +91,14 @@ def scan_part(root: Path, part: str) -> tuple[list[Expected], list[tuple[str, ..
         columns.append([ln.strip().split(maxsplit=1) for ln in lines])
     lengths = {name: len(col) for name, col in zip(LISTS, columns, strict=True)}
     if len(set(lengths.values())) != 1:
-        raise ValueError(
+        raise UsageError(
             f"{folder}: the lists differ in length {lengths}; lhotse would silently truncate them"
         )
     entries, kept = [], []
     for index, fields in enumerate(zip(*columns, strict=True)):
         ids = [f[0] for f in fields]
         if len(set(ids)) != 1:
-            raise ValueError(
+            raise UsageError(
                 f"{folder}: line {index + 1} names different utterances {dict(zip(LISTS, ids, strict=True))}"
             )
         uid = ids[0]
@@ -105,11 +107,11 @@ def scan_part(root: Path, part: str) -> tuple[list[Expected], list[tuple[str, ..
         source = f"Tasks/ASR/{part}/text:{index + 1}"
         problem = None
         if wav is None or not wav.is_file():
-            problem = RowError(
+            problem = Reject(
                 MISSING_AUDIO, f"audio {fields[0][1] if wav else '(none)'} of {uid} does not exist"
             )
         elif not text:
-            problem = RowError(EMPTY_TEXT, f"empty transcript for {uid}")
+            problem = Reject(EMPTY_TEXT, f"empty transcript for {uid}")
         else:
             dialect = fields[2][1] if len(fields[2]) > 1 else ""
             speaker = fields[3][1] if len(fields[3]) > 1 else ""

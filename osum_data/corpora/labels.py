@@ -1,7 +1,7 @@
 """Corpus label values -> canonical supervision labels, with provenance.
 
 All mapping goes through the task registry (YAML maps), so a new corpus spelling is a YAML edit.
-An unknown value becomes a RowError naming the corpus, the value and where it came from; a value the
+An unknown value becomes a Reject naming the corpus, the value and where it came from; a value the
 corpus map declares as having no label is kept or rejected as the map says (NoLabel); an empty value
 means "not labelled" and is left unset. `SupervisionLabels` collects what one row says and writes it
 onto a supervision in the DESIGN section 3 layout (gender attribute; age/emotion/style/events and
@@ -18,7 +18,8 @@ from typing import Any
 from lhotse import SupervisionSegment
 from lhotse.utils import fastcopy
 
-from osum_data.corpora.rejects import NO_LABEL, UNKNOWN_LABEL, RowError
+from osum_data.corpora.rejects import NO_LABEL, UNKNOWN_LABEL
+from osum_data.rejects import Reject
 from osum_data.tasks.registry import LabelError, NoLabel, registry
 
 MAX_AGE_YEARS = 130
@@ -26,19 +27,11 @@ _EVENT_SEPARATORS = re.compile(r"[,;|]")
 
 
 def lookup(field_name: str, value: str, corpus: str, where: str | None = None) -> str | NoLabel:
-    """Canonical id or NoLabel for a corpus value; RowError(unknown_label) naming value and file."""
+    """Canonical id or NoLabel for a corpus value; Reject(unknown_label) naming value and file."""
     try:
         return registry().lookup(field_name, value, corpus)
     except LabelError as exc:
-        raise RowError(UNKNOWN_LABEL, f"{exc}{_at(where)}") from None
-
-
-def map_value(field_name: str, value: str, corpus: str, where: str | None = None) -> str:
-    """Like lookup, but a deliberate non-label is an error too (for fields that must have a label)."""
-    found = lookup(field_name, value, corpus, where)
-    if isinstance(found, NoLabel):
-        raise RowError(NO_LABEL, f"{corpus} {field_name} {value!r} has no label: {found.reason}{_at(where)}")
-    return found
+        raise Reject(UNKNOWN_LABEL, f"{exc}{_at(where)}") from None
 
 
 def _at(where: str | None) -> str:
@@ -52,7 +45,7 @@ def parse_years(value: str) -> float | None:
     except ValueError:
         return None
     if not math.isfinite(years) or not 0 <= years <= MAX_AGE_YEARS:
-        raise RowError(UNKNOWN_LABEL, f"age {value!r} is not between 0 and {MAX_AGE_YEARS} years")
+        raise Reject(UNKNOWN_LABEL, f"age {value!r} is not between 0 and {MAX_AGE_YEARS} years")
     return int(years) if years.is_integer() else years
 
 
@@ -70,11 +63,11 @@ class SupervisionLabels:
     sources: dict[str, str] = field(default_factory=dict)
 
     def _resolve(self, field_name: str, value: str) -> str | None:
-        """Canonical id, or None for a kept non-label (raw value recorded); drop raises RowError."""
+        """Canonical id, or None for a kept non-label (raw value recorded); drop raises Reject."""
         found = lookup(field_name, value, self.corpus, self.where)
         if isinstance(found, NoLabel):
             if not found.keep:
-                raise RowError(
+                raise Reject(
                     NO_LABEL,
                     f"{self.corpus} {field_name} {value!r} has no label: {found.reason}{_at(self.where)}",
                 )
@@ -95,8 +88,8 @@ class SupervisionLabels:
             return
         try:
             years = parse_years(value)
-        except RowError as err:
-            raise RowError(err.code, f"{err.message}{_at(self.where)}") from None
+        except Reject as err:
+            raise Reject(err.code, f"{err.detail}{_at(self.where)}") from None
         if years is not None:
             self.custom["age"] = registry().age_bucket(years)
             self.custom["age_years"] = years
@@ -142,7 +135,7 @@ class SupervisionLabels:
             if drops:
                 values = ", ".join(map(repr, names))
                 reason = f"{drops[0]}{_at(self.where)}"
-                raise RowError(NO_LABEL, f"{self.corpus} events {values} have no label: {reason}")
+                raise Reject(NO_LABEL, f"{self.corpus} events {values} have no label: {reason}")
             return
         self.custom["events"] = list(dict.fromkeys(events))
         self.sources["events"] = "corpus"

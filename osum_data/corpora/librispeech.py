@@ -18,9 +18,11 @@ from lhotse.utils import fastcopy
 
 from osum_data.corpora.labels import SupervisionLabels
 from osum_data.corpora.recipe import Expected, assemble, run_recipe
-from osum_data.corpora.rejects import NO_TRANSCRIPT, RowError
+from osum_data.corpora.rejects import NO_TRANSCRIPT
 from osum_data.corpora.report import ImportReport
 from osum_data.corpora.text import read_text
+from osum_data.errors import UsageError
+from osum_data.rejects import Reject
 
 CORPUS = "librispeech"
 PARTS = LIBRISPEECH + MINI_LIBRISPEECH
@@ -46,8 +48,8 @@ def prepare_librispeech(corpus_dir: Path, out_dir: Path, num_jobs: int = 4) -> I
         code = speakers.get(sup.speaker or "")
         try:
             labels.set_gender(code)
-        except RowError as err:
-            raise RowError(err.code, f"{err.message} for speaker {sup.speaker} in SPEAKERS.TXT") from None
+        except Reject as err:
+            raise Reject(err.code, f"{err.detail} for speaker {sup.speaker} in SPEAKERS.TXT") from None
         if sup.alignment:  # word alignments found next to the transcripts (*.alignment.txt)
             labels.sources["alignment"] = "corpus"
         return labels.apply(fastcopy(sup, language="en"))
@@ -78,7 +80,7 @@ def read_speakers(path: Path) -> dict[str, str]:
             continue
         fields = [f.strip() for f in line.split("|", 4)]
         if len(fields) < 2 or not fields[0]:
-            raise ValueError(f"{path}:{lineno}: expected 'ID | SEX | SUBSET | MINUTES | NAME', got {line!r}")
+            raise UsageError(f"{path}:{lineno}: expected 'ID | SEX | SUBSET | MINUTES | NAME', got {line!r}")
         speakers[fields[0]] = fields[1]
     return speakers
 
@@ -92,7 +94,7 @@ def scan_part(root: Path, part: str) -> list[Expected]:
         for lineno, line in enumerate(lines, start=1):
             fields = line.split(maxsplit=1)
             if len(fields) < 2:
-                raise ValueError(
+                raise UsageError(
                     f"{trans}:{lineno}: {line!r} is not '<utterance id> <text>'; "
                     "lhotse's prepare_librispeech cannot parse it"
                 )
@@ -103,6 +105,6 @@ def scan_part(root: Path, part: str) -> list[Expected]:
             )
     for flac in sorted((root / part).rglob("*.flac")):
         if flac.stem not in listed:
-            problem = RowError(NO_TRANSCRIPT, f"{flac.relative_to(root)} has no line in any *.trans.txt")
+            problem = Reject(NO_TRANSCRIPT, f"{flac.relative_to(root)} has no line in any *.trans.txt")
             entries.append(Expected(flac.stem, part, flac, str(flac.relative_to(root)), problem))
     return entries

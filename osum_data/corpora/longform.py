@@ -15,8 +15,9 @@ from lhotse.cut import Cut
 from osum_data.corpora.audio import probe
 from osum_data.corpora.media import demux_to_flac, needs_demux
 from osum_data.corpora.output import write_import
-from osum_data.corpora.rejects import DUPLICATE_ID, EMPTY_AUDIO, RejectLog, RowError
+from osum_data.corpora.rejects import DUPLICATE_ID, EMPTY_AUDIO, RejectLog
 from osum_data.corpora.report import ImportReport
+from osum_data.rejects import Reject
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".mp4", ".sph", ".aac", ".webm")
 
@@ -30,24 +31,24 @@ def prepare_longform(corpus_dir: Path, out_dir: Path) -> ImportReport:
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
     if not files:
         raise FileNotFoundError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) under {corpus_dir}")
-    rejects, cuts, seen = RejectLog(), [], set()
+    rejects, cuts, seen = RejectLog("longform"), [], set()
     for path in files:
         rec_id = recording_id(root, path)
         try:
             if rec_id in seen:
-                raise RowError(DUPLICATE_ID, f"{path}: id {rec_id!r} already taken by another file")
+                raise Reject(DUPLICATE_ID, f"{path}: id {rec_id!r} already taken by another file")
             seen.add(rec_id)
             source = (
                 demux_to_flac(path, Path(out_dir) / "audio" / f"{rec_id}.flac") if needs_demux(path) else path
             )
             rec = probe(source, rec_id)
             if rec.duration <= 0:
-                raise RowError(EMPTY_AUDIO, f"{path}: no samples")
-        except RowError as e:
-            rejects.add_error(e, path=str(path), id=rec_id)
+                raise Reject(EMPTY_AUDIO, f"{path}: no samples")
+        except Reject as e:
+            rejects.row(e, rec_id, path=str(path))
             continue
         cut: Cut = rec.to_cut()
         cut.id = rec_id
         cut.custom = {"kind": "longform", "source_path": str(path)}
         cuts.append(cut)
-    return write_import(Path(out_dir), "longform", len(files), {"all": cuts}, rejects, per_part_files=False)
+    return write_import(Path(out_dir), "longform", [(None, cuts)], rejects, len(files))

@@ -20,7 +20,8 @@ from lhotse.audio.backend import (
     torchcodec_load,
 )
 
-from osum_data.corpora.rejects import EMPTY_AUDIO, MISSING_AUDIO, NO_AUDIO_TRACK, UNREADABLE_AUDIO, RowError
+from osum_data.corpora.rejects import EMPTY_AUDIO, MISSING_AUDIO, NO_AUDIO_TRACK, UNREADABLE_AUDIO
+from osum_data.rejects import Reject
 
 FFMPEG_HINT = "torchcodec needs FFmpeg's shared libraries (Debian/Ubuntu: apt-get install ffmpeg)"
 
@@ -35,17 +36,17 @@ def demux_to_flac(src: Path, dest: Path) -> Path:
     if dest.is_file():
         return dest
     if not src.is_file():
-        raise RowError(MISSING_AUDIO, f"audio file {str(src)!r} does not exist")
+        raise Reject(MISSING_AUDIO, f"audio file {str(src)!r} does not exist")
     try:
         samples, rate = torchcodec_load(str(src))
     except Exception as exc:  # torchcodec raises RuntimeError/ValueError/OSError by cause
         message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         if "audio stream" in message.lower():
-            raise RowError(NO_AUDIO_TRACK, f"{str(src)!r} has no audio stream: {message}") from exc
+            raise Reject(NO_AUDIO_TRACK, f"{str(src)!r} has no audio stream: {message}") from exc
         hint = f" ({FFMPEG_HINT})" if "ffmpeg" in message.lower() or "libtorchcodec" in message else ""
-        raise RowError(UNREADABLE_AUDIO, f"cannot decode the audio of {str(src)!r}: {message}{hint}") from exc
+        raise Reject(UNREADABLE_AUDIO, f"cannot decode the audio of {str(src)!r}: {message}{hint}") from exc
     if samples.size == 0:
-        raise RowError(EMPTY_AUDIO, f"the audio track of {str(src)!r} has no samples")
+        raise Reject(EMPTY_AUDIO, f"the audio track of {str(src)!r} has no samples")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
     try:

@@ -20,9 +20,11 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from osum_data.corpora.rejects import MALFORMED_LINE, RowError
+from osum_data.corpora.rejects import MALFORMED_LINE
 from osum_data.corpora.report import ImportReport
 from osum_data.corpora.rows import Row, conventions, field_count_error, import_rows, relative
+from osum_data.errors import UsageError
+from osum_data.rejects import Reject
 
 CORPUS = "meld"
 REQUIRED = ("Utterance", "Speaker", "Emotion", "Dialogue_ID", "Utterance_ID")
@@ -67,7 +69,7 @@ def scan_split(root: Path, split: str, table: Path, clips: Path | None) -> Itera
     reader = csv.DictReader(io.StringIO(read_table(table), newline=""))
     missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
     if missing:
-        raise ValueError(f"{table}: missing column(s) {', '.join(missing)}; header: {reader.fieldnames}")
+        raise UsageError(f"{table}: missing column(s) {', '.join(missing)}; header: {reader.fieldnames}")
     clip_dir = clips or table.parent / conventions(CORPUS)["splits"][split]["clips"]
     for record in reader:
         source = f"{relative(table, root)}:{reader.line_num}"
@@ -77,7 +79,7 @@ def scan_split(root: Path, split: str, table: Path, clips: Path | None) -> Itera
             continue
         dia, utt = (record.get("Dialogue_ID") or "").strip(), (record.get("Utterance_ID") or "").strip()
         if not (dia.isdigit() and utt.isdigit()):
-            problem = RowError(MALFORMED_LINE, f"Dialogue_ID {dia!r} / Utterance_ID {utt!r} are not numbers")
+            problem = Reject(MALFORMED_LINE, f"Dialogue_ID {dia!r} / Utterance_ID {utt!r} are not numbers")
             yield Row(id=f"{split}_line{reader.line_num}", source=source, audio=None, problem=problem)
             continue
         name = f"dia{int(dia)}_utt{int(utt)}"

@@ -26,8 +26,9 @@ from lhotse.recipes import prepare_rir_noise as lhotse_prepare_rir_noise
 from osum_data.corpora.audio import probe
 from osum_data.corpora.output import write_import
 from osum_data.corpora.recipe import run_recipe
-from osum_data.corpora.rejects import DROPPED_BY_LHOTSE, DUPLICATE_ID, RejectLog, RowError
+from osum_data.corpora.rejects import DROPPED_BY_LHOTSE, DUPLICATE_ID, RejectLog
 from osum_data.corpora.report import ImportReport
+from osum_data.rejects import Reject
 
 MUSAN_PARTS = ("music", "speech", "noise")
 RIR_PARTS = {  # lhotse part -> (folder, kind, which wavs of the folder the recipe takes)
@@ -49,7 +50,7 @@ def prepare_musan(corpus_dir: Path, out_dir: Path) -> ImportReport:
     root = _locate(Path(os.path.abspath(corpus_dir)), "musan", MUSAN_PARTS)
     parts = [p for p in MUSAN_PARTS if (root / p).is_dir()]
     cuts: dict[str, list[Cut]] = {}
-    rejects = RejectLog()
+    rejects = RejectLog("musan")
     rows = 0
     seen: dict[str, Path] = {}
     for part in parts:
@@ -60,11 +61,11 @@ def prepare_musan(corpus_dir: Path, out_dir: Path) -> ImportReport:
         for wav in wavs:
             try:
                 if wav.stem in seen:
-                    raise RowError(DUPLICATE_ID, f"id {wav.stem!r} already taken by {seen[wav.stem]}")
+                    raise Reject(DUPLICATE_ID, f"id {wav.stem!r} already taken by {seen[wav.stem]}")
                 seen[wav.stem] = wav
                 recordings[wav.stem] = probe(wav, wav.stem)
-            except RowError as e:
-                rejects.add_error(e, id=wav.stem, audio=str(wav), source=str(wav.relative_to(root)))
+            except Reject as e:
+                rejects.row(e, wav.stem, audio=str(wav), source=str(wav.relative_to(root)))
 
         def extra(rec: Recording, part: str = part, annotations=annotations) -> dict[str, Any]:
             info: dict[str, Any] = {"kind": part, "source": "musan"}
@@ -79,7 +80,7 @@ def prepare_musan(corpus_dir: Path, out_dir: Path) -> ImportReport:
         cuts[part] = _cuts(root, probed, recordings, lambda p: p.stem, extra, rejects, f"musan {part}")
     if rows == 0:
         raise FileNotFoundError(f"no .wav files under {', '.join(str(root / p) for p in parts)}")
-    return write_import(Path(out_dir), "musan", rows, cuts, rejects)
+    return write_import(Path(out_dir), "musan", cuts.items(), rejects, rows)
 
 
 def prepare_rirs_noises(corpus_dir: Path, out_dir: Path) -> ImportReport:
@@ -88,7 +89,7 @@ def prepare_rirs_noises(corpus_dir: Path, out_dir: Path) -> ImportReport:
     manifests = run_recipe("prepare_rir_noise", lhotse_prepare_rir_noise, root, output_dir=None, parts=parts)
     lists = _rir_lists(root)
     cuts: dict[str, list[Cut]] = {}
-    rejects = RejectLog()
+    rejects = RejectLog("rirs_noises")
     rows = 0
     claimed: set[Path] = set()
     for part in parts:
@@ -123,15 +124,14 @@ def prepare_rirs_noises(corpus_dir: Path, out_dir: Path) -> ImportReport:
     for wav in sorted((root / "real_rirs_isotropic_noises").rglob("*.wav")):
         if wav not in claimed:
             rows += 1
-            rejects.add(
-                DROPPED_BY_LHOTSE,
+            why = (
                 f"{wav.name} is in no rir_list/noise_list and its name has neither 'rir' nor 'noise', "
-                "the only files lhotse's rir_noise recipe takes",
-                id=wav.stem,
-                audio=str(wav),
-                source=str(wav.relative_to(root)),
+                "the only files lhotse's rir_noise recipe takes"
             )
-    return write_import(Path(out_dir), "rirs_noises", rows, cuts, rejects)
+            rejects.row(
+                Reject(DROPPED_BY_LHOTSE, why), wav.stem, audio=str(wav), source=str(wav.relative_to(root))
+            )
+    return write_import(Path(out_dir), "rirs_noises", cuts.items(), rejects, rows)
 
 
 def _list_kind(options: dict[str, str]) -> str:
@@ -159,12 +159,9 @@ def _cuts(
     for wav in wavs:
         rec = recordings.get(rec_id(wav))
         if rec is None:
-            rejects.add(
-                DROPPED_BY_LHOTSE,
-                f"lhotse's recipe produced no recording for {wav.name} ({what})",
-                id=rec_id(wav),
-                audio=str(wav),
-                source=str(wav.relative_to(root)),
+            why = f"lhotse's recipe produced no recording for {wav.name} ({what})"
+            rejects.row(
+                Reject(DROPPED_BY_LHOTSE, why), rec_id(wav), audio=str(wav), source=str(wav.relative_to(root))
             )
             continue
         kwargs = {

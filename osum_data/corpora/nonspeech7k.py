@@ -21,6 +21,7 @@ from pathlib import Path
 from osum_data.corpora.report import ImportReport
 from osum_data.corpora.rows import Row, conventions, field_count_error, import_rows, relative
 from osum_data.corpora.text import read_text
+from osum_data.errors import UsageError
 
 CORPUS = "nonspeech7k"
 FILE_COLUMNS = ("filename", "fname", "file")
@@ -58,7 +59,7 @@ def scan(root: Path, split: str, table: Path, clips: Path) -> Iterator[Row]:
         file_col = next((columns[k] for k in FILE_COLUMNS if k in columns), None)
         class_col = next((columns[k] for k in CLASS_COLUMNS if k in columns), None)
         if file_col is None or class_col is None:
-            raise ValueError(
+            raise UsageError(
                 f"{table}: need a file name and a class name column; header: {reader.fieldnames}"
             )
         for record in reader:

@@ -15,6 +15,7 @@ from lhotse.cut import Cut
 from osum_data.corpora.rejects import UNSAFE_ID, RejectLog
 from osum_data.corpora.report import ImportReport
 from osum_data.manifest_io import atomic_path, write_jsonl
+from osum_data.rejects import Reject
 from osum_data.sources import id_problem
 
 CUTS_FILE = "cuts.jsonl.gz"
@@ -28,28 +29,38 @@ def part_file(part: str) -> str:
 def write_import(
     out_dir: Path,
     corpus: str,
-    rows: int,
-    parts: dict[str, Iterable[Cut]],
+    parts: Iterable[tuple[str | None, Iterable[Cut]]],
     rejects: RejectLog,
-    per_part_files: bool = True,
+    rows: int | Callable[[], int],
     expected_labels: Iterable[str] = (),
 ) -> ImportReport:
-    """Write cuts.jsonl.gz (all parts, in the given order), cuts_<part>.jsonl.gz and rejects.
+    """Stream each part's cuts to disk as they are built; memory stays flat however large the corpus.
 
-    With `per_part_files=False` each part is iterated once, so a generator streams straight to
-    disk (and may still add to `rejects` while it runs: rejects are written last).
+    `parts` yields (part name, cuts) in order; a named part goes to cuts_<part>.jsonl.gz and
+    cuts.jsonl.gz is then their byte concatenation (a multi-member gzip stream is one valid gzip
+    file, as the runner's merge relies on too). A single part named None is written straight to
+    cuts.jsonl.gz. Builders may add to `rejects` while their cuts stream (rejects are written last)
+    and count rows as they go: a callable `rows` is read after all parts are consumed.
     `expected_labels` names the labels this corpus normally provides ("gender", "age"); kept cuts
     lacking them are counted in the report so missing metadata is visible, not silent.
     """
     out_dir = Path(out_dir)
     tally = _Tally(tuple(expected_labels))
-    write_jsonl(out_dir / CUTS_FILE, (tally.add(c) for cuts in parts.values() for c in _safe(cuts, rejects)))
-    if per_part_files:
-        for part, cuts in parts.items():
-            write_jsonl(out_dir / part_file(part), (c.to_dict() for c in cuts if id_problem(c.id) is None))
+    written: list[str] = []
+    for part, cuts in parts:
+        name = CUTS_FILE if part is None else part_file(part)
+        if name in written or (part is None and written) or CUTS_FILE in written:
+            raise ValueError(f"{corpus}: part {part!r} written twice or mixed with an unnamed part")
+        write_jsonl(out_dir / name, (tally.add(cut) for cut in _safe(cuts, rejects)))
+        written.append(name)
+    if CUTS_FILE not in written:
+        with atomic_path(out_dir / CUTS_FILE) as tmp, open(tmp, "wb") as combined:
+            for name in written:
+                with open(out_dir / name, "rb") as f:
+                    shutil.copyfileobj(f, combined)
     write_jsonl(out_dir / REJECTS_FILE, rejects.records)
     return ImportReport(
-        rows=rows,
+        rows=rows() if callable(rows) else rows,
         cuts=tally.cuts,
         rejected=len(rejects),
         rejects_by_reason=dict(sorted(rejects.counts.items())),
@@ -69,7 +80,7 @@ def _safe(cuts: Iterable[Cut], rejects: RejectLog) -> Iterable[Cut]:
         if why is None:
             yield cut
         else:
-            rejects.add(UNSAFE_ID, why, id=cut.id)
+            rejects.cut(cut, Reject(UNSAFE_ID, why))
 
 
 class _Tally:
@@ -91,45 +102,3 @@ class _Tally:
             if value is None:
                 self.unlabelled[name] += 1
         return cut.to_dict()
-
-
-def write_import_stream(
-    out_dir: Path,
-    corpus: str,
-    parts: Iterable[tuple[str | None, Iterable[Cut]]],
-    rejects: RejectLog,
-    rows: Callable[[], int],
-    expected_labels: Iterable[str] = (),
-) -> ImportReport:
-    """Stream each part's cuts to disk as they are built; memory stays flat however large the corpus.
-
-    `parts` yields (part name, cuts) in order; a named part goes to cuts_<part>.jsonl.gz and
-    cuts.jsonl.gz is then their byte concatenation (a multi-member gzip stream is one valid gzip
-    file, as the runner's merge relies on too). A single part named None is written straight to
-    cuts.jsonl.gz. `rows()` is read after all parts are consumed (the builder counts as it goes).
-    """
-    out_dir = Path(out_dir)
-    tally = _Tally(tuple(expected_labels))
-    written: list[str] = []
-    for part, cuts in parts:
-        name = CUTS_FILE if part is None else part_file(part)
-        if name in written or (part is None and written) or CUTS_FILE in written:
-            raise ValueError(f"{corpus}: part {part!r} written twice or mixed with an unnamed part")
-        write_jsonl(out_dir / name, (tally.add(cut) for cut in _safe(cuts, rejects)))
-        written.append(name)
-    if CUTS_FILE not in written:
-        with atomic_path(out_dir / CUTS_FILE) as tmp, open(tmp, "wb") as combined:
-            for name in written:
-                with open(out_dir / name, "rb") as f:
-                    shutil.copyfileobj(f, combined)
-    write_jsonl(out_dir / REJECTS_FILE, rejects.records)
-    return ImportReport(
-        rows=rows(),
-        cuts=tally.cuts,
-        rejected=len(rejects),
-        rejects_by_reason=dict(sorted(rejects.counts.items())),
-        out_dir=out_dir,
-        corpus=corpus,
-        duration_s=round(tally.duration_s, 3),
-        unlabelled={k: n for k, n in tally.unlabelled.items() if n},
-    )

@@ -15,9 +15,10 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from osum_data.corpora.rejects import MALFORMED_LINE, NO_AUDIO_TRACK, UNKNOWN_LABEL, RowError
+from osum_data.corpora.rejects import MALFORMED_LINE, NO_AUDIO_TRACK, UNKNOWN_LABEL
 from osum_data.corpora.report import ImportReport
 from osum_data.corpora.rows import Row, conventions, import_rows, relative
+from osum_data.rejects import Reject
 
 CORPUS = "ravdess"
 _NAME = re.compile(r"(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)")
@@ -48,7 +49,7 @@ def scan(root: Path, files: list[Path]) -> Iterator[Row]:
         match = _NAME.fullmatch(path.stem)
         uid = path.stem  # unique: the modality code tells an .mp4 from a .wav of the same take
         if match is None:
-            problem = RowError(
+            problem = Reject(
                 MALFORMED_LINE, f"{path.name} is not a 7-part RAVDESS name (NN-NN-NN-NN-NN-NN-NN)"
             )
             yield Row(id=uid, source=source, audio=path, problem=problem)
@@ -57,9 +58,9 @@ def scan(root: Path, files: list[Path]) -> Iterator[Row]:
         for name, code in zip(_FIELDS, match.groups(), strict=False):
             values[name] = codes[name].get(code)
             if values[name] is None and problem is None:
-                problem = RowError(UNKNOWN_LABEL, f"unknown RAVDESS {name} code {code!r} in {path.name}")
+                problem = Reject(UNKNOWN_LABEL, f"unknown RAVDESS {name} code {code!r} in {path.name}")
         if values["modality"] == "video-only":
-            problem = problem or RowError(NO_AUDIO_TRACK, f"{path.name} is a video-only file (modality 02)")
+            problem = problem or Reject(NO_AUDIO_TRACK, f"{path.name} is a video-only file (modality 02)")
         actor = int(match[7])
         parity = codes["gender_of_actor_parity"]["odd" if actor % 2 else "even"]
         yield Row(

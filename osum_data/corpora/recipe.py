@@ -19,15 +19,10 @@ from lhotse.cut import Cut
 from lhotse.utils import fastcopy
 
 from osum_data.corpora.output import write_import
-from osum_data.corpora.rejects import (
-    DROPPED_BY_LHOTSE,
-    DUPLICATE_ID,
-    EMPTY_TEXT,
-    MISSING_AUDIO,
-    RejectLog,
-    RowError,
-)
+from osum_data.corpora.rejects import DROPPED_BY_LHOTSE, DUPLICATE_ID, EMPTY_TEXT, MISSING_AUDIO, RejectLog
 from osum_data.corpora.report import ImportReport
+from osum_data.errors import OsumError
+from osum_data.rejects import Reject
 
 Manifests = Mapping[str, Mapping[str, Any]]  # part -> {"recordings": ..., "supervisions": ...}
 Relabel = Callable[[SupervisionSegment, str], SupervisionSegment]
@@ -41,10 +36,14 @@ class Expected:
     subset: str | None
     audio: Path | None
     source: str  # where a user finds it, e.g. "dev-clean/84/121123/84-121123.trans.txt:3"
-    problem: RowError | None = None  # known before running lhotse (e.g. audio without transcript)
+    problem: Reject | None = None  # known before running lhotse (e.g. audio without transcript)
     # False for a row that is rejected on its own without owning the id (a superseded duplicate
     # transcript line): the utterance itself may still become a cut.
     claims_id: bool = True
+
+
+class RecipeError(OsumError):
+    """A lhotse recipe crashed on the corpus (exit 1: the data, not the command, is at fault)."""
 
 
 def run_recipe(name: str, fn: Callable[..., Any], corpus_dir: Path, **kwargs: Any) -> Any:
@@ -52,7 +51,7 @@ def run_recipe(name: str, fn: Callable[..., Any], corpus_dir: Path, **kwargs: An
     try:
         return fn(corpus_dir, **kwargs)
     except Exception as exc:
-        raise RuntimeError(f"lhotse's {name} failed on {corpus_dir}: {type(exc).__name__}: {exc}") from exc
+        raise RecipeError(f"lhotse's {name} failed on {corpus_dir}: {type(exc).__name__}: {exc}") from exc
 
 
 def assemble(
@@ -65,18 +64,18 @@ def assemble(
 ) -> ImportReport:
     """Reconcile the recipe's output with `expected`, relabel, and write all manifests.
 
-    `relabel(sup, part)` adds corpus metadata (gender, language, ...) or raises RowError to reject.
+    `relabel(sup, part)` adds corpus metadata (gender, language, ...) or raises Reject to reject.
     Parts are written in the order of `manifests`; cuts within a part are sorted by id, because
     lhotse's order depends on directory listing and thread timing.
     """
-    rejects = RejectLog()
+    rejects = RejectLog(corpus)
     pending: dict[str, Expected] = {}
     settled: set[str] = set()  # ids already counted as a row (rejected up front or produced)
     rows = 0
     for entry in expected:
         rows += 1
         if entry.problem is not None or entry.id in pending or entry.id in settled:  # reject now
-            error = entry.problem or RowError(DUPLICATE_ID, f"duplicate utterance id {entry.id!r}")
+            error = entry.problem or Reject(DUPLICATE_ID, f"duplicate utterance id {entry.id!r}")
             _reject(rejects, error, entry.id, entry.subset, entry.audio, entry.source)
             if entry.claims_id:
                 settled.add(entry.id)
@@ -95,9 +94,9 @@ def assemble(
             settled.add(sup.id)
             try:
                 if not (sup.text or "").strip():
-                    raise RowError(EMPTY_TEXT, f"empty transcript for {sup.id!r}")
+                    raise Reject(EMPTY_TEXT, f"empty transcript for {sup.id!r}")
                 kept.append(relabel(fastcopy(sup, custom={**(sup.custom or {}), "subset": part}), part))
-            except RowError as err:
+            except Reject as err:
                 if entry is None:
                     _reject(rejects, err, sup.id, part, None, part)
                 else:
@@ -106,11 +105,11 @@ def assemble(
 
     for entry in pending.values():  # promised by the corpus files, silently skipped by lhotse
         if entry.audio is not None and not entry.audio.is_file():
-            error = RowError(MISSING_AUDIO, f"audio file {str(entry.audio)!r} does not exist")
+            error = Reject(MISSING_AUDIO, f"audio file {str(entry.audio)!r} does not exist")
         else:
-            error = RowError(DROPPED_BY_LHOTSE, f"lhotse's recipe produced no utterance {entry.id!r}")
+            error = Reject(DROPPED_BY_LHOTSE, f"lhotse's recipe produced no utterance {entry.id!r}")
         _reject(rejects, error, entry.id, entry.subset, entry.audio, entry.source)
-    return write_import(out_dir, corpus, rows, parts, rejects, expected_labels=expected_labels)
+    return write_import(out_dir, corpus, parts.items(), rejects, rows, expected_labels=expected_labels)
 
 
 def _cuts(recordings: RecordingSet, supervisions: list[SupervisionSegment]) -> list[Cut]:
@@ -132,6 +131,6 @@ def _cuts(recordings: RecordingSet, supervisions: list[SupervisionSegment]) -> l
 
 
 def _reject(
-    rejects: RejectLog, error: RowError, uid: str, subset: str | None, audio: Path | None, source: str
+    rejects: RejectLog, error: Reject, uid: str, subset: str | None, audio: Path | None, source: str
 ) -> None:
-    rejects.add_error(error, id=uid, subset=subset, audio=str(audio) if audio else None, source=source)
+    rejects.row(error, uid, subset=subset, audio=str(audio) if audio else None, source=source)

@@ -16,7 +16,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
 from lhotse import Recording, SupervisionSegment
 from lhotse.cut import MonoCut
 from lhotse.qa import validate
@@ -24,7 +23,7 @@ from lhotse.qa import validate
 from osum_data.corpora.audio import probe
 from osum_data.corpora.labels import SupervisionLabels
 from osum_data.corpora.media import demux_to_flac, needs_demux
-from osum_data.corpora.output import write_import_stream
+from osum_data.corpora.output import write_import
 from osum_data.corpora.rejects import (
     DUPLICATE_ID,
     EMPTY_AUDIO,
@@ -33,9 +32,10 @@ from osum_data.corpora.rejects import (
     MISSING_AUDIO,
     WRONG_FIELD_COUNT,
     RejectLog,
-    RowError,
 )
 from osum_data.corpora.report import ImportReport
+from osum_data.rejects import Reject
+from osum_data.yaml_config import load_yaml_file
 
 DEMUX_DIR = "audio"  # OUT_DIR/audio/<cut id>.flac for audio demuxed from video containers
 
@@ -55,7 +55,7 @@ class Row:
     emotion: str | None = None
     events: Sequence[str] = ()
     custom: dict[str, Any] = field(default_factory=dict)
-    problem: RowError | None = None  # known while scanning (e.g. a malformed file name)
+    problem: Reject | None = None  # known while scanning (e.g. a malformed file name)
 
 
 Parts = Iterable[tuple[str | None, Iterable[Row]]]
@@ -74,20 +74,18 @@ def import_rows(
     million utterances), where remembering every id would only cost memory.
     """
     builder = _Builder(corpus, Path(out_dir), check_duplicates)
-    rejects = RejectLog()
+    rejects = RejectLog(corpus)
 
     def cuts(rows: Iterable[Row]) -> Iterator[MonoCut]:
         for row in rows:
             builder.rows += 1
             try:
                 yield builder.build(row)
-            except RowError as err:
+            except Reject as err:
                 audio = str(row.audio) if row.audio else None
-                rejects.add_error(
-                    err, id=row.id, audio=audio, source=row.source, subset=row.custom.get("subset")
-                )
+                rejects.row(err, row.id, audio=audio, source=row.source, subset=row.custom.get("subset"))
 
-    return write_import_stream(
+    return write_import(
         Path(out_dir),
         corpus,
         ((part, cuts(rows)) for part, rows in parts),
@@ -116,7 +114,7 @@ class _Builder:
         labels.set_events(list(row.events))
         recording = self._recording(row)
         if recording.num_samples == 0:
-            raise RowError(EMPTY_AUDIO, f"audio file {str(row.audio)!r} has no samples")
+            raise Reject(EMPTY_AUDIO, f"audio file {str(row.audio)!r} has no samples")
         channel = recording.channel_ids[0]
         sup = SupervisionSegment(
             id=row.id,
@@ -140,21 +138,21 @@ class _Builder:
         try:
             validate(cut)
         except AssertionError as exc:
-            raise RowError(INVALID_CUT, f"lhotse rejects the cut: {exc}") from None
+            raise Reject(INVALID_CUT, f"lhotse rejects the cut: {exc}") from None
         return cut
 
     def _claim(self, row: Row) -> None:
         if not row.id:
-            raise RowError(EMPTY_ID, "empty id")
+            raise Reject(EMPTY_ID, "empty id")
         if not self.check_duplicates:
             return
         if row.id in self.seen:
-            raise RowError(DUPLICATE_ID, f"duplicate id {row.id!r} (first from {self.seen[row.id]})")
+            raise Reject(DUPLICATE_ID, f"duplicate id {row.id!r} (first from {self.seen[row.id]})")
         self.seen[row.id] = row.source
 
     def _recording(self, row: Row) -> Recording:
         if row.audio is None:
-            raise RowError(MISSING_AUDIO, "no audio file for this row")
+            raise Reject(MISSING_AUDIO, "no audio file for this row")
         path = Path(os.path.abspath(row.audio))  # lhotse stores the path as given
         if needs_demux(path):
             path = demux_to_flac(path, self.out_dir / DEMUX_DIR / f"{row.id}.flac")
@@ -163,8 +161,7 @@ class _Builder:
 
 @cache
 def _conventions() -> dict[str, Any]:
-    with open(Path(__file__).with_name("conventions.yaml"), encoding="utf-8") as f:
-        return yaml.safe_load(f)
+    return load_yaml_file(Path(__file__).with_name("conventions.yaml"))
 
 
 def conventions(corpus: str) -> dict[str, Any]:
@@ -172,7 +169,7 @@ def conventions(corpus: str) -> dict[str, Any]:
     return _conventions()[corpus]
 
 
-def field_count_error(record: dict[str | None, Any], line: int) -> RowError | None:
+def field_count_error(record: dict[str | None, Any], line: int) -> Reject | None:
     """A `wrong_field_count` error for a csv.DictReader record whose row is short (DictReader fills
     the missing fields with None) or long (the extra fields go under the key None), else None;
     `line` is the reader's line_num, which names the row in the message."""
@@ -182,7 +179,7 @@ def field_count_error(record: dict[str | None, Any], line: int) -> RowError | No
         return None
     header = sum(1 for k in record if k is not None)
     fields = header - len(missing) + len(extra)
-    return RowError(WRONG_FIELD_COUNT, f"line {line} has {fields} fields, the header has {header}")
+    return Reject(WRONG_FIELD_COUNT, f"line {line} has {fields} fields, the header has {header}")
 
 
 def relative(path: Path, root: Path) -> str:

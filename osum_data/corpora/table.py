@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from osum_data.corpora.text import BOMS, TextFileError, check_line_ends, looks_like
+from osum_data.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class Table:
             raise TextFileError(f"{self.path}: the file is {looks_like(first)}, not UTF-8: save it as UTF-8")
         check_line_ends(self.path, first)
         if not first.strip():
-            raise ValueError(
+            raise UsageError(
                 f"{self.path} is empty: the first line must name the columns "
                 f"({', '.join(required)}, separated by {'tabs' if self.is_tsv else 'commas'})"
             )
@@ -69,15 +70,15 @@ class Table:
             ) from None
         cells = self._split(header)
         if cells is None:
-            raise ValueError(f"{self.path}: the header line has an unbalanced quote")
+            raise UsageError(f"{self.path}: the header line has an unbalanced quote")
         self.columns = [c.strip().lower() for c in cells]
         duplicated = sorted({c for c in self.columns if self.columns.count(c) > 1})
         if duplicated:
-            raise ValueError(f"{self.path}: duplicate column(s) {', '.join(duplicated)}")
+            raise UsageError(f"{self.path}: duplicate column(s) {', '.join(duplicated)}")
         known = tuple(required) + tuple(optional or ())
         missing = [c for c in required if c not in self.columns]
         if missing:
-            raise ValueError(
+            raise UsageError(
                 f"{self.path}: missing required column(s) {', '.join(missing)}"
                 f"{typo_hint(missing, self.columns)}; header has {', '.join(self.columns)}"
             )
@@ -160,7 +161,7 @@ def check_unknown_columns(path: Path, columns: list[str], known: tuple[str, ...]
     typos = [(c, k) for c, k in typos if k is not None]
     if typos:
         said = ", ".join(f"{c!r} (did you mean {k!r}?)" for c, k in typos)
-        raise ValueError(
+        raise UsageError(
             f"{path}: unknown column(s) {said}; rename them, or their values are not imported "
             f"(known columns: {', '.join(known)})"
         )

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from osum_data.errors import UsageError
+
 BOMS = {b"\xff\xfe": "UTF-16 LE", b"\xfe\xff": "UTF-16 BE"}
 
 
-class TextFileError(ValueError):
+class TextFileError(UsageError):
     """A corpus text file that cannot be read as UTF-8 text lines."""
 
 

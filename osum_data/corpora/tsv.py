@@ -38,10 +38,10 @@ from osum_data.corpora.rejects import (
     UNSAFE_ID,
     WRONG_FIELD_COUNT,
     RejectLog,
-    RowError,
 )
 from osum_data.corpora.report import ImportReport
 from osum_data.corpora.table import Table, TableRow, find_metadata
+from osum_data.rejects import Reject
 from osum_data.sources import id_problem
 
 CORPUS = "tsv"  # corpus name for label maps: corpus_maps.yaml may hold a `tsv:` table
@@ -64,9 +64,9 @@ def prepare_tsv(corpus_dir: Path, out_dir: Path) -> ImportReport:
     corpus_dir, out_dir = Path(corpus_dir), Path(out_dir)
     table = Table(find_metadata(corpus_dir), REQUIRED, OPTIONAL)
     rows = table.count_rows()  # from the file itself: the report checks rows = cuts + rejected
-    rejects = RejectLog()
+    rejects = RejectLog(CORPUS)
     cuts = _build_all(table.rows(), _CutBuilder(corpus_dir), rejects)
-    report = write_import(out_dir, CORPUS, rows, {"all": cuts}, rejects, per_part_files=False)
+    report = write_import(out_dir, CORPUS, [(None, cuts)], rejects, rows)
     if table.ignored:
         note = f"ignored column(s) of {table.path.name} that no label reads: {', '.join(table.ignored)}"
         report = dataclasses.replace(report, notes=(*report.notes, note))
@@ -77,9 +77,10 @@ def _build_all(rows: Iterator[TableRow], builder: _CutBuilder, rejects: RejectLo
     for row in rows:
         try:
             yield builder.build(row)
-        except RowError as err:
+        except Reject as err:
             values = row.values
-            rejects.add_error(err, row=row.number, id=values.get("id", ""), audio=values.get("audio", ""))
+            item_id = values.get("id") or f"row-{row.number}"  # a row without an id is named by its number
+            rejects.row(err, item_id, row=row.number, audio=values.get("audio") or None)
 
 
 class _CutBuilder:
@@ -90,11 +91,11 @@ class _CutBuilder:
         self.first_row: dict[str, int] = {}
         # Recently probed files (rows of one file are usually adjacent); a file probed again after
         # eviction gives an identical Recording, so the bound costs time, never correctness.
-        self.recordings: OrderedDict[Path, Recording | RowError] = OrderedDict()
+        self.recordings: OrderedDict[Path, Recording | Reject] = OrderedDict()
 
     def build(self, row: TableRow) -> Cut:
         if row.field_error:
-            raise RowError(row.error_code or WRONG_FIELD_COUNT, row.field_error)
+            raise Reject(row.error_code or WRONG_FIELD_COUNT, row.field_error)
         v = {k: row.values.get(k, "").strip() for k in REQUIRED + OPTIONAL}
         cut_id = self._claim_id(v["id"], row.number)
         labels = SupervisionLabels(CORPUS)
@@ -105,7 +106,7 @@ class _CutBuilder:
         labels.set_events(v["events"])
         if v["label_source"]:
             if not _LABEL_SOURCE.fullmatch(v["label_source"]):
-                raise RowError(
+                raise Reject(
                     MALFORMED_LINE,
                     f"label_source {v['label_source']!r} is not kind[:name] (e.g. corpus, tts:espeak-ng)",
                 )
@@ -113,7 +114,7 @@ class _CutBuilder:
         start = _seconds("start", v["start"])
         end = _seconds("end", v["end"])
         if start is not None and end is not None and end <= start:
-            raise RowError(END_NOT_AFTER_START, f"end {v['end']} is not after start {v['start']}")
+            raise Reject(END_NOT_AFTER_START, f"end {v['end']} is not after start {v['start']}")
         recording = self._recording(v["audio"])
         offset, duration = _span(start, end, recording.duration)
         # Every channel is imported: a stereo file stays a 2-channel cut, so the pipeline's
@@ -142,17 +143,17 @@ class _CutBuilder:
         try:
             validate(cut)
         except AssertionError as exc:
-            raise RowError(INVALID_CUT, f"lhotse rejects the cut: {exc}") from None
+            raise Reject(INVALID_CUT, f"lhotse rejects the cut: {exc}") from None
         return cut
 
     def _claim_id(self, cut_id: str, number: int) -> str:
         if not cut_id:
-            raise RowError(EMPTY_ID, "empty id")
+            raise Reject(EMPTY_ID, "empty id")
         why = id_problem(cut_id)
         if why is not None:
-            raise RowError(UNSAFE_ID, f"row {number}: {why}")
+            raise Reject(UNSAFE_ID, f"row {number}: {why}")
         if cut_id in self.first_row:
-            raise RowError(
+            raise Reject(
                 DUPLICATE_ID, f"duplicate id {cut_id!r} (first used in row {self.first_row[cut_id]})"
             )
         self.first_row[cut_id] = number
@@ -161,10 +162,10 @@ class _CutBuilder:
     def _recording(self, audio: str) -> Recording:
         """Probe each file once; rows sharing a file share the Recording (or its error)."""
         if not audio:
-            raise RowError(MISSING_AUDIO, "empty audio path")
+            raise Reject(MISSING_AUDIO, "empty audio path")
         path = Path(audio) if os.path.isabs(audio) else self.corpus_dir / audio
         if path.is_dir():
-            raise RowError(MISSING_AUDIO, f"audio path {audio!r} is a directory, not an audio file")
+            raise Reject(MISSING_AUDIO, f"audio path {audio!r} is a directory, not an audio file")
         key = Path(os.path.abspath(path))
         if key in self.recordings:
             self.recordings.move_to_end(key)
@@ -172,14 +173,14 @@ class _CutBuilder:
             try:
                 rec = probe(key, self._recording_id(key))
                 if rec.num_samples == 0:
-                    raise RowError(EMPTY_AUDIO, f"audio file {audio!r} holds no samples (a header only)")
+                    raise Reject(EMPTY_AUDIO, f"audio file {audio!r} holds no samples (a header only)")
                 self.recordings[key] = rec
-            except RowError as err:
+            except Reject as err:
                 self.recordings[key] = err
             if len(self.recordings) > RECORDING_CACHE:
                 self.recordings.popitem(last=False)
         found = self.recordings[key]
-        if isinstance(found, RowError):
+        if isinstance(found, Reject):
             raise found
         return found
 
@@ -199,9 +200,9 @@ def _seconds(name: str, value: str) -> float | None:
     try:
         seconds = float(value)
     except ValueError:
-        raise RowError(BAD_TIME, f"{name} {value!r} is not a number of seconds") from None
+        raise Reject(BAD_TIME, f"{name} {value!r} is not a number of seconds") from None
     if not math.isfinite(seconds) or seconds < 0:
-        raise RowError(BAD_TIME, f"{name} {value!r} is not a non-negative number of seconds")
+        raise Reject(BAD_TIME, f"{name} {value!r} is not a non-negative number of seconds")
     return seconds
 
 
@@ -211,8 +212,8 @@ def _span(start: float | None, end: float | None, total: float) -> tuple[float, 
     if end is None:
         end = total
     elif end > total + END_TOLERANCE_S:
-        raise RowError(END_BEYOND_DURATION, f"end {end:g} s is beyond the audio's duration {total:g} s")
+        raise Reject(END_BEYOND_DURATION, f"end {end:g} s is beyond the audio's duration {total:g} s")
     end = min(end, total)
     if end <= offset:
-        raise RowError(END_BEYOND_DURATION, f"start {offset:g} s is at or past the audio's end {total:g} s")
+        raise Reject(END_BEYOND_DURATION, f"start {offset:g} s is at or past the audio's end {total:g} s")
     return offset, end - offset

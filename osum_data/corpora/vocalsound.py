@@ -19,9 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from osum_data.corpora.rejects import MALFORMED_LINE, RowError
+from osum_data.corpora.rejects import MALFORMED_LINE
 from osum_data.corpora.report import ImportReport
 from osum_data.corpora.rows import Row, conventions, import_rows, relative
+from osum_data.errors import UsageError
+from osum_data.rejects import Reject
 
 CORPUS = "vocalsound"
 _NAME = re.compile(r"([fm])(\d+)_(\d+)_([a-z]+)")
@@ -79,7 +81,7 @@ def read_ages(path: Path) -> dict[str, str]:
             spk, fields = (key, list(record)) if key is not None else (record[0], list(record[1:]))
             age = fields[1] if len(fields) > 1 else None  # [gender, age, country, language, health]
         else:
-            raise ValueError(f"{path}: unexpected speaker record {record!r}")
+            raise UsageError(f"{path}: unexpected speaker record {record!r}")
         if spk is not None and age not in (None, ""):
             ages[str(spk).strip().lower()] = str(age)
     return ages
@@ -88,7 +90,7 @@ def read_ages(path: Path) -> dict[str, str]:
 def _row(root: Path, wav: Path, split: str | None, ages: dict[str, str]) -> Row:
     match = _NAME.fullmatch(wav.stem)
     if match is None:
-        problem = RowError(MALFORMED_LINE, f"{wav.name} is not <f|m><speaker>_<session>_<label>.wav")
+        problem = Reject(MALFORMED_LINE, f"{wav.name} is not <f|m><speaker>_<session>_<label>.wav")
         return Row(id=wav.stem, source=relative(wav, root), audio=wav, problem=problem)
     sex, number, session, label = match.groups()
     speaker = f"{sex}{number}"

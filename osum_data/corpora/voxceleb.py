@@ -23,6 +23,7 @@ from pathlib import Path
 
 from osum_data.corpora.report import ImportReport
 from osum_data.corpora.rows import Row, import_rows, relative
+from osum_data.errors import UsageError
 
 CORPUS = "voxceleb"
 
@@ -65,7 +66,7 @@ def read_meta(path: Path) -> dict[str, dict[str, str]]:
         if not any(fields):
             continue
         if len(fields) != len(header):
-            raise ValueError(f"{path}:{lineno}: {len(fields)} fields, the header has {len(header)}")
+            raise UsageError(f"{path}:{lineno}: {len(fields)} fields, the header has {len(header)}")
         record = dict(zip(header, fields, strict=True))
         speaker = fields[0]
         meta[speaker] = {

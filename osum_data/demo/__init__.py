@@ -13,8 +13,6 @@ import json
 import os
 from pathlib import Path
 
-from osum_data.manifest_io import read_jsonl
-
 SOUNDS_DIR = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
 TRANSCRIPTS = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
 DEBIAN_PACKAGES = ("asterisk-core-sounds-en-wav", "asterisk-core-sounds-en")
@@ -107,35 +105,6 @@ def run_demo(
     from osum_data.plan import run_plan
 
     return run_plan(plan, output, workers=workers, limit=limit, progress=progress)
-
-
-def write_example(cuts: Path, out_dir: Path, name: str) -> Path | None:
-    """One sample of a run's output as a WAV to listen to, next to a .txt with its task, instruction
-    and target: the first sample made by the run (an augmented copy, a composite) if there is one,
-    else the first sample."""
-    import soundfile as sf
-    from lhotse.serialization import deserialize_item
-
-    first = None
-    for d in read_jsonl(cuts):
-        first = first or d
-        if (d.get("custom") or {}).get("source_cut_id"):
-            first = d
-            break
-    if first is None:
-        return None
-    cut = deserialize_item(first)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    audio = cut.load_audio()
-    sf.write(out_dir / f"{name}.wav", audio.mean(axis=0), cut.sampling_rate, subtype="PCM_16")
-    custom = cut.custom or {}
-    lines = [f"id: {cut.id}", f"task: {custom.get('task')}", f"instruction: {custom.get('instruction')}"]
-    lines += [f"target: {custom.get('target')}"]
-    for key in ("augment", "composite"):
-        if key in custom:
-            lines.append(f"{key}: {json.dumps(custom[key], ensure_ascii=False)}")
-    (out_dir / f"{name}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return out_dir / f"{name}.wav"
 
 
 def prompt_cut(name: str, text: str, cut_id: str | None = None):

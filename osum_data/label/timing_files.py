@@ -13,8 +13,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from osum_data.errors import UsageError
 
-class TimingFileError(ValueError):
+
+class TimingFileError(UsageError):
     """A timing file that cannot be read; the message names the file and line."""
 
 

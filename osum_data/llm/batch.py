@@ -34,6 +34,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from osum_data.errors import UsageError
 from osum_data.llm.cache import AnswerCache
 from osum_data.llm.settings import redact
 from osum_data.llm.structured import MalformedOutput, parse_answer, schema_ref, validates
@@ -45,7 +46,7 @@ META_SUFFIX = ".osum.json"
 OPENAI_MAX_LINES = 50_000  # the Batch API's limit per input file
 
 
-class BatchError(ValueError):
+class BatchError(UsageError):
     """A batch file that cannot be used (names the file and line)."""
 
 

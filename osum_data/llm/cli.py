@@ -1,17 +1,15 @@
 """`osum-data llm serve | batch-export | batch-import` and `osum-data prompts expand`.
 
-`add_llm_commands(subparsers)` adds both command groups to the main parser; each handler returns an
-exit code and turns the LLM layer's own errors into one line on stderr.
+`add_llm_commands(subparsers)` adds both command groups to the main parser; a handler returns its
+exit code, and an error ends it the way every `osum-data` command ends (`cli_args.run_command`).
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import re
 import signal
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -19,39 +17,19 @@ from typing import Annotated
 
 from pydantic import BaseModel, TypeAdapter
 
-from osum_data.yaml_config import ConfigError, parse_override
-
-
-def _one_line_errors(fn):
-    @functools.wraps(fn)
-    def wrapper(args: argparse.Namespace) -> int:
-        from osum_data.llm.batch import BatchError
-        from osum_data.llm.client import LLMEndpointError
-        from osum_data.llm.server import EmbeddedServerError
-
-        try:
-            return fn(args)
-        except (EmbeddedServerError, LLMEndpointError, BatchError, ConfigError) as e:
-            print(f"osum-data {args.command}: error: {e}", file=sys.stderr)
-            return 2
-
-    return wrapper
+from osum_data.cli_args import add_set_flag, positive_int
+from osum_data.errors import OsumError
+from osum_data.yaml_config import ConfigError, apply_overrides
 
 
 def settings_from_overrides(overrides: list[str]):
-    """`--set llm.base_url=URL --set llm.model=NAME ...` -> validated LLMSettings."""
+    """`--set llm.base_url=URL --set llm.model=NAME ...` -> validated LLMSettings (the one `--set` rule)."""
     from osum_data.llm.settings import load_llm_settings
 
-    section: dict = {}
-    for text in overrides:
-        path, value = parse_override(text)
-        if path[0] != "llm" or len(path) < 2:
-            raise ConfigError(f"--set {text!r}: only llm.* keys are accepted here")
-        node = section
-        for part in path[1:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = value
-    return load_llm_settings(section)
+    other = [text for text in overrides if not text.startswith("llm.")]
+    if other:
+        raise ConfigError(f"--set {other[0][:100]!r}: only llm.* keys are accepted here")
+    return load_llm_settings(apply_overrides({}, overrides).get("llm"))
 
 
 def setting_type(
@@ -77,7 +55,6 @@ def setting_type(
     return parse
 
 
-@_one_line_errors
 def _cmd_serve(args: argparse.Namespace) -> int:
     from osum_data.llm.server import embedded_server
     from osum_data.llm.settings import EmbeddedSettings
@@ -97,7 +74,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-@_one_line_errors
 def _cmd_batch_export(args: argparse.Namespace) -> int:
     from osum_data.llm.batch import export_batch
     from osum_data.llm.cache import AnswerCache
@@ -109,7 +85,6 @@ def _cmd_batch_export(args: argparse.Namespace) -> int:
     return 0
 
 
-@_one_line_errors
 def _cmd_batch_import(args: argparse.Namespace) -> int:
     from osum_data.llm.batch import import_batch
     from osum_data.llm.cache import AnswerCache
@@ -123,8 +98,7 @@ def _cmd_batch_import(args: argparse.Namespace) -> int:
         return 0
     files = ", ".join(args.results)
     why = f"all {report.lines} lines were rejected (above)" if report.lines else "no result lines in it"
-    print(f"osum-data {args.command}: error: nothing imported from {files}: {why}", file=sys.stderr)
-    return 1
+    raise OsumError(f"nothing imported from {files}: {why}")
 
 
 def _default_out(key: str, language: str) -> Path:
@@ -132,7 +106,6 @@ def _default_out(key: str, language: str) -> Path:
     return Path(f"prompts_{language}_{slug}.yaml")
 
 
-@_one_line_errors
 def _cmd_prompts_expand(args: argparse.Namespace) -> int:
     from osum_data.llm.batch import check_out_file
     from osum_data.llm.client import LLMClient
@@ -155,7 +128,6 @@ def _cmd_prompts_expand(args: argparse.Namespace) -> int:
 
 def add_llm_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add `llm ...` and `prompts ...` to the `osum-data` parser's subcommands."""
-    from osum_data.cli import positive_int
     from osum_data.llm.batch import OPENAI_MAX_LINES
     from osum_data.llm.settings import EmbeddedSettings, LLMSettings
 
@@ -177,13 +149,13 @@ def add_llm_commands(subparsers: argparse._SubParsersAction) -> None:
     exp.add_argument(
         "--max-lines", type=positive_int, default=OPENAI_MAX_LINES, help="split into files of at most N lines"
     )
-    exp.add_argument("--set", action="append", default=[], metavar="llm.KEY=VALUE", help=set_help)
+    add_set_flag(exp, set_help, "llm.KEY=VALUE")
     exp.set_defaults(func=_cmd_batch_export)
 
     imp = llm_sub.add_parser("batch-import", help="validate batch results and add them to the cache")
     imp.add_argument("results", nargs="+", help="batch output JSONL file(s)")
     imp.add_argument("--requests", required=True, help="the file batch-export wrote")
-    imp.add_argument("--set", action="append", default=[], metavar="llm.KEY=VALUE", help=set_help)
+    add_set_flag(imp, set_help, "llm.KEY=VALUE")
     imp.set_defaults(func=_cmd_batch_import)
 
     prompts = subparsers.add_parser("prompts", help="instruction prompt pools")
@@ -195,5 +167,5 @@ def add_llm_commands(subparsers: argparse._SubParsersAction) -> None:
     expand.add_argument("--out", default=None, help="YAML for review (default: prompts_LANG_KEY.yaml)")
     expand.add_argument("--seed", type=int, default=0)
     expand.add_argument("--temperature", type=setting_type(LLMSettings, "temperature", float), default=0.9)
-    expand.add_argument("--set", action="append", default=[], metavar="llm.KEY=VALUE", help=set_help)
+    add_set_flag(expand, set_help, "llm.KEY=VALUE")
     expand.set_defaults(func=_cmd_prompts_expand)

@@ -7,10 +7,12 @@ presence/frequency penalties, and `response_format` in both the OpenAI form
 form; plain `json_object` means "any JSON object"). A schema is compiled by llguidance and constrains
 decoding (engine.py).
 
-Requests are micro-batched: each HTTP request waits on a future while one generation thread takes
-every request queued (up to `--max-batch`) and decodes them together, which is several times the
-throughput of one-by-one decoding on a CPU for the same latency. The standard library's threading
-HTTP server is enough for loopback traffic from a few workers and adds no dependency.
+Requests are batched continuously: each HTTP request waits on a future while one generation thread
+decodes every running request together, one token per step (up to `--max-batch` rows), lets a
+finished request leave at once and takes queued ones in between two steps. That is several times the
+throughput of one-by-one decoding on a CPU, and no request waits for a longer one. The standard
+library's threading HTTP server is enough for loopback traffic from a few workers and adds no
+dependency.
 
 It binds before loading the model (an occupied port fails at once) and prints
 `listening on http://HOST:PORT/v1` only when it can answer, so the parent learns both that it is ready
@@ -96,6 +98,38 @@ def response_schema(fmt: Any) -> dict[str, Any] | None:
     return schema
 
 
+class _Busy:
+    """What one busy period of the decoder (from idle to idle) did: one line in the server's log,
+    to see what batching achieved and what it cost."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.requests = self.prompt_tokens = self.completion_tokens = self.steps = self.peak = 0
+        self.t0, self.cpu0 = time.monotonic(), time.process_time()
+
+    def admit(self, batch: Any) -> None:
+        if not self.requests and not self.steps:
+            self.t0, self.cpu0 = time.monotonic(), time.process_time()
+        self.requests += batch.size
+        self.prompt_tokens += sum(len(r.job.prompt_ids) for r in batch.rows)
+
+    def finish(self, out: Any) -> None:
+        self.completion_tokens += out.completion_tokens
+
+    def log(self) -> None:
+        seconds = time.monotonic() - self.t0
+        print(
+            f"busy requests={self.requests} peak_rows={self.peak} steps={self.steps} "
+            f"prompt_tokens={self.prompt_tokens} completion_tokens={self.completion_tokens} "
+            f"seconds={seconds:.2f} cpu_s={time.process_time() - self.cpu0:.2f} "
+            f"tokens_per_s={self.completion_tokens / max(seconds, 1e-9):.1f}",
+            flush=True,
+        )
+        self.reset()
+
+
 class Service:
     """The model, the grammar cache and the batching thread behind the HTTP handlers."""
 
@@ -109,22 +143,60 @@ class Service:
         threading.Thread(target=self._loop, name="generate", daemon=True).start()
 
     def _loop(self) -> None:
+        """Continuous batching: requests join the running batch between two decoding steps (up to
+        `max_batch` rows) and leave it as soon as they finish, so a short answer never waits for a
+        long one, nor a queued request for the whole batch to end."""
+        batch = None
+        busy = _Busy()
         while True:
-            batch = [self.queue.get()]
-            while len(batch) < self.max_batch:
-                try:  # a few ms for the requests sent together with the first to arrive
-                    batch.append(self.queue.get(timeout=GATHER_S))
-                except queue.Empty:
-                    break
-            jobs = [job for job, _ in batch]
-            try:
-                outputs = self.engine.generate(jobs)
-            except Exception as e:  # answer every waiting request; the server stays up
-                for _, fut in batch:
-                    fut.set_exception(e)
+            new = self._take(0 if batch is None else batch.size)
+            if new:
+                try:
+                    started = self.engine.start([job for job, _ in new], [fut for _, fut in new])
+                except Exception as e:  # answer these requests; the server stays up
+                    for _, fut in new:
+                        fut.set_exception(e)
+                    started = None
+                if started is not None:
+                    busy.admit(started)
+                    if batch is None:
+                        batch = started
+                    else:
+                        batch.merge(started)
+            if batch is None:
                 continue
-            for (_, fut), out in zip(batch, outputs, strict=True):
+            try:
+                done = self.engine.step(batch)
+            except Exception as e:  # every row of the batch fails; the server stays up
+                for row in batch.rows:
+                    row.tag.set_exception(e)
+                batch = None
+                busy.log()
+                continue
+            for fut, out in done:
+                busy.finish(out)
                 fut.set_result(out)
+            busy.steps += 1
+            busy.peak = max(busy.peak, batch.size + len(done))
+            if not batch.size:
+                batch = None
+                busy.log()
+
+    def _take(self, running: int) -> list[tuple[Any, Future]]:
+        """The requests to start now: with nothing running, wait for one and those sent with it (a
+        few ms); while decoding, whatever is queued, up to the free rows."""
+        room = self.max_batch - running
+        taken: list[tuple[Any, Future]] = []
+        if room <= 0:
+            return taken
+        if not running:
+            taken.append(self.queue.get())
+        while len(taken) < room:
+            try:
+                taken.append(self.queue.get(timeout=GATHER_S) if not running else self.queue.get_nowait())
+            except queue.Empty:
+                break
+        return taken
 
     def _grammar(self, schema: dict[str, Any]) -> str:
         from osum_data.llm.engine import GrammarError
@@ -275,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-ctx", type=int, default=2048)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--max-batch", type=int, default=8)
+    p.add_argument("--quantize", choices=("int8", "float32"), default="int8", help="linear layer weights")
     args = p.parse_args(argv)
     try:
         httpd = ThreadingHTTPServer((args.host, args.port), BaseHTTPRequestHandler)
@@ -282,9 +355,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot listen on {args.host}:{args.port}: {e.strerror} (address already in use?)")
         return 3
     httpd.daemon_threads = True
+    import torch
+
     from osum_data.llm.engine import Engine
 
-    engine = Engine(Path(args.model), n_threads=args.threads, n_ctx=args.n_ctx)
+    started = time.monotonic()
+    engine = Engine(Path(args.model), n_threads=args.threads, n_ctx=args.n_ctx, quantize=args.quantize)
+    print(
+        f"model loaded in {time.monotonic() - started:.1f} s ({engine.weights} weights, "
+        f"{torch.get_num_threads()} thread(s))",
+        flush=True,
+    )
     httpd.RequestHandlerClass = make_handler(Service(engine, args.name, args.max_batch))
     host, port = httpd.server_address[:2]
     print(f"{READY_PREFIX}http://{host}:{port}/v1", flush=True)

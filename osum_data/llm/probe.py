@@ -14,13 +14,14 @@ import time
 
 import openai
 
+from osum_data.errors import OsumError
 from osum_data.llm.settings import api_key, redact
 
 PROBE_MESSAGES = [{"role": "user", "content": "Reply with the word OK."}]
 ATTEMPTS = 3  # transient failures (a 503 while a server warms up) are asked again, briefly
 
 
-class EndpointCheckFailed(RuntimeError):
+class EndpointCheckFailed(OsumError):
     """The endpoint did not answer its test completion. `cause` and `fix` are the two halves of the
     one-line message; `status` is the HTTP status when there was one."""
 

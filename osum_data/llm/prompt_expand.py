@@ -9,7 +9,6 @@ draw and seed, so each is cached on its own and a re-run reproduces the file wit
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
 import re
@@ -24,9 +23,10 @@ from pydantic import BaseModel, Field
 from osum_data.llm.batch import write_atomic
 from osum_data.llm.client import LLMClient, LLMRequest
 from osum_data.llm.filters import Deduper, LengthBounds, check_text
+from osum_data.seeded import seed_bits
 from osum_data.tasks.prompts import LANGUAGES, instruction_problems, leak_patterns, prompt_pool
 from osum_data.tasks.registry import registry
-from osum_data.yaml_config import ConfigError
+from osum_data.yaml_config import ConfigError, load_yaml_file
 
 CONFIG_YAML = Path(__file__).with_name("prompt_expand.yaml")
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)、:]|[（(]\d+[)）])\s*")
@@ -40,7 +40,7 @@ class Instructions(BaseModel):
 
 @cache
 def expand_config() -> dict[str, Any]:
-    return yaml.safe_load(CONFIG_YAML.read_text(encoding="utf-8"))
+    return load_yaml_file(CONFIG_YAML)
 
 
 @dataclass
@@ -66,8 +66,9 @@ class ExpandResult:
 def _request(key: str, language: str, index: int, seed: int, temperature: float) -> LLMRequest:
     cfg = expand_config()
     pool = list(prompt_pool(language)[key])
-    digest = hashlib.sha256(f"{seed}\x00{key}\x00{language}\x00{index}".encode()).digest()
-    examples = random.Random(digest).sample(pool, min(cfg["examples"], len(pool)))
+    examples = random.Random(seed_bits(seed, key, language, index)).sample(
+        pool, min(cfg["examples"], len(pool))
+    )
     user = cfg["user"][language].format(
         task=cfg["tasks"][key][language],
         examples="\n".join(f"- {e}" for e in examples),

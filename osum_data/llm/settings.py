@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from osum_data.yaml_config import ConfigError
+from osum_data.yaml_config import ConfigError, explain_validation, model_keys
 
 API_KEY_ENV = "OPENAI_API_KEY"
 BASE_URL_ENV = "OPENAI_BASE_URL"
@@ -106,23 +106,29 @@ class LLMSettings(BaseModel):
         return self.model or os.environ.get(MODEL_ENV) or None
 
 
-def load_llm_settings(section: dict[str, Any] | None, source: str = "llm") -> LLMSettings:
-    """Validate a pipeline's `llm:` section; errors are one line naming the key."""
-    section = dict(section or {})
-    secret = sorted(k for k in section if k.lower() in _SECRET_KEYS)
+class _Section(BaseModel):
+    """The `llm:` section as a key of its file, so an error names the key as `--set` spells it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+
+
+def load_llm_settings(section: dict[str, Any] | None, source: str = "--set") -> LLMSettings:
+    """Validate an `llm:` section (of the file `source`, or of `--set llm.KEY=VALUE`); an error is
+    one line naming the source and the key (`llm.concurrency`)."""
+    section = section or {}
+    keys = section if isinstance(section, dict) else {}
+    secret = sorted(k for k in keys if isinstance(k, str) and k.lower() in _SECRET_KEYS)
     if secret:
         raise ConfigError(
-            f"{source}.{secret[0]}: API keys are not accepted in configuration; "
+            f"{source}: llm.{secret[0]}: API keys are not accepted in configuration; "
             f"export {API_KEY_ENV} instead (keys are never written to any file)"
         )
     try:
-        return LLMSettings.model_validate(section)
+        return _Section.model_validate({"llm": section}).llm
     except ValidationError as e:
-        parts = []
-        for err in e.errors():
-            loc = ".".join(str(x) for x in err["loc"])
-            parts.append(f"{source}.{loc}: {err['msg']}")
-        raise ConfigError("; ".join(parts)) from None
+        raise ConfigError(explain_validation(e, source, model_keys(_Section))) from None
 
 
 def api_key() -> str | None:

@@ -17,6 +17,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from osum_data.errors import UsageError
+from osum_data.report.quality import quality_html
 from osum_data.report.stats import Section, SummaryError, collect, find_sections
 from osum_data.report.tasks import read_table
 
@@ -32,7 +34,7 @@ tr.missing td { background: #fdd; } .missing-note { color: #a00; font-weight: bo
 """
 
 
-class ReportError(ValueError):
+class ReportError(UsageError):
     """DIR holds nothing to report on, or the report cannot be written where asked."""
 
 
@@ -74,7 +76,8 @@ def build_report(root: str | Path, out_dir: str | Path | None = None) -> Path:
             png = fn(section, out / f"{slug}-{name}.png")
             if png is not None:
                 images.append((name, png.name))
-        parts.append(f"<section id='s{i}'>{_section_html(section, images)}</section>")
+        quality = quality_html(kind, path, out, slug)  # issue #17: histograms + quality reject codes
+        parts.append(f"<section id='s{i}'>{_section_html(section, images)}{quality}</section>")
     page = out / "index.html"
     page.write_text(
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>osum-data report</title>"

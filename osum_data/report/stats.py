@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from osum_data.manifest_io import loads_line
+from osum_data.errors import UsageError
+from osum_data.manifest_io import loads_line, open_manifest
 
 DURATION_BINS = np.concatenate([np.arange(0, 30.5, 0.5), [45, 60, np.inf]])
 SNR_BINS = np.arange(-10, 41, 2.5)
@@ -66,7 +67,7 @@ def _collect_llm(counters: dict[str, Any], found: dict[str, float]) -> None:
             found[k] = found.get(k, 0) + v
 
 
-class SummaryError(ValueError):
+class SummaryError(UsageError):
     """A summary.json the report cannot use (one line naming the file)."""
 
 
@@ -236,7 +237,7 @@ def _cuts_of(f: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     SummaryError naming the file, the line and why (not a bare EOFError or ValueError)."""
     number = 0
     try:
-        with gzip.open(f, "rb") if f.suffix == ".gz" else open(f, "rb") as lines:
+        with open_manifest(f, "rb") as lines:
             for number, raw in enumerate(lines, 1):  # noqa: B007 (read after the loop)
                 if not raw.strip():
                     continue

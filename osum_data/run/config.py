@@ -96,7 +96,7 @@ class PipelineConfig:
         """The validated LLMSettings of the `llm:` section (defaults where it is silent)."""
         from osum_data.llm.settings import load_llm_settings
 
-        return load_llm_settings(self.llm, f"{self.source}: llm")
+        return load_llm_settings(self.llm, self.source)
 
     @property
     def source_stage(self) -> StageSpec | None:

@@ -24,7 +24,7 @@ import ray
 import yaml
 from tqdm import tqdm
 
-from osum_data.errors import Interrupted
+from osum_data.errors import Interrupted, UsageError
 from osum_data.manifest_io import atomic_path, write_jsonl
 from osum_data.run import outdir
 from osum_data.run.cluster import RunError, ensure_ray
@@ -80,11 +80,11 @@ def run_pipeline(
     # Absolute: workers on other nodes (or started elsewhere) resolve paths in their own cwd.
     out_dir = Path(output_dir).absolute()
     if workers is not None and workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+        raise UsageError(f"workers must be >= 1, got {workers}")
     if config.source_stage is None and input_path is None:
-        raise ValueError(f"pipeline {config.name!r} has no source stage: give --input")
+        raise UsageError(f"pipeline {config.name!r} has no source stage: give --input")
     if config.source_stage is not None and input_path is not None:
-        raise ValueError(
+        raise UsageError(
             f"pipeline {config.name!r} makes its own input ({config.source_stage.name}): drop --input"
         )
     notice = on_notice or (lambda m: print(f"note: {m}", file=sys.stderr))

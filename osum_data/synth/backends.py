@@ -32,8 +32,10 @@ from typing import Any, Protocol
 import numpy as np
 import soundfile as sf
 
+from osum_data.errors import OsumError
 
-class TTSError(RuntimeError):
+
+class TTSError(OsumError):
     """A synthesis that failed (one line: the backend, the voice and why)."""
 
 

@@ -15,10 +15,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from osum_data.errors import UsageError
 from osum_data.tasks.registry import Registry, registry
 
 
-class FormatError(ValueError):
+class FormatError(UsageError):
     """A target that cannot be rendered or parsed."""
 
 

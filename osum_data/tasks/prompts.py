@@ -10,16 +10,16 @@ instruction_rules.yaml).
 
 from __future__ import annotations
 
-import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-import yaml
-
+from osum_data.errors import UsageError
+from osum_data.seeded import seed_bits
 from osum_data.tasks.registry import Registry, registry
+from osum_data.yaml_config import load_yaml_file
 
 PROMPT_DIR = Path(__file__).parent / "prompts"
 RULES_FILE = Path(__file__).parent / "instruction_rules.yaml"
@@ -27,7 +27,7 @@ LANGUAGES = ("zh", "en")
 MIN_PER_KEY = 50
 
 
-class PromptPoolError(ValueError):
+class PromptPoolError(UsageError):
     """A prompt pool that breaks one of the rules above."""
 
 
@@ -79,7 +79,7 @@ class _Rule:
 
 @cache
 def _rules() -> tuple[_Rule, ...]:
-    data = yaml.safe_load(RULES_FILE.read_text(encoding="utf-8"))["rules"]
+    data = load_yaml_file(RULES_FILE)["rules"]
     rules = []
     for name, spec in data.items():
         unknown = set(spec["contradicts"]) - {"multiline", "transcript", "extra"}
@@ -158,8 +158,7 @@ def prompt_pool(lang: str) -> dict[str, tuple[str, ...]]:
     (QA: the question) map to an empty tuple, so every task key is present."""
     if lang not in LANGUAGES:
         raise PromptPoolError(f"no prompt pool for language {lang!r}; have {LANGUAGES}")
-    with open(PROMPT_DIR / f"{lang}.yaml", encoding="utf-8") as f:
-        pool = yaml.safe_load(f)
+    pool = load_yaml_file(PROMPT_DIR / f"{lang}.yaml")
     validate_pool(lang, pool)
     reg = registry()
     return {k: tuple(pool[k]) if k in reg.pool_keys else () for k in reg.all_keys}
@@ -171,8 +170,7 @@ def draw_instruction(key: str, lang: str, cut_id: str, seed: int = 0) -> str:
     items = prompt_pool(lang)[key]
     if not items:
         raise PromptPoolError(f"{key}: samples of this key bring their own instruction; there is no pool")
-    digest = hashlib.sha256(f"{seed}\x00{key}\x00{cut_id}".encode()).digest()
-    return items[int.from_bytes(digest[:8], "big") % len(items)]
+    return items[seed_bits(seed, key, cut_id) % len(items)]
 
 
 def prompt_language(language: str | None, default: str = "en") -> str:

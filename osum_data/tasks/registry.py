@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-import yaml
+from osum_data.errors import UsageError
+from osum_data.yaml_config import load_yaml_file
 
 DATA_DIR = Path(__file__).parent
 
 
-class LabelError(ValueError):
+class LabelError(UsageError):
     """A label value that no vocabulary or corpus map knows."""
 
 
@@ -168,8 +169,7 @@ class Registry:
 
 
 def _load_yaml(name: str) -> dict:
-    with open(DATA_DIR / name, encoding="utf-8") as f:
-        return yaml.safe_load(f)
+    return load_yaml_file(DATA_DIR / name)  # a repeated key is an error, not a silent last-wins
 
 
 def _map_target(field_name: str, corpus: str, src: str, dst: object, vocab: Vocabulary) -> str | NoLabel:

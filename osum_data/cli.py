@@ -88,6 +88,18 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_stages(args: argparse.Namespace) -> int:
+    from osum_data.run.params import describe_stage, stage_listing
+    from osum_data.run.stage import all_stages, get_stage
+
+    defs = [get_stage(n) for n in args.names] if args.names else all_stages()
+    if args.json:
+        print(json.dumps([describe_stage(d) for d in defs], indent=2, default=str))
+    else:
+        print(stage_listing(defs))
+    return 0
+
+
 def _preparers() -> list[str]:
     from osum_data.corpora import PREPARERS
 
@@ -134,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     tasks = sub.add_parser("tasks", help="list task keys and prompt-pool sizes")
     tasks.set_defaults(func=_cmd_tasks)
+
+    stages = sub.add_parser("stages", help="list the stages with their typed parameters and resources")
+    stages.add_argument("names", nargs="*", help="only these stages")
+    stages.add_argument("--json", action="store_true", help="as JSON")
+    stages.set_defaults(func=_cmd_stages)
 
     from osum_data.llm.cli import add_llm_commands
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from osum_data.errors import OsumError
+
 
 class Reject(Exception):
     """One item cannot go on. `code` groups reasons in summaries (short, stable, e.g.
@@ -23,6 +25,12 @@ class Reject(Exception):
         self.code = code
         self.detail = detail or code
         self.transient = transient
+
+
+class FatalStageError(OsumError):
+    """No item can succeed however often it is tried (an LLM endpoint that refuses the key, or is
+    down): raised inside a stage, it stops the run with its one-line message instead of rejecting
+    every item, and the shard is not finished, so the re-run does it."""
 
 
 def reject_info(stage: str, reject: Reject) -> dict[str, Any]:

@@ -188,20 +188,22 @@ def apply_overrides(
     return data
 
 
-def explain_validation(error: Any, source: str, known: Callable[[tuple], list[str]] | None = None) -> str:
+def explain_validation(
+    error: Any, source: str, known: Callable[[tuple], list[str]] | None = None, noun: str = "key"
+) -> str:
     """One line for a pydantic ValidationError: the file, the key path and what is wrong. A typo is
     named before the 'missing' error it causes; `known(loc)` lists the keys allowed at a location,
-    for the hint after an unknown key."""
+    for the hint after an unknown key; `noun` names what the keys are (a stage's "parameter")."""
     errors = error.errors()
     err = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
     loc = tuple(err["loc"])
     key = ".".join(str(x) for x in loc) or "(top level)"
     if err["type"] == "extra_forbidden":
         allowed = known(loc[:-1]) if known else []
-        hint = f"; known keys: {', '.join(allowed)}" if allowed else ""
-        text = f"unknown key {key!r}{hint}"
+        hint = f"; known {noun}s: {', '.join(allowed)}" if allowed else ""
+        text = f"unknown {noun} {key!r}{hint}"
     elif err["type"] == "missing":
-        text = f"missing key {key!r}"
+        text = f"missing {noun} {key!r}"
     else:
         msg = err["msg"].removeprefix("Value error, ")
         text = f"{key}={brief(err.get('input'))}: {msg}" if loc else msg  # a whole-entry check

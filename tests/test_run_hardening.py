@@ -317,7 +317,7 @@ def test_ray_log_spam_of_an_unreachable_cluster_is_held_back(monkeypatch, capfd)
     file descriptor 2; the user sees one line instead (here ray.init is a stand-in that does that)."""
     import ray
 
-    from osum_data.run import runner
+    from osum_data.run import cluster
 
     def fake_init(**kw):
         for _ in range(20):
@@ -329,8 +329,8 @@ def test_ray_log_spam_of_an_unreachable_cluster_is_held_back(monkeypatch, capfd)
         server.bind(("127.0.0.1", 0))
         server.listen()
         address = f"127.0.0.1:{server.getsockname()[1]}"
-        with pytest.raises(runner.RunError) as info:
-            runner._connect(address)
+        with pytest.raises(cluster.RunError) as info:
+            cluster.connect(address)
     assert str(info.value) == (
         f"cannot reach the Ray cluster at {address}: RpcError: RPC error: 404; "
         "is `ray start --head` running there?"

@@ -172,7 +172,7 @@ def test_a_crashing_stage_rejects_only_the_bad_cut(tmp_path, ray_session):
 def test_config_errors_name_the_problem(tmp_path):
     with pytest.raises(ConfigError, match="no stage named 'nope'"):
         load_pipeline(ASR, ["nope.x=1"])
-    with pytest.raises(ConfigError, match=r"'filter_cps': unknown parameter 'max_cpz' \(parameters: min_cps"):
+    with pytest.raises(ConfigError, match=r"'filter_cps': unknown parameter 'max_cpz'; known parameters: "):
         load_pipeline(ASR, ["filter_cps.max_cpz=3"])
     with pytest.raises(ConfigError, match="unknown stage"):
         build_config({"stages": [{"stage": "does_not_exist"}]})

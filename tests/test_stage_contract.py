@@ -47,10 +47,10 @@ ASR = REPO / "pipelines" / "asr.yaml"
         ("template.x_only_ratio=1.5", r"x_only_ratio=1.5: Input should be less than or equal to 1"),
         ("shard_size=abc", r"asr.yaml: shard_size='abc': Input should be a valid integer"),
         ("shard_size=0", r"shard_size=0: Input should be greater than or equal to 1"),
-        ("sede=1", r"unknown top-level key 'sede' \(allowed: name, description, shard_size, seed"),
+        ("sede=1", r"unknown key 'sede'; known keys: name, description, shard_size, seed"),
         (
             "filter_cps.resources={num_gpu: 1}",
-            r"stage 'filter_cps': resources: Extra inputs are not permitted",
+            r"stage 'filter_cps': resources: unknown key 'num_gpu'; known keys: num_cpus, num_gpus",
         ),
     ],
 )

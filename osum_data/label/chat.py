@@ -22,10 +22,7 @@ from typing import Annotated, Any
 from lhotse.cut import Cut
 from pydantic import BaseModel, Field
 
-from osum_data.llm.client import LLMRequest
-from osum_data.llm.filters import Deduper, LengthBounds, check_text
-from osum_data.llm.settings import LLMSettings
-from osum_data.llm.stages import (
+from osum_data.label.llm_stages import (
     LLMStage,
     cut_language,
     known_labels,
@@ -34,6 +31,9 @@ from osum_data.llm.stages import (
     template_version,
     with_labels,
 )
+from osum_data.llm.client import LLMRequest
+from osum_data.llm.filters import Deduper, LengthBounds, check_text
+from osum_data.llm.settings import LLMSettings
 from osum_data.run.stage import Reject, StageContext, StageResult, register_stage
 from osum_data.tasks import registry
 
@@ -52,7 +52,7 @@ def _language_or_reject(cut: Cut, section: dict[str, Any]) -> str:
     if lang not in section["system"]:
         raise Reject(
             "unsupported_language",
-            f"cut {cut.id}: language {lang!r} has no prompt in templates/sttc.yaml "
+            f"cut {cut.id}: language {lang!r} has no prompt in llm_templates/sttc.yaml "
             f"(have {', '.join(section['system'])})",
         )
     return lang

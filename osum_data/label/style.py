@@ -20,9 +20,7 @@ from typing import Annotated, Any, Literal
 from lhotse.cut import Cut
 from pydantic import AfterValidator, BaseModel, Field
 
-from osum_data.llm.client import LLMRequest
-from osum_data.llm.settings import LLMSettings
-from osum_data.llm.stages import (
+from osum_data.label.llm_stages import (
     LLMStage,
     cut_language,
     load_template,
@@ -30,7 +28,9 @@ from osum_data.llm.stages import (
     reject_of,
     with_labels,
 )
-from osum_data.llm.stages import template_version as _version
+from osum_data.label.llm_stages import template_version as _version
+from osum_data.llm.client import LLMRequest
+from osum_data.llm.settings import LLMSettings
 from osum_data.run.stage import Reject, StageContext, StageResult, register_stage
 from osum_data.tasks import registry
 
@@ -60,7 +60,7 @@ def style_messages(text: str, language: str) -> list[dict[str, str]]:
     names = t["styles"][lang]
     missing = [s for s in STYLE_IDS if s not in names]
     if missing:
-        raise ValueError(f"templates/ssr.yaml: no description of style(s) {missing} in {lang}")
+        raise ValueError(f"llm_templates/ssr.yaml: no description of style(s) {missing} in {lang}")
     styles = ", ".join(f"{sid} ({names[sid]})" for sid in STYLE_IDS)
     messages = [{"role": "system", "content": t["system"][lang].format(styles=styles)}]
     for example, style in t["examples"][lang]:

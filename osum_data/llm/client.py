@@ -47,7 +47,7 @@ from osum_data.llm.structured import (
     response_format,
     validates,
 )
-from osum_data.run.stage import FatalStageError
+from osum_data.rejects import FatalStageError
 from osum_data.yaml_config import ConfigError
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Importing this module registers every quality stage (the one name run/stage.py lists)."""
+"""Importing this module registers every quality stage (pyproject.toml names each one's module)."""
 
 from osum_data.quality import (  # noqa: F401
     asr,

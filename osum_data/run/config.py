@@ -5,7 +5,7 @@ A pipeline file looks like:
     name: asr
     shard_size: 200          # cuts per shard (the unit of work, resume and output files)
     seed: 0                  # feeds every deterministic random choice (StageContext.seed)
-    imports: []              # extra modules that register stages
+    imports: []              # modules of your own stages (built-in ones need none)
     stages:
       - stage: normalize_text       # a registered stage
         lowercase: false            # its parameters, inline
@@ -33,9 +33,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from osum_data.run.params import ParamError, side_inputs, validate_params
-from osum_data.run.stage import RESERVED, Resources, get_stage, load_stage_modules
+from osum_data.run.stage import RESERVED, Resources, UnknownStage, get_stage, load_stage_modules
 from osum_data.sources import SourcePolicy, SourcePolicyError, current_policy, policy_scope
-from osum_data.yaml_config import ConfigError, brief, load_yaml_file, parse_override
+from osum_data.yaml_config import ConfigError, apply_overrides, brief, explain_validation, load_yaml_file
 
 STAGE_KEYS = RESERVED
 
@@ -172,47 +172,26 @@ def package_data_digest(root: Path = PACKAGE_ROOT) -> str:
     return h.hexdigest()[:16]
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    data = copy.deepcopy(raw)
-    stages = data.get("stages") or []
-    for text in overrides:
-        path, value = parse_override(text)
-        if len(path) == 1:
-            data[path[0]] = value
-            continue
-        if path[0] in ("llm", "sources"):  # --set llm.base_url=URL: the top-level `llm:` section
-            node = data.setdefault(path[0], {}) or {}
-            data[path[0]] = node
-            for part in path[1:-1]:
-                node = node.setdefault(part, {})
-            node[path[-1]] = value
-            continue
-        target = [s for s in stages if isinstance(s, dict) and s.get("name", s.get("stage")) == path[0]]
-        if not target:
-            names = [s.get("name", s.get("stage")) for s in stages if isinstance(s, dict)]
-            raise ConfigError(f"--set {text!r}: no stage named {path[0]!r} (stages: {', '.join(names)})")
-        node = target[0]
-        for part in path[1:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {text!r}: {part!r} is not a mapping")
-        node[path[-1]] = value
-    return data
+def _locate(data: dict[str, Any], path: list[str], text: str) -> tuple[dict[str, Any], list[str]]:
+    """Where `--set a.b=v` lands in a pipeline: a top-level key, the `llm:`/`sources:` sections, or
+    (`stage_name.param`) the stage entry of that name."""
+    if len(path) == 1 or path[0] in ("llm", "sources"):
+        return data, path
+    stages = [s for s in data.get("stages") or [] if isinstance(s, dict)]
+    target = [s for s in stages if s.get("name", s.get("stage")) == path[0]]
+    if not target:
+        names = ", ".join(str(s.get("name", s.get("stage"))) for s in stages)
+        raise ConfigError(f"--set {text!r}: no stage named {path[0]!r} (stages: {names})")
+    return target[0], path[1:]
 
 
 def _top_level(raw: dict[str, Any], source: str) -> _TopLevel:
+    if not raw.get("stages"):
+        raise ConfigError(f"{source}: no stages declared")
     try:
         return _TopLevel(**raw)
     except ValidationError as e:
-        err = e.errors()[0]
-        key = ".".join(str(x) for x in err["loc"])
-        if err["type"] == "extra_forbidden":
-            allowed = ", ".join(_TopLevel.model_fields)
-            raise ConfigError(f"{source}: unknown top-level key {key!r} (allowed: {allowed})") from None
-        if key == "stages":
-            raise ConfigError(f"{source}: no stages declared") from None
-        msg = err["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{source}: {key}={brief(err.get('input'))}: {msg}") from None
+        raise ConfigError(explain_validation(e, source, lambda _: list(_TopLevel.model_fields))) from None
 
 
 def _stage_spec(entry: Any, index: int, source: str) -> StageSpec:
@@ -222,18 +201,19 @@ def _stage_spec(entry: Any, index: int, source: str) -> StageSpec:
     name = name if isinstance(name, str) else brief(name)
     try:
         defn = get_stage(entry["stage"])
-    except KeyError as e:
-        raise ConfigError(f"{source}: stage #{index + 1}: {e.args[0]}") from None
+    except (UnknownStage, ImportError) as e:  # ImportError: its module (or a package it needs)
+        raise ConfigError(f"{source}: stage #{index + 1}: {e}") from None
     params = {k: v for k, v in entry.items() if k not in STAGE_KEYS}
     try:
-        typed, canonical = validate_params(defn, params)
+        typed, canonical = validate_params(defn, params, f"{source}: stage {name!r}")
     except ParamError as e:
-        raise ConfigError(f"{source}: stage {name!r}: {e}") from None
+        raise ConfigError(str(e)) from None
     override = entry.get("resources") or {}
     try:
         checked = _ResourceOverride(**override) if isinstance(override, dict) else None
     except ValidationError as e:
-        raise ConfigError(f"{source}: stage {name!r}: resources: {e.errors()[0]['msg']}") from None
+        where, fields = f"{source}: stage {name!r}: resources", list(_ResourceOverride.model_fields)
+        raise ConfigError(explain_validation(e, where, lambda _: fields)) from None
     if checked is None:
         raise ConfigError(f"{source}: stage {name!r}: resources must be a mapping, got {brief(override)}")
     override = checked.model_dump(exclude_none=True)
@@ -297,4 +277,4 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
         raw = {}
     if not isinstance(raw, dict):  # a JSONL line, a list, a bare string: some other kind of file
         raise ConfigError(f"{path}: not a pipeline (expected a mapping with stages:)")
-    return build_config(apply_overrides(raw, overrides or []), str(path))
+    return build_config(apply_overrides(raw, overrides or [], locate=_locate), str(path))

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from osum_data.errors import OsumError, UsageError
-from osum_data.manifest_io import loads_line
+from osum_data.manifest_io import loads_line, open_manifest
 from osum_data.run.shard import ShardInput
 
 # lhotse writes "id" first; the fast path reads it without parsing the whole line.
@@ -43,10 +43,6 @@ class InputScan:
     lines: int  # non-blank lines: the run's `in`
     digest: str  # of the whole content: identifies the input of a run
     duplicate_hashes: set[int]
-
-
-def _open(path: Path):
-    return gzip.open(path, "rb") if str(path).endswith(".gz") else open(path, "rb")
 
 
 def _id_of(line: bytes) -> str | None:
@@ -70,7 +66,7 @@ def _raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
     """(1-based line number, line bytes) of non-blank lines; InputError names a broken file."""
     number = 0
     try:
-        with _open(path) as f:
+        with open_manifest(path) as f:
             for number, line in enumerate(f, 1):  # noqa: B007 (number is read after the loop)
                 if line.strip():
                     yield number, line.rstrip(b"\r\n")

@@ -15,6 +15,7 @@ import hashlib
 import inspect
 import json
 import os
+import types
 import typing
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -27,9 +28,11 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, create_model
 from pydantic_core import core_schema
 
+from osum_data.errors import UsageError
+from osum_data.manifest_io import open_manifest
 from osum_data.run.stage import StageDef
 from osum_data.sources import SourcePolicy, current_policy, manifest_problem
-from osum_data.yaml_config import brief
+from osum_data.yaml_config import brief, explain_validation
 
 
 class SideInput:
@@ -142,8 +145,7 @@ def _audio_files(path: str, mtime_ns: int, size: int) -> tuple[str, ...]:
             for value in node:
                 walk(value)
 
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
+    with open_manifest(path, "rt") as f:
         for line in f:
             if line.strip():
                 try:
@@ -182,8 +184,7 @@ def _load_cutset(path: str, digest: str):
 
 def _first_line(path: str) -> str | None:
     """The first non-blank line of a JSON-lines file (gzip or plain), None when there is none."""
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
+    with open_manifest(path, "rt") as f:
         for line in f:
             if line.strip():
                 return line
@@ -262,7 +263,7 @@ ExistingFile = Annotated[str, AfterValidator(_existing_file)]
 ExistingDir = Annotated[str, AfterValidator(_existing_dir)]
 
 
-class ParamError(ValueError):
+class ParamError(UsageError):
     """Parameters of one stage entry that cannot be used; the message is one line."""
 
 
@@ -283,19 +284,24 @@ def params_model(defn: StageDef) -> type[BaseModel]:
     return create_model(f"{defn.name}_params", __config__=config, **fields)
 
 
-def validate_params(defn: StageDef, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(typed values for the stage, canonical JSON values for hash and YAML), or ParamError."""
+def validate_params(
+    defn: StageDef, params: dict[str, Any], where: str = ""
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(typed values for the stage, canonical JSON values for hash and YAML), or a ParamError whose
+    one line starts with `where` (default: the stage's name)."""
+    where = where or f"stage {defn.name!r}"
     model = params_model(defn)
     try:
         obj = model(**params)
     except ValidationError as e:
-        raise ParamError(_explain(e, model)) from None
+        known = list(model.model_fields) or ["none"]
+        raise ParamError(explain_validation(e, where, lambda _: known, noun="parameter")) from None
     typed = {name: getattr(obj, name) for name in type(obj).model_fields}
     if defn.check is not None:
         try:
             defn.check(typed)
         except ValueError as e:
-            raise ParamError(str(e)) from None
+            raise ParamError(f"{where}: {e}") from None
     return typed, obj.model_dump(mode="json")
 
 
@@ -304,19 +310,57 @@ def side_inputs(typed: dict[str, Any]) -> dict[str, SideInput]:
     return {k: v for k, v in typed.items() if isinstance(v, SideInput)}
 
 
-def _explain(e: ValidationError, model: type[BaseModel]) -> str:
-    allowed = ", ".join(model.model_fields) or "none"
-    parts = []
-    errors = e.errors()
-    for err in errors[:5]:
-        key = ".".join(str(x) for x in err["loc"]) or "?"
-        if err["type"] == "extra_forbidden":
-            parts.append(f"unknown parameter {key!r} (parameters: {allowed})")
-        elif err["type"] == "missing":
-            parts.append(f"missing required parameter {key!r}")
-        else:
-            msg = err["msg"].removeprefix("Value error, ")
-            parts.append(f"{key}={brief(err['input'])}: {msg}")
-    if len(errors) > 5:
-        parts.append(f"and {len(errors) - 5} more")
-    return "; ".join(parts)
+def type_name(t: Any) -> str:
+    """A parameter's type as a user writes it in Python (`float | None`, `Literal['a', 'b']`)."""
+    origin, args = typing.get_origin(t), typing.get_args(t)
+    if origin is Annotated:
+        return type_name(args[0])
+    if t is type(None):
+        return "None"
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(type_name(a) for a in args)
+    if origin is not None:
+        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(type_name(a) for a in args)}]"
+    return t.__name__ if isinstance(t, type) else str(t).replace("typing.", "")
+
+
+def describe_stage(defn: StageDef) -> dict[str, Any]:
+    """A stage's name, kind, version, resources and typed parameters (name, type, default), as
+    `osum-data stages` lists them; the parameters are the ones a pipeline entry is checked against."""
+    fields = params_model(defn).model_fields
+    params = []
+    for p in defn.signature.parameters.values():
+        if p.name in fields:
+            default = "required" if p.default is inspect.Parameter.empty else p.default
+            params.append({"name": p.name, "type": type_name(fields[p.name].annotation), "default": default})
+    r = defn.resources
+    return {
+        "stage": defn.name,
+        "kind": defn.kind,
+        "version": defn.version,
+        "resources": {"num_cpus": r.num_cpus, "num_gpus": r.num_gpus, "concurrency": r.concurrency},
+        "uses_llm": defn.uses_llm,
+        "params": params,
+        "doc": (defn.doc or "").split("\n\n")[0].replace("\n", " "),
+    }
+
+
+def stage_listing(defs: Iterable[StageDef]) -> str:
+    """The text of `osum-data stages`: per stage a heading line, its summary and its parameters."""
+    out = []
+    for d in map(describe_stage, defs):
+        r = d["resources"]
+        pool = f"pool {r['concurrency']}" if r["concurrency"] else "pool per worker"
+        llm = ", LLM" if d["uses_llm"] else ""
+        out.append(
+            f"{d['stage']}  ({d['kind']}, v{d['version']}; cpus {r['num_cpus']:g}, gpus {r['num_gpus']:g}, "
+            f"{pool}{llm})"
+        )
+        if d["doc"]:
+            out.append(f"    {d['doc']}")
+        for p in d["params"]:
+            default = p["default"] if p["default"] == "required" else f"= {brief(p['default'])}"
+            out.append(f"    {p['name']}: {p['type']} {default}")
+    return "\n".join(out)

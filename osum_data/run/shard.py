@@ -3,7 +3,7 @@ must satisfy, and the shard's files on disk.
 
 This is what a Ray actor runs; it is also usable in a plain loop (the benchmarks do), which keeps
 the runner a thin scheduler around it. A pipeline's chain is split into groups of consecutive stages
-with equal resource needs (runner.py); a shard passes through the groups in order, as a
+with equal resource needs (schedule.py); a shard passes through the groups in order, as a
 `ShardState` (cuts, reject records and per-stage counts; Ray pickles it through its object store),
 and the last group writes it.
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +33,8 @@ from osum_data.manifest_io import (
     dumps,
     loads_line,
     open_jsonl_writer,
-    reject_record,
 )
+from osum_data.rejects import placeholder_record, reject_record
 from osum_data.run.config import PipelineConfig, StageSpec, build_config
 from osum_data.run.stage import (
     Reject,
@@ -67,6 +67,43 @@ class ShardInput:
     line_numbers: list[int]  # 1-based line number in the input file, per line
     pre_rejects: dict[int, tuple[str, str]] = field(default_factory=dict)  # position -> (code, reason)
 
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def subset(self, positions: list[int]) -> ShardInput:
+        """The same shard with only the lines at `positions` (the runner's isolation bisects)."""
+        pre = {j: self.pre_rejects[i] for j, i in enumerate(positions) if i in self.pre_rejects}
+        lines = [self.lines[i] for i in positions]
+        return ShardInput(self.index, self.hash, lines, [self.line_numbers[i] for i in positions], pre)
+
+    def describe(self, pos: int) -> str:
+        return f"input line {self.line_numbers[pos]}"
+
+
+@dataclass
+class ShardState:
+    """A shard between groups of stages (Ray pickles it through its object store): the cuts still
+    going, the reject records so far, and one stats row per stage run."""
+
+    index: int
+    hash: str
+    n_in: int  # input lines of the shard
+    hours_in: float
+    cuts: list[Cut]
+    rejects: list[dict[str, Any]]
+    stages: list[dict[str, Any]]
+
+    def __len__(self) -> int:
+        return len(self.cuts)
+
+    def subset(self, positions: list[int]) -> ShardState:
+        """This group's input reduced to the cuts at `positions`, with nothing recorded yet (the
+        runner's isolation runs such subsets only to see whether they kill the worker)."""
+        return replace(self, cuts=[self.cuts[i] for i in positions], rejects=[], stages=[])
+
+    def describe(self, pos: int) -> str:
+        return f"cut {self.cuts[pos].id!r}"
+
 
 def shard_paths(out_dir: Path, index: int) -> dict[str, Path]:
     d = Path(out_dir) / SHARD_DIR
@@ -86,29 +123,14 @@ def read_done(out_dir: Path, index: int) -> dict[str, Any] | None:
 
 
 def input_reject(line_number: int, raw: str, code: str, reason: str) -> dict[str, Any]:
-    """A reject record for an input line that is not a usable cut. It is shaped as a minimal cut
-    (id names the line) so the rejects manifest stays loadable by lhotse."""
-    return {
-        "id": f"input-line-{line_number}",
-        "start": 0.0,
-        "duration": 0.0,
-        "channel": 0,
-        "supervisions": [],
-        "custom": {
-            "input_line": line_number,
-            "raw": raw[:2000],
-            "reject": {"stage": INPUT_STAGE, "reason": reason, "code": code},
-        },
-        "type": "MonoCut",
-    }
+    """The reject record of an input line that is not a usable cut (a placeholder cut naming it)."""
+    return placeholder_record(
+        f"input-line-{line_number}", INPUT_STAGE, Reject(code, reason), input_line=line_number, raw=raw[:2000]
+    )
 
 
 def _reject_dict(cut: Cut, stage: str, r: Reject) -> dict[str, Any]:
-    rec = reject_record(cut.to_dict(), stage, r.detail)
-    rec["custom"]["reject"]["code"] = r.code
-    if r.transient:
-        rec["custom"]["reject"]["transient"] = True
-    return rec
+    return reject_record(cut.to_dict(), stage, r)
 
 
 def _stage_stats(name: str) -> dict[str, Any]:
@@ -228,7 +250,7 @@ class ShardProcessor:
 
     # --- one shard through this group ----------------------------------------------------------
 
-    def start(self, shard: ShardInput) -> dict[str, Any]:
+    def start(self, shard: ShardInput) -> ShardState:
         """Parse a shard's input lines into a ShardState (first group only). Malformed lines and
         lines the driver flagged (duplicate ids, cuts that kill workers) become rejects."""
         shutil.rmtree(shard_files_dir(self.run_dir, shard.index), ignore_errors=True)
@@ -265,59 +287,51 @@ class ShardProcessor:
             cuts.append(cut)
         in_stats = _stage_stats(INPUT_STAGE)
         in_stats.update({"in": len(shard.lines), "out": len(cuts), "rejected": len(rejects)})
-        return {
-            "index": shard.index,
-            "hash": shard.hash,
-            "in": len(shard.lines),
-            "hours_in": hours_in,
-            "cuts": cuts,
-            "rejects": rejects,
-            "stages": [in_stats],
-        }
+        return ShardState(shard.index, shard.hash, len(shard.lines), hours_in, cuts, rejects, [in_stats])
 
     def process(
         self,
-        item: ShardInput | dict[str, Any],
+        item: ShardInput | ShardState,
         exclude: dict[int, tuple[str, str, str]] | None = None,
         trace: str | None = None,
         write: bool = True,
-    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    ) -> tuple[dict[str, Any], ShardState | None]:
         """Run this group on a shard. `item` is a ShardInput for the first group, else the
         ShardState the previous group returned. `exclude` maps positions of this group's input to
         (stage, code, reason): those cuts are rejected without running (the runner's isolation of
         cuts that kill workers). Returns (status, state): the last group writes the shard and
         returns its stats as status and no state."""
-        state = self.start(item) if isinstance(item, ShardInput) else dict(item)
+        state = self.start(item) if isinstance(item, ShardInput) else item
         exclude = exclude or {}
-        rejects = list(state["rejects"])
+        rejects = list(state.rejects)
         cuts = []
-        for pos, cut in enumerate(state["cuts"]):
+        for pos, cut in enumerate(state.cuts):
             if pos in exclude:
                 stage, code, reason = exclude[pos]
                 rejects.append(_reject_dict(cut, stage, Reject(code, reason)))
             else:
                 cuts.append(cut)
-        stats = [dict(s) for s in state["stages"]]
+        stats = [dict(s) for s in state.stages]
         first_of_group = len(stats)
-        kept, new_rejects = self.run_stages(state["index"], cuts, stats, Path(trace) if trace else None)
+        kept, new_rejects = self.run_stages(state.index, cuts, stats, Path(trace) if trace else None)
         _count_excluded(stats[first_of_group:], [s.name for s in self.specs], exclude)
-        state.update(cuts=kept, rejects=rejects + new_rejects, stages=stats)
+        state = replace(state, cuts=kept, rejects=rejects + new_rejects, stages=stats)
         if not (self.last and write):
-            return {"index": state["index"], "ok": True}, state
+            return {"index": state.index, "ok": True}, state
         return self.write(state), None
 
-    def write(self, state: dict[str, Any]) -> dict[str, Any]:
+    def write(self, state: ShardState) -> dict[str, Any]:
         """Write the shard's files atomically; the `done` file is written last, so its presence
         (with a matching hash) means the shard, its files directory included, is complete."""
-        paths = shard_paths(self.run_dir, state["index"])
-        state = {**state, "cuts": [c.to_dict() for c in state["cuts"]]}
+        paths = shard_paths(self.run_dir, state.index)
+        cuts = [c.to_dict() for c in state.cuts]
         with open_jsonl_writer(paths["cuts"]) as f:
-            for d in state["cuts"]:
+            for d in cuts:
                 f.write(dumps(d) + "\n")
         with open_jsonl_writer(paths["rejects"]) as f:
-            for rec in state["rejects"]:
+            for rec in state.rejects:
                 f.write(dumps(rec) + "\n")
-        stats = shard_stats(state)
+        stats = shard_stats(state, cuts)
         with atomic_path(paths["done"]) as tmp:
             tmp.write_text(json.dumps(stats, sort_keys=True))
         return stats
@@ -343,9 +357,7 @@ def _unsafe(d: Any, line: str, number: int, config: PipelineConfig) -> dict[str,
     reason = f"input line {number}: cut {d['id']!r}: {detail}"
     if not isinstance(d.get("custom") or {}, dict):
         return input_reject(number, line, code, reason)
-    rec = reject_record(d, INPUT_STAGE, reason)
-    rec["custom"]["reject"]["code"] = code
-    return rec
+    return reject_record(d, INPUT_STAGE, Reject(code, reason))
 
 
 def _count_excluded(
@@ -360,16 +372,17 @@ def _count_excluded(
             s["out" if j < culprit else "rejected"] += k
 
 
-def shard_stats(state: dict[str, Any]) -> dict[str, Any]:
-    stages = state["stages"]
-    rejects = state["rejects"]
+def shard_stats(state: ShardState, cuts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The shard's `done` record (its row of the summary); `cuts` are the kept cuts as dicts."""
+    stages = state.stages
+    rejects = state.rejects
     by_reason = Counter(
         f"{r['custom']['reject']['stage']}:{r['custom']['reject'].get('code', 'rejected')}" for r in rejects
     )
     hours_task: dict[str, float] = defaultdict(float)
     cuts_task: Counter = Counter()
     hours_label: dict[str, float] = defaultdict(float)
-    for d in state["cuts"]:
+    for d in cuts:
         task = (d.get("custom") or {}).get("task", "untemplated")
         duration = float(d.get("duration", 0.0))
         hours_task[task] += duration / 3600
@@ -377,24 +390,23 @@ def shard_stats(state: dict[str, Any]) -> dict[str, Any]:
         for lab in _labels_of(d):
             hours_label[lab] += duration / 3600
     derived = sum(s["derived"] for s in stages)
-    out = len(state["cuts"])
-    if state["in"] != out - derived + len(rejects):
+    out = len(cuts)
+    if state.n_in != out - derived + len(rejects):
         raise StageContractError(
-            f"shard {state['index']}: in {state['in']} != out {out} - derived {derived} "
-            f"+ rejected {len(rejects)}"
+            f"shard {state.index}: in {state.n_in} != out {out} - derived {derived} + rejected {len(rejects)}"
         )
     return {
-        "index": state["index"],
-        "hash": state["hash"],
-        "in": state["in"],
+        "index": state.index,
+        "hash": state.hash,
+        "in": state.n_in,
         "out": out,
         "rejected": len(rejects),
         "transient": sum(1 for r in rejects if r["custom"]["reject"].get("transient")),
         "derived": derived,
         "stages": stages,
         "rejected_by_reason": dict(sorted(by_reason.items())),
-        "hours_in": state["hours_in"],
-        "hours_out": sum(float(d.get("duration", 0.0)) for d in state["cuts"]) / 3600,
+        "hours_in": state.hours_in,
+        "hours_out": sum(float(d.get("duration", 0.0)) for d in cuts) / 3600,
         "hours_by_task": dict(sorted(hours_task.items())),
         "cuts_by_task": dict(sorted(cuts_task.items())),
         "hours_by_label": dict(sorted(hours_label.items())),

@@ -19,8 +19,10 @@ of code changes results, and every finished shard is re-run.
 Each call gets a `StageContext`: the pipeline seed, the shard index, and a per-shard directory for
 files the stage writes (audio, caches), inside the shard's atomic protocol.
 
-User packages add stages without editing ours through the entry point group `osum_data.stages`
-(each entry names a module to import), or through a pipeline's `imports:` list.
+Stages are found through the entry point group `osum_data.stages` (entry name = stage name, value =
+the module that registers it): ours are declared in pyproject.toml, and a user package adds stages
+the same way without editing ours; a stage's module is imported when a pipeline first names it. A
+pipeline's `imports:` list names the modules of its own stages (outside any package).
 """
 
 from __future__ import annotations
@@ -29,26 +31,20 @@ import contextlib
 import errno
 import importlib
 import inspect
+import tomllib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import cache
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Literal
 
 from lhotse.cut import Cut
 
-from osum_data.rejects import Reject
+from osum_data.errors import UsageError
+from osum_data.rejects import FatalStageError, Reject
 from osum_data.seeded import unit_draw
 
-# Modules whose import registers the built-in stages; imported on first lookup.
-BUILTIN_STAGE_MODULES = (
-    "osum_data.label.audio_check",
-    "osum_data.label.text_normalize",
-    "osum_data.label.filters",
-    "osum_data.label.acoustic",
-    "osum_data.quality.stages",
-    "osum_data.template.builder",
-)
 ENTRY_POINT_GROUP = "osum_data.stages"
 
 
@@ -209,12 +205,6 @@ def register_stage(
 FATAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 
-class FatalStageError(RuntimeError):
-    """Raised by a stage when no cut can succeed however often it is tried (an LLM endpoint that
-    refuses the key, or is down): the run stops with this one-line message instead of rejecting
-    every cut, and the shard is not finished, so the re-run does it."""
-
-
 def is_fatal(e: BaseException) -> bool:
     return isinstance(e, FatalStageError) or (isinstance(e, OSError) and e.errno in FATAL_ERRNOS)
 
@@ -298,17 +288,6 @@ def source_stage(name: str, *, version: int = 1, check: Callable[[dict[str, Any]
 _loaded: set[str] = set()
 
 
-def load_stage_modules(extra: tuple[str, ...] | list[str] = ()) -> None:
-    """Import the built-in stage modules, the modules named by installed packages' entry points
-    (group `osum_data.stages`) and a pipeline's own (`imports:` in its YAML)."""
-    if "<entry points>" not in _loaded:
-        _loaded.add("<entry points>")
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            _import(ep.value.split(":")[0], f"entry point {ep.name!r} ({ep.value})")
-    for mod in (*BUILTIN_STAGE_MODULES, *extra):
-        _import(mod, f"stage module {mod!r}")
-
-
 def _import(module: str, what: str) -> None:
     if module in _loaded:
         return
@@ -319,14 +298,57 @@ def _import(module: str, what: str) -> None:
     _loaded.add(module)
 
 
+def load_stage_modules(extra: tuple[str, ...] | list[str] = ()) -> None:
+    """Import the modules of a pipeline's own stages (`imports:` in its YAML, for stages outside
+    any installed package). Built-in and installed stages need no import: `get_stage` finds them."""
+    for mod in extra:
+        _import(mod, f"stage module {mod!r}")
+
+
+# The package's own pyproject.toml, when it runs from its source tree (a checkout, an editable install)
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
+
+
+@cache
+def stage_modules() -> dict[str, str]:
+    """Stage name -> the module that registers it: the entry points of group `osum_data.stages` of
+    the installed packages, and, when this package runs from its source tree, the table in its
+    pyproject.toml, which wins (an editable install keeps the entry points of the day it was
+    installed). The engine names no stage module itself."""
+    table = {ep.name: ep.value.split(":")[0] for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    try:
+        project = tomllib.loads(PYPROJECT.read_text(encoding="utf-8")).get("project", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        return table
+    if project.get("name") == "osum-data":
+        table.update(project.get("entry-points", {}).get(ENTRY_POINT_GROUP, {}))
+    return table
+
+
+class UnknownStage(UsageError):
+    """A pipeline or command names a stage nobody registered."""
+
+
 def get_stage(name: str) -> StageDef:
-    load_stage_modules()
+    """The registered stage `name`; its module (the entry point of that name) is imported on first
+    use, so a pipeline loads only the stages it uses."""
+    modules = stage_modules()
+    if name not in _REGISTRY and name in modules:
+        _import(modules[name], f"stage {name!r} ({modules[name]})")
+    if name not in _REGISTRY and "<entry points>" not in _loaded:
+        _loaded.add("<entry points>")  # a package whose entry names are not its stages' names
+        for entry, module in modules.items():
+            if not module.startswith("osum_data."):
+                _import(module, f"entry point {entry!r} ({module})")
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown stage {name!r}; registered: {', '.join(sorted(_REGISTRY))}") from None
+        known = sorted({*_REGISTRY, *modules})
+        raise UnknownStage(f"unknown stage {name!r}; registered: {', '.join(known)}") from None
 
 
-def registered_stages() -> list[str]:
-    load_stage_modules()
-    return sorted(_REGISTRY)
+def all_stages() -> list[StageDef]:
+    """Every stage: those of the entry points and those imported so far, by name."""
+    for name, module in stage_modules().items():
+        _import(module, f"stage {name!r} ({module})")
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]

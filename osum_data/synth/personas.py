@@ -24,12 +24,13 @@ from lhotse.cut import Cut
 from lhotse.utils import fastcopy
 from pydantic import BaseModel, Field
 
+from osum_data.label.llm_stages import LLMStage, load_template, reject_of, template_version
 from osum_data.llm.client import LLMRequest
 from osum_data.llm.filters import Deduper, LengthBounds, check_text
 from osum_data.llm.settings import LLMSettings
-from osum_data.llm.stages import LLMStage, load_template, reject_of, template_version
 from osum_data.run.params import ExistingFile
-from osum_data.run.stage import Reject, StageContext, StageResult, register_stage, source_stage, unit_draw
+from osum_data.run.stage import Reject, StageContext, StageResult, register_stage, source_stage
+from osum_data.seeded import unit_draw
 from osum_data.tasks import registry
 from osum_data.yaml_config import read_yaml_table
 

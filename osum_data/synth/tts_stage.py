@@ -22,7 +22,8 @@ from pydantic import Field
 
 from osum_data.manifest_io import atomic_path, safe_file_name
 from osum_data.run.params import ExistingFile, HttpUrl
-from osum_data.run.stage import Reject, StageContext, StageResult, register_stage, unit_draw
+from osum_data.run.stage import Reject, StageContext, StageResult, register_stage
+from osum_data.seeded import unit_draw
 from osum_data.synth.backends import Prosody, TTSError, finish, make_backend
 from osum_data.yaml_config import read_yaml_table
 

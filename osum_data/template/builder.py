@@ -12,7 +12,8 @@ from typing import Annotated, Literal
 from lhotse.cut import Cut
 from pydantic import AfterValidator, Field
 
-from osum_data.run.stage import Reject, StageContext, per_cut_stage, unit_draw
+from osum_data.run.stage import Reject, StageContext, per_cut_stage
+from osum_data.seeded import unit_draw
 from osum_data.tasks import (
     FormatError,
     LabelError,

@@ -25,10 +25,7 @@ from lhotse.cut import Cut
 from lhotse.utils import fastcopy
 from pydantic import BaseModel, Field
 
-from osum_data.llm.client import LLMRequest
-from osum_data.llm.filters import Deduper, LengthBounds, check_text
-from osum_data.llm.settings import LLMSettings
-from osum_data.llm.stages import (
+from osum_data.label.llm_stages import (
     LLMStage,
     cut_language,
     known_labels,
@@ -37,7 +34,11 @@ from osum_data.llm.stages import (
     reject_of,
     template_version,
 )
-from osum_data.run.stage import Reject, StageContext, StageResult, per_cut_stage, register_stage, unit_draw
+from osum_data.llm.client import LLMRequest
+from osum_data.llm.filters import Deduper, LengthBounds, check_text
+from osum_data.llm.settings import LLMSettings
+from osum_data.run.stage import Reject, StageContext, StageResult, per_cut_stage, register_stage
+from osum_data.seeded import unit_draw
 from osum_data.tasks import FormatError, registry, render_target
 
 QA_YAML = Path(__file__).with_name("qa.yaml")

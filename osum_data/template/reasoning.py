@@ -25,7 +25,7 @@ import yaml
 from lhotse.cut import Cut
 from pydantic import Field
 
-from osum_data.llm.stages import cut_language, known_labels, prompt_language
+from osum_data.label.llm_stages import cut_language, known_labels, prompt_language
 from osum_data.run.stage import Reject, StageContext, per_cut_stage
 from osum_data.tasks import FormatError, LabelError, insert_reasoning, registry
 

@@ -5,6 +5,9 @@ A stage built on `LLMStage` is a class stage (`@register_stage`) whose `__init__
 runner passes the endpoint it resolved, the embedded server when none is configured). It builds its
 requests for the whole batch, sends them with one `ask` (concurrent, cached, validated by the
 client), and turns each result into a kept cut or a `Reject` carrying the client's code and reason.
+
+It lives with the stages, not in `osum_data/llm/`: the LLM layer is a client that knows nothing of
+stages, rejects or cuts' labels (issue 19).
 """
 
 from __future__ import annotations
@@ -20,9 +23,9 @@ from lhotse.utils import fastcopy
 from osum_data.llm.client import LLMClient, LLMRequest, LLMResult
 from osum_data.llm.language import detect_language, normalize_code
 from osum_data.llm.settings import LLMSettings
-from osum_data.run.stage import Reject
+from osum_data.rejects import Reject
 
-TEMPLATE_DIR = Path(__file__).with_name("templates")
+TEMPLATE_DIR = Path(__file__).with_name("llm_templates")
 COUNTER_KEYS = (
     "requests",
     "cache_hits",
@@ -35,7 +38,7 @@ COUNTER_KEYS = (
 
 @cache
 def load_template(name: str) -> dict[str, Any]:
-    """`osum_data/llm/templates/<name>.yaml`: the prompts of one stage (and its `version`, which is part
+    """`osum_data/label/llm_templates/<name>.yaml`: the prompts of one stage (and its `version`, which is part
     of every request's cache key: bump it when a prompt changes)."""
     path = TEMPLATE_DIR / f"{name}.yaml"
     data = yaml.safe_load(path.read_text(encoding="utf-8"))

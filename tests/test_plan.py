@@ -78,7 +78,7 @@ PLAN_ERRORS = {  # plan text (MANIFEST: an existing file) -> the one-line error 
     "run_typo": (
         "inputs: {a: {manifest: MANIFEST}, b: {manifest: MANIFEST}}\n"
         f"runs: [{{name: asr, pipeline: {ASR}, inptu: b, sett: [shard_size=1]}}]\n",
-        r"plan.yaml: run 'asr': unknown key 'inptu'; known keys: name, pipeline, input, set, export "
+        r"plan.yaml: run 'asr': unknown key 'inptu'; known keys: name, pipeline, input, set, export, samples "
         r"\(and 1 more\)$",
     ),
     "input_typo": (

@@ -175,6 +175,31 @@ def test_the_demo_ends_with_a_table_of_all_eight_tasks(demo):
     assert "All 9 planned tasks arrived." in page
 
 
+def test_the_demo_measures_quality_and_its_noisy_copies_score_lower(demo):
+    """Issue 17 item 5: the quality run labels the SGC samples (keep_measures_only: nothing
+    rejected), the noisy/reverberant copies score lower SNR than their sources, the run is no
+    dataset of the mix nor counted again in the task table, and the demo closes with its measures
+    (terminal and report)."""
+    out, proc = demo
+    summary = json.loads((out / "quality" / "summary.json").read_text())
+    sgc = json.loads((out / "sgc" / "summary.json").read_text())
+    assert summary["in"] == summary["out"] == sgc["out"] and summary["rejected"] == 0
+    rows = json.loads((out / "tasks.json").read_text())["quality"]["quality"]
+    assert {"snr_db", "clipping", "bandwidth_hz", "speech_ratio", "lang_match", "max_run"} <= set(rows)
+    snr = rows["snr_db"]
+    assert snr["pairs"] * 2 == snr["n"] == sgc["out"]  # every copy paired with its source
+    assert snr["copies_mean"] < snr["sources_mean"] - 10 and snr["copy_lower"] >= 0.9 * snr["pairs"]
+    mix = json.loads((out / "mix" / "summary.json").read_text())
+    assert not any("quality" in t["datasets"] for t in mix["tasks"].values())
+    table = json.loads((out / "tasks.json").read_text())
+    assert all("quality" not in r["runs"] for r in table["tasks"])
+    assert not (out / "quality" / "osum").exists()
+    closing = proc.stdout.split("\nTasks:\n", 1)[1]
+    assert "Quality of run 'quality'" in closing and "snr_db" in closing
+    page = (out / "report" / "index.html").read_text()
+    assert "Sources vs their augmented (noise/reverb) copies" in page and "quality snr_db" in page
+
+
 def test_a_second_demo_run_reuses_what_is_unchanged_and_exits_0(demo):
     """Issue 15 item 5 (runs last: it re-runs the demo into the fixture's folder). Before, the
     second run stopped at the training step (FileExistsError: pass --resume), exit 1."""
@@ -184,7 +209,7 @@ def test_a_second_demo_run_reuses_what_is_unchanged_and_exits_0(demo):
     assert entries > 0  # the first run asked the embedded LLM
     proc = _run_demo(out, cache)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for run in ("asr", "ved", "ser", "sgc", "sap", "srwt", "longform", "ssr", "sttc", "persona"):
+    for run in ("asr", "ved", "ser", "sgc", "sap", "srwt", "longform", "quality", "ssr", "sttc", "persona"):
         assert f"[{run}] unchanged since its last run" in proc.stdout, run
     assert _llm_cache_entries(cache) == entries  # no new LLM request
     assert "embedded local server" not in proc.stderr  # not even started

@@ -25,6 +25,7 @@ KEYS = {  # the task keys each bundled run writes (as its summary.json's cuts_by
     "ssr": ["<TRANSCRIBE> <STYLE>", "<STYLE>"],
     "sttc": ["<TRANSCRIBE> <S2TCHAT>", "<S2TCHAT>"],
     "persona": ["untemplated"],  # persona speech is an input for other runs, not task samples
+    "quality": ["<TRANSCRIBE> <GENDER>", "<AGE> <GENDER>"],  # labels the sgc run's samples (#17)
 }
 
 
@@ -36,9 +37,12 @@ def test_bundled_plans_load_and_their_mix_validates(name, tmp_path, monkeypatch)
         (tmp_path / run.name).mkdir()
         counts = dict.fromkeys(KEYS[run.name], 3)
         (tmp_path / run.name / "summary.json").write_text(json.dumps({"cuts_by_task": counts}))
-    cfg = build_mix_config(mix_config_of(plan.mix, [r.name for r in plan.runs], tmp_path))
+    runs = [r.name for r in plan.runs if r.makes_samples()]
+    assert name != "demo.yaml" or "quality" not in runs  # a labelling run is no dataset of the mix
+    cfg = build_mix_config(mix_config_of(plan.mix, runs, tmp_path))
     assert set(cfg.tasks) == {"asr", "srwt", "ved", "ser", "sgc", "sap_sgc", "ssr", "sttc"}
     assert [d.name for d in cfg.tasks["sap_sgc"].datasets] == ["sgc-sap_sgc", "sap"]
+    assert [d.name for d in cfg.tasks["sgc"].datasets] == ["sgc-sgc"]
     assert cfg.tasks["asr"].datasets[0].manifest == str(tmp_path / "asr" / "cuts.jsonl.gz")
 
 
@@ -74,7 +78,7 @@ PLAN_ERRORS = {  # plan text (MANIFEST: an existing file) -> the one-line error 
     "run_typo": (
         "inputs: {a: {manifest: MANIFEST}, b: {manifest: MANIFEST}}\n"
         f"runs: [{{name: asr, pipeline: {ASR}, inptu: b, sett: [shard_size=1]}}]\n",
-        r"plan.yaml: run 'asr': unknown key 'inptu'; known keys: name, pipeline, input, set, export "
+        r"plan.yaml: run 'asr': unknown key 'inptu'; known keys: name, pipeline, input, set, export, samples "
         r"\(and 1 more\)$",
     ),
     "input_typo": (
@@ -322,3 +326,77 @@ def test_a_run_whose_rejects_are_mostly_endpoint_failures_fails_its_task(tmp_pat
     lines = problems(table)
     assert lines[0].startswith("ssr: 0 samples (run 'ssr': 24 in, 0 out, mostly llm_style:unavailable (24))")
     assert "endpoint failures" in lines[0] and lines[1].startswith("sttc: run 'sttc': 5 of 7")
+
+
+def test_a_labelling_run_is_not_counted_again_but_its_problems_are(tmp_path):
+    """Issue 17: a quality run over the sgc run's samples carries their task keys; the table counts
+    them once (before, the sgc row doubled and listed the quality run among its runs). A run that
+    plans no task keeps its problems named."""
+    from osum_data.report.tasks import build_table
+
+    keys = {"<TRANSCRIBE> <GENDER>": 4}
+    for name, extra in (
+        ("sgc", {}),
+        ("quality", {"rejected": 6, "rejected_by_reason": {"x:unavailable": 6}}),
+    ):
+        (tmp_path / name).mkdir()
+        s = {"in": 4, "out": 4, "cuts_by_task": keys, "hours_by_task": {"<TRANSCRIBE> <GENDER>": 0.01}}
+        (tmp_path / name / "summary.json").write_text(json.dumps({**s, **extra}))
+    table = build_table(tmp_path, {"sgc": "sgc", "quality": None}, mix=False, labelling=["quality"])
+    (row,) = table["tasks"]
+    assert (row["task"], row["samples"], row["runs"], row["hours"]) == ("sgc", 4, ["sgc"], 0.01)
+    assert table["other_problems"][0].startswith("run 'quality': 6 of 6 rejects are endpoint failures")
+
+
+def test_run_entry_says_whether_a_run_makes_samples(tmp_path):
+    """By default a run makes task samples when its pipeline has a template stage with a task;
+    `samples:` overrides that either way."""
+    from osum_data.demo import write_cycled_manifest
+
+    good = write_cycled_manifest(tmp_path / "good.jsonl.gz", 1, ["hello"])
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        f"inputs: {{good: {{manifest: {good}}}}}\n"
+        "runs:\n"
+        f"  - {{name: asr, pipeline: {ASR}}}\n"
+        f"  - {{name: q, pipeline: {REPO}/pipelines/quality_demo.yaml, input: asr}}\n"
+        f"  - {{name: qf, pipeline: {REPO}/pipelines/quality.yaml, input: asr, samples: true}}\n"
+        f"  - {{name: asr2, pipeline: {ASR}, input: asr, samples: false}}\n"
+    )
+    runs = load_plan(plan).runs
+    assert [r.makes_samples() for r in runs] == [True, False, True, False]
+
+
+@pytest.mark.slow  # two Ray runs, a mix and an export: ~35 s on a loaded 2-core machine
+def test_a_quality_run_in_a_plan_labels_without_feeding_the_mix_or_the_exports(tmp_path):
+    """Issue 17 (`make demo`'s quality section, small): asr over real prompts, then a quality run
+    over its samples in keep_measures_only mode. The quality run keeps every cut with its measures,
+    makes no export and no dataset of the mix; the asr task counts its samples once; the plan ends
+    with the quality table after the task table."""
+    from osum_data.demo import write_cycled_manifest
+
+    good = write_cycled_manifest(tmp_path / "good.jsonl.gz", 4, ["activated", "goodbye", "hello"])
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        f"inputs: {{good: {{manifest: {good}}}}}\n"
+        "runs:\n"
+        f"  - {{name: asr, pipeline: {ASR}, input: good, set: [audio_policy.min_sampling_rate=8000]}}\n"
+        f"  - {{name: quality, pipeline: {REPO}/pipelines/quality_demo.yaml, input: asr}}\n"
+        "export: {osum: {}}\n"
+        "mix: {name: t, shard_size: 10}\n"
+    )
+    out = tmp_path / "out"
+    proc = _run_all(plan, out, REPO)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    quality = json.loads((out / "quality" / "summary.json").read_text())
+    assert quality["in"] == quality["out"] == 4 and quality["rejected"] == 0  # labels only
+    assert (out / "asr" / "osum").is_dir() and not (out / "quality" / "osum").exists()
+    mix = json.loads((out / "mix" / "summary.json").read_text())
+    assert list(mix["tasks"]) == ["asr"] and list(mix["tasks"]["asr"]["datasets"]) == ["asr"]
+    assert mix["in"] == 4  # (the quality run's 4 copies of the same samples would make 8)
+    table = json.loads((out / "tasks.json").read_text())
+    assert [(r["task"], r["samples"], r["runs"]) for r in table["tasks"]] == [("asr", 4, ["asr"])]
+    rows = table["quality"]["quality"]
+    assert rows["snr_db"]["n"] == 4 and rows["bandwidth_hz"]["mean"] < 5000  # 8 kHz prompts
+    closing = proc.stdout.split("Tasks:\n", 1)[1]
+    assert "Quality of run 'quality'" in closing and "snr_db" in closing

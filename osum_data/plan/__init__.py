@@ -12,6 +12,9 @@ a plan. Sections, each optional except `runs`:
         # input: an input name, an earlier run's name (its kept cuts), a list of them (concatenated),
         # or none (a source pipeline); absent: the first input. In `set:`, ${name} is the manifest
         # of that input or earlier run (side inputs: augment.noise=${noise}).
+        # A run whose pipeline plans no task (a quality run labelling another run's samples) is no
+        # dataset of the mix, not exported and not counted in the per-task table (`samples:` says
+        # otherwise explicitly).
     export:                      # per-run exports (each run's OUT/<run>/<format>/)
       osum: {shards: true}
     mix:                         # MIX.yaml content; `tasks:` may be left out: every run becomes a

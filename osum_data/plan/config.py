@@ -84,6 +84,24 @@ class RunEntry(_Entry):
     input: str | list[str] | None = None
     set: list[str] = []
     export: bool = True
+    # Whether the run's kept cuts are task samples of its own: datasets of the mix, exported, counted
+    # in the per-task table. Default (None): when its pipeline plans a task (a template stage). A
+    # labelling run (e.g. a quality run over another run's samples) carries that run's task keys, so
+    # counting it would feed the same samples twice; `samples: true` makes a run without a template
+    # stage (say, a quality *filter* over another run) a dataset after all.
+    samples: bool | None = None
+
+    def makes_samples(self, task: str | None = None) -> bool:
+        """Whether this run feeds the mix, the exports and the per-task table; `task`: the task its
+        pipeline plans (`report.tasks.planned_task`), read from the pipeline file when not given."""
+        if self.samples is not None:
+            return self.samples
+        if task is None:
+            from osum_data.report.tasks import planned_task
+
+            stages = (load_yaml_file(Path(self.pipeline)) or {}).get("stages") or []
+            task = planned_task([s for s in stages if isinstance(s, dict)])
+        return task is not None
 
     def sources(self, inputs: list[str]) -> list[str]:
         """The input and earlier-run names this run reads (empty: its pipeline makes its own input)."""

@@ -31,6 +31,7 @@ from osum_data.plan.config import (
     resolve_runs,
 )
 from osum_data.plan.examples import write_example
+from osum_data.report.quality import QUALITY_STAGES_PREFIX, compare_sources, format_comparison
 from osum_data.report.tasks import build_table, format_table, planned_task, problems, write_table
 from osum_data.yaml_config import ConfigError
 
@@ -147,9 +148,15 @@ def run_plan(
         print(f"[input {name}] built in {time.monotonic() - t0:.0f} s")
         results[f"input:{name}"] = {"cuts": sum(1 for _ in read_jsonl(manifests[name]))}
     planned: dict[str, str | None] = {}
+    labelling: list[str] = []  # runs that label other runs' samples (no task of their own)
+    measured: list[str] = []  # runs with quality stages: their measures close the plan's output
     for run in plan.runs:
         config = load_pipeline(run.pipeline, [expand_paths(x, manifests) for x in run.set])
         planned[run.name] = planned_task([s.params for s in config.stages])
+        if not run.makes_samples(planned[run.name]):
+            labelling.append(run.name)
+        if any(spec.stage.startswith(QUALITY_STAGES_PREFIX) for spec in config.stages):
+            measured.append(run.name)
         source = run_input(run.name, run.input, manifests, output)
         t0 = time.monotonic()
         with outdir.locked((output / run.name).absolute()):  # not while another run writes there
@@ -172,17 +179,21 @@ def run_plan(
             f"[{run.name}] hours out: {s['hours_out']:.4f}, by task: "
             f"{json.dumps(s['hours_by_task'], ensure_ascii=False)}"
         )
-        for fmt, opts in plan.export.items() if run.export else ():
+        if run.name in labelling:
+            print(f"[{run.name}] labels cuts, makes no task samples: not exported, not in the mix")
+        for fmt, opts in plan.export.items() if run.export and run.name not in labelling else ():
             results[f"{run.name}_export"] = _export(
                 fmt, manifests[run.name], output / run.name / fmt, opts, workers, address, run.name
             )
     if plan.mix is not None:
-        results["mix"] = _mix(plan, output, workers, address, progress)
+        results["mix"] = _mix(plan, output, workers, address, progress, labelling)
         for fmt in plan.mix_export:
             results[f"mix_export:{fmt}"] = _export(
                 fmt, output / "mix", output / "export" / fmt, ExportOptions(), workers, address, "mix"
             )
-    table = build_table(output, planned, mix=plan.mix is not None)
+    table = build_table(output, planned, mix=plan.mix is not None, labelling=labelling)
+    quality = {name: compare_sources(output / name) for name in measured}
+    table["quality"] = {name: rows for name, rows in quality.items() if rows}
     write_table(output, table)
     results["tasks"] = table
     if plan.train is not None:
@@ -195,6 +206,9 @@ def run_plan(
         print(f"[report] {page}")
     _where_to_look(output, plan, results)
     print("\nTasks:\n" + format_table(table))
+    for name, rows in table["quality"].items():
+        print(f"\nQuality of run {name!r} (custom.quality.*; sources vs their augmented copies):")
+        print(format_comparison(rows))
     missing = problems(table)
     if missing:
         print(f"\nIncomplete after {time.monotonic() - started:.0f} s: {len(missing)} problem(s) above.")
@@ -265,7 +279,8 @@ def _code_digest(package: str) -> str:
 
 def mix_config_of(mix: dict[str, Any], runs: list[str], output: Path) -> dict[str, Any]:
     """A plan's `mix:` section as MIX.yaml content: `run:` datasets resolved to the runs' manifests,
-    and, without `tasks:`, every run (of the names `runs`) as a dataset of each task it made."""
+    and, without `tasks:`, every run (of the names `runs`: those that make task samples, see
+    `RunEntry.makes_samples`) as a dataset of each task it made."""
     from osum_data.tasks import registry
 
     reg = registry()
@@ -285,11 +300,14 @@ def mix_config_of(mix: dict[str, Any], runs: list[str], output: Path) -> dict[st
     return mix
 
 
-def _mix(plan: Plan, output: Path, workers: int, address: str | None, progress: bool) -> dict[str, Any]:
+def _mix(
+    plan: Plan, output: Path, workers: int, address: str | None, progress: bool, labelling: list[str]
+) -> dict[str, Any]:
     from osum_data.mix.build import build_mix
     from osum_data.mix.config import build_mix_config
 
-    cfg = build_mix_config(mix_config_of(plan.mix or {}, [r.name for r in plan.runs], output), "plan: mix")
+    runs = [r.name for r in plan.runs if r.name not in labelling]
+    cfg = build_mix_config(mix_config_of(plan.mix or {}, runs, output), "plan: mix")
     manifests = sorted({d.path() for t in cfg.tasks.values() for d in t.datasets})
     identity = {
         "config": cfg.digest(),

@@ -49,18 +49,89 @@ def collect_quality(run_dir: Path) -> tuple[dict[str, dict[str, list[float]]], C
                 continue
             holder = _holder(d)
             for measure, v in (holder.get("quality") or {}).items():
-                if (
-                    isinstance(v, int | float)
-                    and not isinstance(v, bool)
-                    and v == v
-                    and abs(v) != float("inf")
-                ):
+                if _number(v):
                     values[measure][side].append(float(v))
             flags.update(holder.get("quality_flags") or [])
             reject = (d.get("custom") or {}).get("reject") or {}
             if str(reject.get("stage", "")).startswith(QUALITY_STAGES_PREFIX):
                 codes[f"{reject['stage']}:{reject.get('code', 'unknown')}"] += 1
     return dict(values), codes, flags
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+
+
+def compare_sources(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """Per measure of a run's cuts (kept and rejected): the mean over all cuts, and over each pair of
+    an augmented copy (`custom.augment`, linked by `custom.source_cut_id`) and its source in the same
+    run, the sources' mean, the copies' mean and how many copies score lower. A measure that ranks
+    damage must separate the pairs: noise lowers SNR and DNSMOS. {} when the run has no measures."""
+    measures: dict[str, dict[str, float]] = {}  # cut id -> measure -> value
+    copies: dict[str, str] = {}  # copy id -> source id
+    for name in ("cuts.jsonl.gz", "rejects.jsonl.gz"):
+        for d in _lines(run_dir / name):
+            if not isinstance(d, dict) or not isinstance(d.get("id"), str):
+                continue
+            found = {k: float(v) for k, v in (_holder(d).get("quality") or {}).items() if _number(v)}
+            if found:
+                measures[d["id"]] = found
+            custom = d.get("custom") or {}
+            if custom.get("augment") and isinstance(custom.get("source_cut_id"), str):
+                copies[d["id"]] = custom["source_cut_id"]
+    rows: dict[str, dict[str, Any]] = {}
+    for m in sorted({k for v in measures.values() for k in v}):
+        every = [v[m] for v in measures.values() if m in v]
+        pairs = [
+            (measures[src][m], measures[cp][m])
+            for cp, src in copies.items()
+            if m in measures.get(cp, {}) and m in measures.get(src, {})
+        ]
+        rows[m] = {"mean": sum(every) / len(every), "n": len(every), "pairs": len(pairs)}
+        if pairs:
+            rows[m]["sources_mean"] = sum(a for a, _ in pairs) / len(pairs)
+            rows[m]["copies_mean"] = sum(b for _, b in pairs) / len(pairs)
+            rows[m]["copy_lower"] = sum(1 for a, b in pairs if b < a)
+    return rows
+
+
+def _num(v: float) -> str:
+    return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}"
+
+
+def format_comparison(rows: dict[str, dict[str, Any]]) -> str:
+    """`compare_sources` as aligned text (the plan's closing output)."""
+    head = ["measure", "mean", "n", "sources", "noisy copies", "copy lower"]
+    lines = [
+        [
+            m,
+            _num(r["mean"]),
+            str(r["n"]),
+            _num(r["sources_mean"]) if r["pairs"] else "-",
+            _num(r["copies_mean"]) if r["pairs"] else "-",
+            f"{r['copy_lower']}/{r['pairs']}" if r["pairs"] else "-",
+        ]
+        for m, r in rows.items()
+    ]
+    widths = [max(len(x) for x in col) for col in zip(head, *lines, strict=False)]
+    fmt = "  ".join(f"{{:{w}}}" for w in widths[:-1]) + "  {}"
+    return "\n".join(fmt.format(*cells) for cells in [head, *lines])
+
+
+def _comparison_html(rows: dict[str, dict[str, Any]]) -> str:
+    if not any(r["pairs"] for r in rows.values()):
+        return ""
+    trs = "".join(
+        f"<tr><td>{html.escape(m)}</td><td class='n'>{_num(r['sources_mean'])}</td>"
+        f"<td class='n'>{_num(r['copies_mean'])}</td><td class='n'>{r['copy_lower']}/{r['pairs']}</td></tr>"
+        for m, r in rows.items()
+        if r["pairs"]
+    )
+    return (
+        "<p>Sources vs their augmented (noise/reverb) copies, mean per measure over the pairs:</p>"
+        "<table><tr><th>measure</th><th>sources</th><th>noisy copies</th><th>copy lower</th></tr>"
+        f"{trs}</table>"
+    )
 
 
 def thresholds_of(run_dir: Path) -> dict[str, dict[str, Any]]:
@@ -118,6 +189,9 @@ def quality_html(kind: str, run_dir: Path, out: Path, slug: str) -> str:
             f"<tr><td>{html.escape(c)}</td><td class='n'>{n}</td><td>{w}</td></tr>" for c, n, w in rows
         )
         parts.append(f"<table><tr><th>code</th><th>cuts</th><th></th></tr>{trs}</table>")
+    comparison = _comparison_html(compare_sources(run_dir))
+    if comparison:
+        parts.append(comparison)
     for measure in sorted(values):
         v = values[measure]
         safe = re.sub(r"[^A-Za-z0-9_]+", "-", measure)[:60]  # names come from the data: no paths

@@ -12,6 +12,7 @@ quiet "Done"). The plan writes the table to `OUT/tasks.json`; the report shows i
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -81,9 +82,14 @@ def run_problem(name: str, summary: dict[str, Any]) -> str | None:
     return None
 
 
-def build_table(output: Path, planned: dict[str, str | None], mix: bool) -> dict[str, Any]:
+def build_table(
+    output: Path, planned: dict[str, str | None], mix: bool, labelling: Iterable[str] = ()
+) -> dict[str, Any]:
     """The table from the runs' and the mix's summaries under `output`. `planned` maps each run to
-    the task its pipeline makes (None: a run without a task of its own, e.g. a source of speech)."""
+    the task its pipeline makes (None: a run without a task of its own, e.g. a source of speech).
+    The `labelling` runs label other runs' samples (a quality run): their cuts carry those runs'
+    task keys and are not counted again; their problems still are."""
+    labelling = set(labelling)
     runs: dict[str, dict[str, Any]] = {}
     for name in planned:
         path = output / name / "summary.json"
@@ -101,7 +107,8 @@ def build_table(output: Path, planned: dict[str, str | None], mix: bool) -> dict
             row(task)["runs"].append(name)
     for name, summary in runs.items():
         hours = summary.get("hours_by_task") or {}
-        for key, n in (summary.get("cuts_by_task") or {}).items():
+        counted = {} if name in labelling else summary.get("cuts_by_task") or {}
+        for key, n in counted.items():
             made = task_of_key(key)
             if made is None:
                 continue

@@ -93,8 +93,9 @@ def read_lines(path: str | Path, what: str = "manifest") -> Iterator[tuple[int, 
                 if line.strip():
                     yield number, line
     except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        kind = "truncated" if isinstance(e, EOFError) else "not a readable gzip file"
         raise ManifestReadError(
-            f"{path}: the {what} is truncated or not gzip (after line {number}): {e}"
+            f"{what} {path} is {kind} (after line {number}): {e}; re-create or re-download it"
         ) from None
 
 

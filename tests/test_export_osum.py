@@ -579,6 +579,6 @@ def test_osum_export_input_lines_are_rejected_with_codes_and_a_truncated_gzip_is
     assert items[1][1].detail.startswith("not utf8: input line 2")
     gz = tmp_path / "in.jsonl.gz"
     gz.write_bytes(gzip.compress(path.read_bytes() * 50)[:-20])
-    with pytest.raises(ManifestReadError, match="in.jsonl.gz: the cuts manifest is truncated") as e:
+    with pytest.raises(ManifestReadError, match=r"cuts manifest .*in\.jsonl\.gz is truncated") as e:
         list(_items(gz))
     assert e.value.exit_code == 1

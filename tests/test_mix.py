@@ -289,7 +289,7 @@ def test_bad_lines_are_rejected_with_reasons_and_counted(asr, tmp_path):
     assert "dirty.jsonl:34: not UTF-8" in rejects["dirty-line-34"]["reason"]
     truncated = tmp_path / "cut.jsonl.gz"
     truncated.write_bytes(gzip.compress(path.read_bytes())[:-30])
-    with pytest.raises(MixError, match="cut.jsonl.gz: the manifest is truncated or not gzip") as e:
+    with pytest.raises(MixError, match=r"manifest .*cut\.jsonl\.gz is truncated") as e:
         build_mix(
             build_mix_config({"tasks": {"ser": {"datasets": [str(truncated)]}}}),
             tmp_path / "t",
